@@ -1,0 +1,383 @@
+//! Device memory (BAR) access: volatile, bounds-checked, and never through a
+//! Rust reference.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+
+use crate::sys::mmap::Mapping;
+
+/// A value that can be read from or written to device memory in one access:
+/// `u8`, `u16`, `u32` or `u64`. Device registers are little-endian (PCI).
+pub trait MmioValue: sealed::Sealed + Copy + Eq + std::fmt::Debug {
+    /// Converts from little-endian (what the device holds) to the CPU's order.
+    #[doc(hidden)]
+    fn from_le(raw: Self) -> Self;
+    /// Converts from the CPU's order to little-endian.
+    #[doc(hidden)]
+    fn to_le(self) -> Self;
+    /// Decodes from little-endian bytes; `bytes` has exactly `size_of::<Self>()` bytes.
+    #[doc(hidden)]
+    fn from_le_slice(bytes: &[u8]) -> Self;
+    /// Encodes to little-endian bytes, appended to `out`.
+    #[doc(hidden)]
+    fn extend_le(self, out: &mut Vec<u8>);
+}
+
+mod sealed {
+    pub trait Sealed {}
+}
+
+macro_rules! mmio_value {
+    ($($t:ty),*) => {$(
+        impl sealed::Sealed for $t {}
+        impl MmioValue for $t {
+            fn from_le(raw: Self) -> Self {
+                <$t>::from_le(raw)
+            }
+            fn to_le(self) -> Self {
+                <$t>::to_le(self)
+            }
+            fn from_le_slice(bytes: &[u8]) -> Self {
+                let mut buf = [0u8; std::mem::size_of::<$t>()];
+                buf.copy_from_slice(bytes);
+                <$t>::from_le_bytes(buf)
+            }
+            fn extend_le(self, out: &mut Vec<u8>) {
+                out.extend_from_slice(&self.to_le_bytes());
+            }
+        }
+    )*};
+}
+mmio_value!(u8, u16, u32, u64);
+
+/// Why a device memory access was refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum MmioError {
+    /// The access does not lie wholly inside the BAR.
+    #[error("BAR {bar}: a {width}-byte access at offset {offset:#x} is outside its {len:#x} bytes")]
+    OutOfBounds {
+        /// The BAR index.
+        bar: u8,
+        /// The offset asked for.
+        offset: u64,
+        /// The access width in bytes.
+        width: usize,
+        /// The BAR's length in bytes.
+        len: u64,
+    },
+    /// The offset is not a multiple of the access width.
+    #[error(
+        "BAR {bar}: a {width}-byte access at offset {offset:#x} is misaligned: use a multiple of {width}"
+    )]
+    Misaligned {
+        /// The BAR index.
+        bar: u8,
+        /// The offset asked for.
+        offset: u64,
+        /// The access width in bytes.
+        width: usize,
+    },
+    /// A read or write through the device file failed (BARs that cannot be mapped).
+    #[error("BAR {bar}: {width}-byte access at offset {offset:#x} through the device file failed")]
+    Io {
+        /// The BAR index.
+        bar: u8,
+        /// The offset asked for.
+        offset: u64,
+        /// The access width in bytes.
+        width: usize,
+        /// The error the kernel returned.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Whatever must stay alive while a [`Bar`] is in use (the device handle it
+/// came from, and through it the group and container).
+pub(crate) trait KeepAlive: Send + Sync + std::fmt::Debug {}
+impl<T: Send + Sync + std::fmt::Debug> KeepAlive for T {}
+
+/// How a BAR is reached.
+#[derive(Debug)]
+enum Access {
+    /// Mapped into the process: each access is one volatile load or store.
+    Mapped(Mapping),
+    /// Not mappable: each access is one `pread`/`pwrite` on the device file at
+    /// the region's offset (VFIO performs the access in the kernel).
+    File {
+        device: Arc<File>,
+        region_offset: u64,
+    },
+}
+
+/// One memory BAR of a device, ready for register access.
+///
+/// Offsets are bytes from the start of the BAR. Every access is bounds-checked
+/// and must be naturally aligned; values are little-endian on the device and
+/// returned in CPU order. No `&`/`&mut` into device memory is ever formed.
+///
+/// ```no_run
+/// use usrdrv::vfio::Device;
+///
+/// let device = Device::open("0000:00:03.0".parse()?)?;
+/// let bar0 = device.bar(0)?;
+/// let id = bar0.read32(0x00)?;
+/// bar0.write32(0x04, 0x1234_5678)?;
+/// println!("id {id:#010x}, liveness {:#010x}", bar0.read32(0x04)?);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct Bar {
+    index: u8,
+    len: u64,
+    access: Access,
+    /// Dropped after `access`, so the mapping goes before the device does.
+    _owner: Arc<dyn KeepAlive>,
+}
+
+impl Bar {
+    pub(crate) fn mapped(index: u8, mapping: Mapping, owner: Arc<dyn KeepAlive>) -> Self {
+        Self {
+            index,
+            len: mapping.len() as u64,
+            access: Access::Mapped(mapping),
+            _owner: owner,
+        }
+    }
+
+    pub(crate) fn through_file(
+        index: u8,
+        len: u64,
+        device: Arc<File>,
+        region_offset: u64,
+        owner: Arc<dyn KeepAlive>,
+    ) -> Self {
+        Self {
+            index,
+            len,
+            access: Access::File {
+                device,
+                region_offset,
+            },
+            _owner: owner,
+        }
+    }
+
+    /// The BAR's index, `0..=5`.
+    pub fn index(&self) -> u8 {
+        self.index
+    }
+
+    /// The BAR's length in bytes.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether the BAR is empty (never true for a BAR that exists).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Whether accesses go straight to mapped memory (`true`) or through a
+    /// system call per access (`false`, for BARs the kernel will not let us map).
+    pub fn is_mapped(&self) -> bool {
+        matches!(self.access, Access::Mapped(_))
+    }
+
+    fn check<T: MmioValue>(&self, offset: u64) -> Result<(), MmioError> {
+        let width = std::mem::size_of::<T>();
+        let in_bounds = offset
+            .checked_add(width as u64)
+            .is_some_and(|end| end <= self.len);
+        if !in_bounds {
+            return Err(MmioError::OutOfBounds {
+                bar: self.index,
+                offset,
+                width,
+                len: self.len,
+            });
+        }
+        if !offset.is_multiple_of(width as u64) {
+            return Err(MmioError::Misaligned {
+                bar: self.index,
+                offset,
+                width,
+            });
+        }
+        Ok(())
+    }
+
+    /// Reads one value of type `T` at `offset`.
+    pub fn read<T: MmioValue>(&self, offset: u64) -> Result<T, MmioError> {
+        self.check::<T>(offset)?;
+        match &self.access {
+            // The checks above and the mapping's own agree: the mapping has `len`
+            // bytes, so `offset` fits in usize and the read succeeds.
+            Access::Mapped(map) => Ok(usize::try_from(offset)
+                .ok()
+                .and_then(|off| map.read::<T>(off))
+                .ok_or(MmioError::OutOfBounds {
+                    bar: self.index,
+                    offset,
+                    width: std::mem::size_of::<T>(),
+                    len: self.len,
+                })?),
+            Access::File {
+                device,
+                region_offset,
+            } => {
+                let mut buf = vec![0u8; std::mem::size_of::<T>()];
+                device
+                    .read_exact_at(&mut buf, region_offset + offset)
+                    .map_err(|source| self.io_error::<T>(offset, source))?;
+                Ok(T::from_le_slice(&buf))
+            }
+        }
+    }
+
+    /// Writes one value of type `T` at `offset`.
+    pub fn write<T: MmioValue>(&self, offset: u64, value: T) -> Result<(), MmioError> {
+        self.check::<T>(offset)?;
+        match &self.access {
+            Access::Mapped(map) => usize::try_from(offset)
+                .ok()
+                .and_then(|off| map.write(off, value))
+                .ok_or(MmioError::OutOfBounds {
+                    bar: self.index,
+                    offset,
+                    width: std::mem::size_of::<T>(),
+                    len: self.len,
+                }),
+            Access::File {
+                device,
+                region_offset,
+            } => {
+                let mut buf = Vec::with_capacity(std::mem::size_of::<T>());
+                value.extend_le(&mut buf);
+                device
+                    .write_all_at(&buf, region_offset + offset)
+                    .map_err(|source| self.io_error::<T>(offset, source))
+            }
+        }
+    }
+
+    fn io_error<T>(&self, offset: u64, source: std::io::Error) -> MmioError {
+        MmioError::Io {
+            bar: self.index,
+            offset,
+            width: std::mem::size_of::<T>(),
+            source,
+        }
+    }
+
+    /// Reads the byte at `offset`.
+    pub fn read8(&self, offset: u64) -> Result<u8, MmioError> {
+        self.read(offset)
+    }
+
+    /// Reads the 16-bit value at `offset` (2-byte aligned).
+    pub fn read16(&self, offset: u64) -> Result<u16, MmioError> {
+        self.read(offset)
+    }
+
+    /// Reads the 32-bit value at `offset` (4-byte aligned).
+    pub fn read32(&self, offset: u64) -> Result<u32, MmioError> {
+        self.read(offset)
+    }
+
+    /// Reads the 64-bit value at `offset` (8-byte aligned), in one access.
+    pub fn read64(&self, offset: u64) -> Result<u64, MmioError> {
+        self.read(offset)
+    }
+
+    /// Writes the byte at `offset`.
+    pub fn write8(&self, offset: u64, value: u8) -> Result<(), MmioError> {
+        self.write(offset, value)
+    }
+
+    /// Writes the 16-bit value at `offset` (2-byte aligned).
+    pub fn write16(&self, offset: u64, value: u16) -> Result<(), MmioError> {
+        self.write(offset, value)
+    }
+
+    /// Writes the 32-bit value at `offset` (4-byte aligned).
+    pub fn write32(&self, offset: u64, value: u32) -> Result<(), MmioError> {
+        self.write(offset, value)
+    }
+
+    /// Writes the 64-bit value at `offset` (8-byte aligned), in one access.
+    pub fn write64(&self, offset: u64, value: u64) -> Result<(), MmioError> {
+        self.write(offset, value)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::os::fd::AsFd;
+
+    /// A file standing in for a device region: both access paths must agree on it.
+    fn region(bytes: &[u8]) -> (tempfile::NamedTempFile, Arc<File>) {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        file.write_all(bytes).unwrap();
+        file.flush().unwrap();
+        let handle = Arc::new(file.reopen().unwrap());
+        (file, handle)
+    }
+
+    fn both_bars(bytes: &[u8]) -> (tempfile::NamedTempFile, Vec<Bar>) {
+        let (file, handle) = region(bytes);
+        let map = Mapping::map_shared(handle.as_fd(), 0, bytes.len(), true).unwrap();
+        let owner: Arc<dyn KeepAlive> = Arc::new(());
+        let bars = vec![
+            Bar::mapped(0, map, Arc::clone(&owner)),
+            Bar::through_file(0, bytes.len() as u64, handle, 0, owner),
+        ];
+        (file, bars)
+    }
+
+    #[test]
+    fn mapped_and_file_access_agree() {
+        let bytes: Vec<u8> = (0u8..32).collect();
+        let (_file, bars) = both_bars(&bytes);
+        for bar in &bars {
+            assert_eq!(bar.read8(1).unwrap(), 1);
+            assert_eq!(bar.read16(2).unwrap(), 0x0302);
+            assert_eq!(bar.read32(4).unwrap(), 0x0706_0504);
+            assert_eq!(bar.read64(8).unwrap(), 0x0f0e_0d0c_0b0a_0908);
+        }
+        bars[0].write32(16, 0xcafe_f00d).unwrap();
+        assert_eq!(bars[1].read32(16).unwrap(), 0xcafe_f00d);
+        bars[1].write64(24, 0x1122_3344_5566_7788).unwrap();
+        assert_eq!(bars[0].read64(24).unwrap(), 0x1122_3344_5566_7788);
+        assert!(bars[0].is_mapped() && !bars[1].is_mapped());
+    }
+
+    #[test]
+    fn out_of_bounds_and_misaligned_are_errors_on_both_paths() {
+        let (_file, bars) = both_bars(&[0u8; 16]);
+        for bar in &bars {
+            assert!(matches!(bar.read32(16), Err(MmioError::OutOfBounds { .. })));
+            assert!(matches!(bar.read64(12), Err(MmioError::OutOfBounds { .. })));
+            assert!(matches!(
+                bar.read32(u64::MAX - 1),
+                Err(MmioError::OutOfBounds { .. })
+            ));
+            assert!(matches!(
+                bar.write16(3, 1),
+                Err(MmioError::Misaligned { .. })
+            ));
+            assert!(matches!(
+                bar.write8(16, 1),
+                Err(MmioError::OutOfBounds { .. })
+            ));
+        }
+        let msg = bars[0].read32(16).unwrap_err().to_string();
+        assert!(
+            msg.contains("offset 0x10") && msg.contains("0x10 bytes"),
+            "{msg}"
+        );
+    }
+}

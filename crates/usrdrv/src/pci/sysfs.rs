@@ -1,0 +1,605 @@
+//! PCI functions as the kernel shows them in sysfs: identity, driver, IOMMU group,
+//! and driver binding through `driver_override`.
+//!
+//! Every path is relative to a sysfs root ([`Sysfs::system`] is `/sys`), so the
+//! same code runs against a fake tree in tests.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use super::address::PciAddress;
+
+/// The name of the kernel's VFIO PCI driver.
+pub const VFIO_PCI_DRIVER: &str = "vfio-pci";
+
+/// Errors from reading or changing PCI state in sysfs.
+#[derive(Debug, thiserror::Error)]
+pub enum SysfsError {
+    /// No function with this address exists.
+    #[error("no PCI device at {address}: `ls {}` lists the addresses present", .devices_dir.display())]
+    NoSuchDevice {
+        /// The address asked for.
+        address: PciAddress,
+        /// The directory that was searched.
+        devices_dir: PathBuf,
+    },
+    /// Reading a sysfs file or link failed.
+    #[error("cannot read {}", .path.display())]
+    Read {
+        /// The file or link.
+        path: PathBuf,
+        /// The error the kernel returned.
+        #[source]
+        source: io::Error,
+    },
+    /// Writing a sysfs file was refused for lack of privilege.
+    #[error("permission denied writing {}: changing driver bindings needs root (or CAP_SYS_ADMIN)", .path.display())]
+    PermissionDenied {
+        /// The file.
+        path: PathBuf,
+    },
+    /// Writing a sysfs file failed.
+    #[error("cannot write '{value}' to {}", .path.display())]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// What was written.
+        value: String,
+        /// The error the kernel returned.
+        #[source]
+        source: io::Error,
+    },
+    /// A sysfs file did not hold what the kernel documents.
+    #[error("unexpected content {content:?} in {}", .path.display())]
+    Unexpected {
+        /// The file.
+        path: PathBuf,
+        /// What it held.
+        content: String,
+    },
+    /// The driver did not take the device; the previous binding was restored.
+    #[error(
+        "{address} did not bind to {driver} (its driver is now {}): is the module loaded? Try `modprobe {driver}`",
+        .now.as_deref().unwrap_or("none")
+    )]
+    BindFailed {
+        /// The device.
+        address: PciAddress,
+        /// The driver asked for.
+        driver: String,
+        /// The driver bound after the attempt and the restore.
+        now: Option<String>,
+    },
+}
+
+/// A snapshot of one PCI function's identity and binding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PciFunction {
+    /// Where it is.
+    pub address: PciAddress,
+    /// PCI vendor ID.
+    pub vendor_id: u16,
+    /// PCI device ID.
+    pub device_id: u16,
+    /// Class code: base class, subclass and programming interface (24 bits).
+    pub class: u32,
+    /// The kernel driver bound to it, if any.
+    pub driver: Option<String>,
+    /// Its IOMMU group, or `None` when no IOMMU translates for it.
+    pub iommu_group: Option<u32>,
+}
+
+/// A view of the PCI parts of a sysfs tree.
+///
+/// ```no_run
+/// use usrdrv::pci::Sysfs;
+///
+/// let sysfs = Sysfs::system();
+/// for address in sysfs.find(0x1234, 0x11e8)? {
+///     let function = sysfs.function(address)?;
+///     println!("{address}: driver {:?}, IOMMU group {:?}", function.driver, function.iommu_group);
+/// }
+/// # Ok::<(), usrdrv::pci::SysfsError>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct Sysfs {
+    root: PathBuf,
+}
+
+impl Sysfs {
+    /// The running system's sysfs, mounted at `/sys`.
+    pub fn system() -> Self {
+        Self::at("/sys")
+    }
+
+    /// A sysfs tree rooted elsewhere: the directory that holds `bus/pci` and
+    /// `kernel/iommu_groups`.
+    pub fn at(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    fn devices_dir(&self) -> PathBuf {
+        self.root.join("bus/pci/devices")
+    }
+
+    fn device_dir(&self, address: PciAddress) -> PathBuf {
+        self.devices_dir().join(address.to_string())
+    }
+
+    /// Every PCI function present, sorted by address.
+    pub fn addresses(&self) -> Result<Vec<PciAddress>, SysfsError> {
+        let dir = self.devices_dir();
+        let entries = fs::read_dir(&dir).map_err(|source| SysfsError::Read {
+            path: dir.clone(),
+            source,
+        })?;
+        let mut addresses = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|source| SysfsError::Read {
+                path: dir.clone(),
+                source,
+            })?;
+            // Entries that are not addresses are not PCI functions; skip them.
+            if let Some(address) = entry.file_name().to_str().and_then(|n| n.parse().ok()) {
+                addresses.push(address);
+            }
+        }
+        addresses.sort();
+        Ok(addresses)
+    }
+
+    /// The identity and binding of the function at `address`.
+    pub fn function(&self, address: PciAddress) -> Result<PciFunction, SysfsError> {
+        let dir = self.existing_device_dir(address)?;
+        Ok(PciFunction {
+            address,
+            vendor_id: read_hex(&dir.join("vendor"), 0xffff)? as u16,
+            device_id: read_hex(&dir.join("device"), 0xffff)? as u16,
+            class: read_hex(&dir.join("class"), 0xff_ffff)? as u32,
+            driver: self.driver(address)?,
+            iommu_group: self.iommu_group(address)?,
+        })
+    }
+
+    /// Every function with this vendor and device ID, sorted by address.
+    pub fn find(&self, vendor_id: u16, device_id: u16) -> Result<Vec<PciAddress>, SysfsError> {
+        let mut found = Vec::new();
+        for address in self.addresses()? {
+            let dir = self.device_dir(address);
+            if read_hex(&dir.join("vendor"), 0xffff)? == u64::from(vendor_id)
+                && read_hex(&dir.join("device"), 0xffff)? == u64::from(device_id)
+            {
+                found.push(address);
+            }
+        }
+        Ok(found)
+    }
+
+    /// The name of the driver bound to `address`, or `None`.
+    pub fn driver(&self, address: PciAddress) -> Result<Option<String>, SysfsError> {
+        let dir = self.existing_device_dir(address)?;
+        link_name(&dir.join("driver"))
+    }
+
+    /// The IOMMU group of `address`, or `None` when no IOMMU translates for it.
+    pub fn iommu_group(&self, address: PciAddress) -> Result<Option<u32>, SysfsError> {
+        let dir = self.existing_device_dir(address)?;
+        let link = dir.join("iommu_group");
+        match link_name(&link)? {
+            None => Ok(None),
+            Some(name) => name.parse().map(Some).map_err(|_| SysfsError::Unexpected {
+                path: link,
+                content: name,
+            }),
+        }
+    }
+
+    /// Every function in IOMMU group `group`, sorted by address.
+    pub fn iommu_group_members(&self, group: u32) -> Result<Vec<PciAddress>, SysfsError> {
+        let dir = self
+            .root
+            .join("kernel/iommu_groups")
+            .join(group.to_string())
+            .join("devices");
+        let entries = fs::read_dir(&dir).map_err(|source| SysfsError::Read {
+            path: dir.clone(),
+            source,
+        })?;
+        let mut members = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|source| SysfsError::Read {
+                path: dir.clone(),
+                source,
+            })?;
+            // Groups may hold non-PCI devices too; they have other names.
+            if let Some(address) = entry.file_name().to_str().and_then(|n| n.parse().ok()) {
+                members.push(address);
+            }
+        }
+        members.sort();
+        Ok(members)
+    }
+
+    /// Binds `address` to `driver` (for example [`VFIO_PCI_DRIVER`]).
+    ///
+    /// Uses `driver_override` and `drivers_probe`, which works for any device ID
+    /// (binding through `new_id` silently does nothing for IDs a driver does not
+    /// list). The device is first released by its current driver. If the new
+    /// driver does not take it, the override is cleared and the device is probed
+    /// again, so it goes back to the driver the kernel would choose, and
+    /// [`SysfsError::BindFailed`] says what happened. Binding to the driver it
+    /// already has does nothing.
+    pub fn bind(&self, address: PciAddress, driver: &str) -> Result<(), SysfsError> {
+        let dir = self.existing_device_dir(address)?;
+        let current = self.driver(address)?;
+        if current.as_deref() == Some(driver) {
+            return Ok(());
+        }
+        let override_path = dir.join("driver_override");
+        write_sysfs(&override_path, driver)?;
+        if current.is_some()
+            && let Err(err) = write_sysfs(&dir.join("driver/unbind"), &address.to_string())
+        {
+            // Nothing changed but the override: take it back.
+            let _ = write_sysfs(&override_path, "\n");
+            return Err(err);
+        }
+        let probe = write_sysfs(
+            &self.root.join("bus/pci/drivers_probe"),
+            &address.to_string(),
+        );
+        let now = self.driver(address)?;
+        if now.as_deref() == Some(driver) {
+            return Ok(());
+        }
+        // Restore: clear the override and let the kernel pick the device's driver.
+        let _ = write_sysfs(&override_path, "\n");
+        let _ = write_sysfs(
+            &self.root.join("bus/pci/drivers_probe"),
+            &address.to_string(),
+        );
+        match probe {
+            Err(err @ SysfsError::PermissionDenied { .. }) => Err(err),
+            _ => Err(SysfsError::BindFailed {
+                address,
+                driver: driver.to_owned(),
+                now: self.driver(address)?,
+            }),
+        }
+    }
+
+    fn existing_device_dir(&self, address: PciAddress) -> Result<PathBuf, SysfsError> {
+        let dir = self.device_dir(address);
+        if dir.exists() {
+            Ok(dir)
+        } else {
+            Err(SysfsError::NoSuchDevice {
+                address,
+                devices_dir: self.devices_dir(),
+            })
+        }
+    }
+}
+
+/// Reads a sysfs file holding one hexadecimal number such as `0x1234`.
+fn read_hex(path: &Path, max: u64) -> Result<u64, SysfsError> {
+    let text = fs::read_to_string(path).map_err(|source| SysfsError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let trimmed = text.trim();
+    let digits = trimmed.strip_prefix("0x").unwrap_or(trimmed);
+    u64::from_str_radix(digits, 16)
+        .ok()
+        .filter(|v| *v <= max)
+        .ok_or_else(|| SysfsError::Unexpected {
+            path: path.to_owned(),
+            content: text.clone(),
+        })
+}
+
+/// The last component of the symlink at `path`, or `None` when there is no link.
+fn link_name(path: &Path) -> Result<Option<String>, SysfsError> {
+    match fs::read_link(path) {
+        Ok(target) => Ok(target
+            .file_name()
+            .map(|name| name.to_string_lossy().into_owned())),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(SysfsError::Read {
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
+/// Writes `value` to a sysfs attribute in one `write` call, as sysfs expects.
+fn write_sysfs(path: &Path, value: &str) -> Result<(), SysfsError> {
+    fs::write(path, value).map_err(|source| {
+        if source.kind() == io::ErrorKind::PermissionDenied {
+            SysfsError::PermissionDenied {
+                path: path.to_owned(),
+            }
+        } else {
+            SysfsError::Write {
+                path: path.to_owned(),
+                value: value.trim().to_owned(),
+                source,
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    /// Lays out a sysfs tree the way the kernel does, in a temporary directory.
+    struct FakeSysfs {
+        dir: tempfile::TempDir,
+    }
+
+    impl FakeSysfs {
+        fn new() -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            for d in [
+                "bus/pci/devices",
+                "bus/pci/drivers",
+                "kernel/iommu_groups",
+                "devices/pci0000:00",
+            ] {
+                fs::create_dir_all(dir.path().join(d)).unwrap();
+            }
+            fs::write(dir.path().join("bus/pci/drivers_probe"), "").unwrap();
+            Self { dir }
+        }
+
+        fn root(&self) -> &Path {
+            self.dir.path()
+        }
+
+        fn add(
+            &self,
+            addr: &str,
+            vendor: u16,
+            device: u16,
+            class: u32,
+            driver: Option<&str>,
+            group: Option<u32>,
+        ) {
+            let real = self.root().join("devices/pci0000:00").join(addr);
+            fs::create_dir_all(&real).unwrap();
+            fs::write(real.join("vendor"), format!("{vendor:#06x}\n")).unwrap();
+            fs::write(real.join("device"), format!("{device:#06x}\n")).unwrap();
+            fs::write(real.join("class"), format!("{class:#08x}\n")).unwrap();
+            fs::write(real.join("driver_override"), "(null)\n").unwrap();
+            symlink(
+                format!("../../../devices/pci0000:00/{addr}"),
+                self.root().join("bus/pci/devices").join(addr),
+            )
+            .unwrap();
+            if let Some(driver) = driver {
+                let ddir = self.root().join("bus/pci/drivers").join(driver);
+                fs::create_dir_all(&ddir).unwrap();
+                fs::write(ddir.join("unbind"), "").unwrap();
+                symlink(
+                    format!("../../../bus/pci/drivers/{driver}"),
+                    real.join("driver"),
+                )
+                .unwrap();
+            }
+            if let Some(group) = group {
+                let gdir = self
+                    .root()
+                    .join("kernel/iommu_groups")
+                    .join(group.to_string())
+                    .join("devices");
+                fs::create_dir_all(&gdir).unwrap();
+                symlink(
+                    format!("../../../../devices/pci0000:00/{addr}"),
+                    gdir.join(addr),
+                )
+                .unwrap();
+                symlink(
+                    format!("../../../kernel/iommu_groups/{group}"),
+                    real.join("iommu_group"),
+                )
+                .unwrap();
+            }
+        }
+    }
+
+    fn addr(text: &str) -> PciAddress {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn lists_and_describes_functions() {
+        let fake = FakeSysfs::new();
+        fake.add("0000:00:03.0", 0x1234, 0x11e8, 0x00ff00, None, Some(3));
+        fake.add(
+            "0000:00:02.0",
+            0x1b36,
+            0x0010,
+            0x010802,
+            Some("nvme"),
+            Some(2),
+        );
+        fake.add(
+            "0000:00:1f.0",
+            0x8086,
+            0x2918,
+            0x060100,
+            Some("lpc_ich"),
+            None,
+        );
+        let sysfs = Sysfs::at(fake.root());
+
+        assert_eq!(
+            sysfs.addresses().unwrap(),
+            vec![
+                addr("0000:00:02.0"),
+                addr("0000:00:03.0"),
+                addr("0000:00:1f.0")
+            ]
+        );
+        let nvme = sysfs.function(addr("0000:00:02.0")).unwrap();
+        assert_eq!(
+            nvme,
+            PciFunction {
+                address: addr("0000:00:02.0"),
+                vendor_id: 0x1b36,
+                device_id: 0x0010,
+                class: 0x010802,
+                driver: Some("nvme".into()),
+                iommu_group: Some(2),
+            }
+        );
+        let lpc = sysfs.function(addr("0000:00:1f.0")).unwrap();
+        assert_eq!(lpc.iommu_group, None);
+        let edu = sysfs.function(addr("0000:00:03.0")).unwrap();
+        assert_eq!(edu.driver, None);
+    }
+
+    #[test]
+    fn finds_by_vendor_and_device() {
+        let fake = FakeSysfs::new();
+        fake.add("0000:00:03.0", 0x1234, 0x11e8, 0x00ff00, None, Some(3));
+        fake.add("0000:00:04.0", 0x1234, 0x11e8, 0x00ff00, None, Some(4));
+        fake.add(
+            "0000:00:02.0",
+            0x1b36,
+            0x0010,
+            0x010802,
+            Some("nvme"),
+            Some(2),
+        );
+        let sysfs = Sysfs::at(fake.root());
+        assert_eq!(
+            sysfs.find(0x1234, 0x11e8).unwrap(),
+            vec![addr("0000:00:03.0"), addr("0000:00:04.0")]
+        );
+        assert!(sysfs.find(0xdead, 0xbeef).unwrap().is_empty());
+    }
+
+    #[test]
+    fn group_members_are_listed() {
+        let fake = FakeSysfs::new();
+        fake.add("0000:00:03.0", 0x1234, 0x11e8, 0x00ff00, None, Some(3));
+        fake.add(
+            "0000:00:03.1",
+            0x1234,
+            0x11e9,
+            0x00ff00,
+            Some("e1000e"),
+            Some(3),
+        );
+        let sysfs = Sysfs::at(fake.root());
+        assert_eq!(
+            sysfs.iommu_group_members(3).unwrap(),
+            vec![addr("0000:00:03.0"), addr("0000:00:03.1")]
+        );
+        assert!(matches!(
+            sysfs.iommu_group_members(9),
+            Err(SysfsError::Read { .. })
+        ));
+    }
+
+    #[test]
+    fn missing_device_is_a_clear_error() {
+        let fake = FakeSysfs::new();
+        let sysfs = Sysfs::at(fake.root());
+        let err = sysfs.function(addr("0000:00:09.0")).unwrap_err();
+        assert!(matches!(err, SysfsError::NoSuchDevice { .. }));
+        assert!(
+            err.to_string().contains("no PCI device at 0000:00:09.0"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn garbage_in_an_id_file_is_reported_with_its_path() {
+        let fake = FakeSysfs::new();
+        fake.add("0000:00:03.0", 0x1234, 0x11e8, 0x00ff00, None, Some(3));
+        let vendor = fake.root().join("devices/pci0000:00/0000:00:03.0/vendor");
+        fs::write(&vendor, "banana\n").unwrap();
+        let err = Sysfs::at(fake.root())
+            .function(addr("0000:00:03.0"))
+            .unwrap_err();
+        match err {
+            SysfsError::Unexpected { path, content } => {
+                assert!(path.ends_with("vendor"));
+                assert_eq!(content, "banana\n");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn bind_to_current_driver_is_a_no_op() {
+        let fake = FakeSysfs::new();
+        fake.add(
+            "0000:00:03.0",
+            0x1234,
+            0x11e8,
+            0x00ff00,
+            Some("vfio-pci"),
+            Some(3),
+        );
+        let sysfs = Sysfs::at(fake.root());
+        sysfs.bind(addr("0000:00:03.0"), VFIO_PCI_DRIVER).unwrap();
+        let over = fake
+            .root()
+            .join("devices/pci0000:00/0000:00:03.0/driver_override");
+        assert_eq!(fs::read_to_string(over).unwrap(), "(null)\n");
+    }
+
+    #[test]
+    fn failed_bind_unbinds_then_restores_and_reports() {
+        // A plain directory tree never binds anything: the bind must notice,
+        // clear the override it set, and say so.
+        let fake = FakeSysfs::new();
+        fake.add(
+            "0000:00:02.0",
+            0x1b36,
+            0x0010,
+            0x010802,
+            Some("nvme"),
+            Some(2),
+        );
+        let sysfs = Sysfs::at(fake.root());
+        let err = sysfs
+            .bind(addr("0000:00:02.0"), VFIO_PCI_DRIVER)
+            .unwrap_err();
+        match &err {
+            SysfsError::BindFailed { driver, now, .. } => {
+                assert_eq!(driver, "vfio-pci");
+                assert_eq!(now.as_deref(), Some("nvme"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(err.to_string().contains("modprobe vfio-pci"), "{err}");
+        let dev = fake.root().join("devices/pci0000:00/0000:00:02.0");
+        assert_eq!(
+            fs::read_to_string(dev.join("driver_override")).unwrap(),
+            "\n"
+        );
+        let unbind = fake.root().join("bus/pci/drivers/nvme/unbind");
+        assert_eq!(fs::read_to_string(unbind).unwrap(), "0000:00:02.0");
+        let probe = fake.root().join("bus/pci/drivers_probe");
+        assert_eq!(fs::read_to_string(probe).unwrap(), "0000:00:02.0");
+    }
+
+    #[test]
+    fn bind_of_missing_device_changes_nothing() {
+        let fake = FakeSysfs::new();
+        let sysfs = Sysfs::at(fake.root());
+        let err = sysfs
+            .bind(addr("0000:00:07.0"), VFIO_PCI_DRIVER)
+            .unwrap_err();
+        assert!(matches!(err, SysfsError::NoSuchDevice { .. }));
+        let probe = fake.root().join("bus/pci/drivers_probe");
+        assert_eq!(fs::read_to_string(probe).unwrap(), "");
+    }
+}

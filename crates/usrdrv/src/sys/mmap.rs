@@ -1,0 +1,172 @@
+//! An owned shared memory mapping of a file (a device region), unmapped on drop,
+//! accessed only through bounds-checked volatile reads and writes.
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::ptr::NonNull;
+
+use crate::mmio::MmioValue;
+
+/// A `MAP_SHARED` mapping of part of a file.
+///
+/// No Rust reference to the mapped memory ever exists: device memory can change
+/// under us and reads can have side effects, so every access is a volatile
+/// read or write of one naturally aligned value.
+#[derive(Debug)]
+pub(crate) struct Mapping {
+    // INVARIANT: `ptr` is the page-aligned start of a live mapping of `len` bytes
+    // created by `mmap` in `map_shared`, owned by this value and unmapped only by
+    // its `Drop`.
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the mapping is process-wide memory, not tied to the thread that made
+// it, and the only accesses are volatile reads and writes of whole values, which
+// are sound from any thread.
+unsafe impl Send for Mapping {}
+// SAFETY: as above; `&Mapping` allows only volatile single-value accesses, which
+// need no exclusion between threads (the device sees them in program order per
+// thread, as it would from a kernel driver).
+unsafe impl Sync for Mapping {}
+
+impl Mapping {
+    /// Maps `len` bytes of `fd` from `offset`, readable and, if `writable`, writable.
+    pub(crate) fn map_shared(
+        fd: BorrowedFd<'_>,
+        offset: u64,
+        len: usize,
+        writable: bool,
+    ) -> io::Result<Self> {
+        if len == 0 {
+            return Err(io::Error::from(io::ErrorKind::InvalidInput));
+        }
+        let offset = libc::off_t::try_from(offset)
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        let prot = if writable {
+            libc::PROT_READ | libc::PROT_WRITE
+        } else {
+            libc::PROT_READ
+        };
+        // SAFETY: a fresh mapping at an address the kernel chooses cannot alias any
+        // existing Rust object; `fd` is a valid open descriptor for the call's
+        // duration; the result is checked before use.
+        let addr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                prot,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                offset,
+            )
+        };
+        if addr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let ptr = NonNull::new(addr.cast::<u8>())
+            .ok_or_else(|| io::Error::from(io::ErrorKind::AddrNotAvailable))?;
+        // INVARIANT: `ptr` and `len` describe the mapping just created.
+        Ok(Self { ptr, len })
+    }
+
+    /// The mapping's length in bytes.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The byte offset of a `T` at `offset` if it lies wholly inside the mapping
+    /// and is naturally aligned.
+    fn checked<T: MmioValue>(&self, offset: usize) -> Option<usize> {
+        let size = std::mem::size_of::<T>();
+        let end = offset.checked_add(size)?;
+        (end <= self.len && offset.is_multiple_of(size)).then_some(offset)
+    }
+
+    /// Reads the little-endian `T` at `offset`, or `None` if it is out of bounds
+    /// or misaligned.
+    pub(crate) fn read<T: MmioValue>(&self, offset: usize) -> Option<T> {
+        let offset = self.checked::<T>(offset)?;
+        // SAFETY: `checked` proved `offset + size_of::<T>() <= len`, so the pointer
+        // stays inside the live mapping (type invariant); the mapping is
+        // page-aligned and `offset` a multiple of the size, so it is aligned for
+        // `T` (a primitive integer whose alignment equals its size).
+        let ptr = unsafe { self.ptr.as_ptr().add(offset) }.cast::<T>();
+        // SAFETY: `ptr` is in bounds and aligned (above); a volatile read of a
+        // plain integer from mapped memory is always defined, whatever it holds.
+        let raw = unsafe { ptr.read_volatile() };
+        Some(T::from_le(raw))
+    }
+
+    /// Writes `value` little-endian at `offset`, or returns `None` (writing
+    /// nothing) if it is out of bounds or misaligned.
+    pub(crate) fn write<T: MmioValue>(&self, offset: usize, value: T) -> Option<()> {
+        let offset = self.checked::<T>(offset)?;
+        // SAFETY: in bounds and aligned, as in `read`.
+        let ptr = unsafe { self.ptr.as_ptr().add(offset) }.cast::<T>();
+        // SAFETY: `ptr` is in bounds and aligned; no Rust reference to this memory
+        // exists anywhere, so a volatile write cannot break aliasing rules.
+        unsafe { ptr.write_volatile(value.to_le()) };
+        Some(())
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: `ptr`/`len` are exactly the mapping made in `map_shared` (type
+        // invariant) and nothing can use it after drop. munmap of a valid
+        // mapping only fails on invalid arguments, which the invariant excludes.
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::os::fd::AsFd;
+
+    fn mapped_file(bytes: &[u8]) -> (tempfile::NamedTempFile, Mapping) {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        file.write_all(bytes).unwrap();
+        file.flush().unwrap();
+        let map = Mapping::map_shared(file.as_file().as_fd(), 0, bytes.len(), true).unwrap();
+        (file, map)
+    }
+
+    #[test]
+    fn reads_and_writes_every_width_little_endian() {
+        let bytes: Vec<u8> = (0u8..16).collect();
+        let (_file, map) = mapped_file(&bytes);
+        assert_eq!(map.read::<u8>(3), Some(3));
+        assert_eq!(map.read::<u16>(2), Some(0x0302));
+        assert_eq!(map.read::<u32>(4), Some(0x0706_0504));
+        assert_eq!(map.read::<u64>(8), Some(0x0f0e_0d0c_0b0a_0908));
+        map.write::<u32>(0, 0xdead_beef).unwrap();
+        assert_eq!(map.read::<u8>(0), Some(0xef));
+        assert_eq!(map.read::<u32>(0), Some(0xdead_beef));
+    }
+
+    #[test]
+    fn refuses_out_of_bounds_and_misaligned_accesses() {
+        let (_file, map) = mapped_file(&[0u8; 16]);
+        assert_eq!(map.read::<u32>(16), None);
+        assert_eq!(map.read::<u64>(12), None);
+        assert_eq!(map.read::<u32>(2), None);
+        assert_eq!(map.read::<u16>(usize::MAX), None);
+        assert_eq!(map.write::<u64>(9, 1), None);
+        assert_eq!(map.write::<u8>(16, 1), None);
+        assert_eq!(
+            map.read::<u64>(8),
+            Some(0),
+            "a refused write must not write"
+        );
+    }
+
+    #[test]
+    fn empty_mapping_is_refused() {
+        let file = tempfile::tempfile().unwrap();
+        let err = Mapping::map_shared(file.as_fd(), 0, 0, false).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+    }
+}

@@ -1,0 +1,7 @@
+//! The only place in usrdrv that talks to the kernel through raw system calls:
+//! VFIO ioctls and memory mappings. Everything here is wrapped in safe functions
+//! whose arguments make misuse impossible; every `unsafe` block says why it is
+//! sound. The rest of the crate is `#![deny(unsafe_code)]`.
+
+pub(crate) mod mmap;
+pub(crate) mod vfio_ioctl;

@@ -1,0 +1,167 @@
+//! The VFIO ioctls, each wrapped in a safe function taking the descriptor it
+//! applies to and typed arguments. Structures come from `vfio-bindings`.
+//!
+//! Request numbers follow `include/uapi/linux/vfio.h`: every VFIO ioctl is
+//! `_IO(VFIO_TYPE, VFIO_BASE + n)` and passes its argument by pointer.
+
+use std::ffi::CStr;
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+
+use vfio_bindings::bindings::vfio::{
+    VFIO_BASE, VFIO_TYPE, vfio_device_info, vfio_group_status, vfio_region_info,
+};
+
+/// `_IO(VFIO_TYPE, VFIO_BASE + nr)`: no direction or size bits are encoded.
+const fn vfio_io(nr: u32) -> libc::Ioctl {
+    ((VFIO_TYPE as u32) << 8 | (VFIO_BASE + nr)) as libc::Ioctl
+}
+
+const VFIO_GET_API_VERSION: libc::Ioctl = vfio_io(0);
+const VFIO_CHECK_EXTENSION: libc::Ioctl = vfio_io(1);
+const VFIO_SET_IOMMU: libc::Ioctl = vfio_io(2);
+const VFIO_GROUP_GET_STATUS: libc::Ioctl = vfio_io(3);
+const VFIO_GROUP_SET_CONTAINER: libc::Ioctl = vfio_io(4);
+const VFIO_GROUP_GET_DEVICE_FD: libc::Ioctl = vfio_io(6);
+const VFIO_DEVICE_GET_INFO: libc::Ioctl = vfio_io(7);
+const VFIO_DEVICE_GET_REGION_INFO: libc::Ioctl = vfio_io(8);
+const VFIO_DEVICE_RESET: libc::Ioctl = vfio_io(11);
+
+/// `argsz` for a structure: the size the kernel must not read or write past.
+fn argsz<T>() -> u32 {
+    // VFIO argument structures are a few dozen bytes.
+    std::mem::size_of::<T>() as u32
+}
+
+/// Turns an ioctl return value into a result, reading `errno` on failure.
+fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// Issues an ioctl whose argument is a plain integer.
+fn ioctl_with_value(
+    fd: BorrowedFd<'_>,
+    request: libc::Ioctl,
+    value: libc::c_ulong,
+) -> io::Result<libc::c_int> {
+    // SAFETY: the VFIO ioctls issued through here (GET_API_VERSION, CHECK_EXTENSION,
+    // SET_IOMMU, DEVICE_RESET) take their argument by value and touch no user
+    // memory; `fd` is a valid open descriptor for the call's duration.
+    check(unsafe { libc::ioctl(fd.as_raw_fd(), request, value) })
+}
+
+/// Issues an ioctl that reads and writes `*arg`, a VFIO structure whose first
+/// field is `argsz`.
+fn ioctl_with_mut<T>(
+    fd: BorrowedFd<'_>,
+    request: libc::Ioctl,
+    arg: &mut T,
+) -> io::Result<libc::c_int> {
+    // SAFETY: `arg` is a valid, exclusively borrowed `T` for the call; callers set
+    // its `argsz` to `size_of::<T>()`, so the kernel reads and writes no more than
+    // `T` holds; `fd` is a valid open descriptor for the call's duration.
+    check(unsafe { libc::ioctl(fd.as_raw_fd(), request, std::ptr::from_mut(arg)) })
+}
+
+/// `VFIO_GET_API_VERSION` on a container.
+pub(crate) fn get_api_version(container: BorrowedFd<'_>) -> io::Result<i32> {
+    ioctl_with_value(container, VFIO_GET_API_VERSION, 0)
+}
+
+/// `VFIO_CHECK_EXTENSION` on a container: whether IOMMU model `extension` exists.
+pub(crate) fn check_extension(container: BorrowedFd<'_>, extension: u32) -> io::Result<bool> {
+    ioctl_with_value(container, VFIO_CHECK_EXTENSION, extension.into()).map(|r| r > 0)
+}
+
+/// `VFIO_SET_IOMMU` on a container that has at least one group.
+pub(crate) fn set_iommu(container: BorrowedFd<'_>, iommu_type: u32) -> io::Result<()> {
+    ioctl_with_value(container, VFIO_SET_IOMMU, iommu_type.into()).map(drop)
+}
+
+/// `VFIO_GROUP_GET_STATUS`: the group's flags (`VFIO_GROUP_FLAGS_*`).
+pub(crate) fn group_get_status(group: BorrowedFd<'_>) -> io::Result<u32> {
+    let mut status = vfio_group_status {
+        argsz: argsz::<vfio_group_status>(),
+        flags: 0,
+    };
+    ioctl_with_mut(group, VFIO_GROUP_GET_STATUS, &mut status)?;
+    Ok(status.flags)
+}
+
+/// `VFIO_GROUP_SET_CONTAINER`: attaches the group to the container.
+pub(crate) fn group_set_container(
+    group: BorrowedFd<'_>,
+    container: BorrowedFd<'_>,
+) -> io::Result<()> {
+    let mut container_fd: libc::c_int = container.as_raw_fd();
+    // SAFETY: the kernel reads one `int` (the container's descriptor) through the
+    // pointer, which points at a live local; both descriptors are open for the
+    // call's duration.
+    check(unsafe {
+        libc::ioctl(
+            group.as_raw_fd(),
+            VFIO_GROUP_SET_CONTAINER,
+            std::ptr::from_mut(&mut container_fd),
+        )
+    })
+    .map(drop)
+}
+
+/// `VFIO_GROUP_GET_DEVICE_FD`: a new descriptor for the device named `name`
+/// (for PCI, its address such as `0000:00:03.0`).
+pub(crate) fn group_get_device_fd(group: BorrowedFd<'_>, name: &CStr) -> io::Result<OwnedFd> {
+    // SAFETY: the kernel reads a NUL-terminated string through the pointer, which
+    // `name` guarantees and keeps alive for the call; `group` is open.
+    let fd =
+        check(unsafe { libc::ioctl(group.as_raw_fd(), VFIO_GROUP_GET_DEVICE_FD, name.as_ptr()) })?;
+    // SAFETY: on success the ioctl returns a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `VFIO_DEVICE_GET_INFO`.
+pub(crate) fn device_get_info(device: BorrowedFd<'_>) -> io::Result<vfio_device_info> {
+    let mut info = vfio_device_info {
+        argsz: argsz::<vfio_device_info>(),
+        ..Default::default()
+    };
+    ioctl_with_mut(device, VFIO_DEVICE_GET_INFO, &mut info)?;
+    Ok(info)
+}
+
+/// `VFIO_DEVICE_GET_REGION_INFO` for region `index` (capabilities not read).
+pub(crate) fn device_get_region_info(
+    device: BorrowedFd<'_>,
+    index: u32,
+) -> io::Result<vfio_region_info> {
+    let mut info = vfio_region_info {
+        argsz: argsz::<vfio_region_info>(),
+        index,
+        ..Default::default()
+    };
+    ioctl_with_mut(device, VFIO_DEVICE_GET_REGION_INFO, &mut info)?;
+    Ok(info)
+}
+
+/// `VFIO_DEVICE_RESET`.
+pub(crate) fn device_reset(device: BorrowedFd<'_>) -> io::Result<()> {
+    ioctl_with_value(device, VFIO_DEVICE_RESET, 0).map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_numbers_match_the_uapi_header() {
+        // Values of the _IO(';', 100 + n) macros in include/uapi/linux/vfio.h.
+        assert_eq!(VFIO_GET_API_VERSION, 0x3b64);
+        assert_eq!(VFIO_SET_IOMMU, 0x3b66);
+        assert_eq!(VFIO_GROUP_GET_DEVICE_FD, 0x3b6a);
+        assert_eq!(VFIO_DEVICE_GET_REGION_INFO, 0x3b6c);
+        assert_eq!(VFIO_DEVICE_RESET, 0x3b6f);
+    }
+}

@@ -1,0 +1,265 @@
+//! A PCI function opened through VFIO: its regions (BARs, config space) and reset.
+
+use std::ffi::CString;
+use std::fs::File;
+use std::os::fd::AsFd;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+
+use vfio_bindings::bindings::vfio::{
+    VFIO_DEVICE_FLAGS_PCI, VFIO_DEVICE_FLAGS_RESET, VFIO_PCI_BAR5_REGION_INDEX,
+    VFIO_PCI_CONFIG_REGION_INDEX, VFIO_REGION_INFO_FLAG_MMAP, VFIO_REGION_INFO_FLAG_READ,
+    VFIO_REGION_INFO_FLAG_WRITE,
+};
+
+use super::group::blockers;
+use super::{Container, Group, VfioError};
+use crate::mmio::Bar;
+use crate::pci::{PciAddress, Sysfs, VFIO_PCI_DRIVER};
+use crate::sys::mmap::Mapping;
+use crate::sys::vfio_ioctl;
+
+/// What VFIO says about one region of a device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RegionInfo {
+    /// The region index (`0..=5` for BARs, 7 for config space).
+    pub index: u32,
+    /// Its size in bytes (0 when the BAR is not implemented).
+    pub size: u64,
+    /// Where it lives in the device file (for `pread`/`pwrite`/`mmap`).
+    pub offset: u64,
+    flags: u32,
+}
+
+impl RegionInfo {
+    /// Whether the region can be read.
+    pub fn readable(&self) -> bool {
+        self.flags & VFIO_REGION_INFO_FLAG_READ != 0
+    }
+
+    /// Whether the region can be written.
+    pub fn writable(&self) -> bool {
+        self.flags & VFIO_REGION_INFO_FLAG_WRITE != 0
+    }
+
+    /// Whether the region (or part of it) can be mapped into the process.
+    pub fn mappable(&self) -> bool {
+        self.flags & VFIO_REGION_INFO_FLAG_MMAP != 0
+    }
+}
+
+/// The state shared by a device and the BARs taken from it.
+#[derive(Debug)]
+struct Shared {
+    file: Arc<File>,
+    address: PciAddress,
+    flags: u32,
+    num_regions: u32,
+    num_irqs: u32,
+    /// Keeps the group (and so the container) open while the device is.
+    group: Arc<Group>,
+}
+
+/// One PCI function opened through VFIO.
+///
+/// The device keeps its [`Group`] and [`Container`] alive, and so does every
+/// [`Bar`] taken from it: drop them in any order.
+#[derive(Debug, Clone)]
+pub struct Device {
+    shared: Arc<Shared>,
+}
+
+impl Device {
+    /// Opens the function at `address`, which must be bound to vfio-pci, in a
+    /// container of its own.
+    ///
+    /// Finds the IOMMU group in sysfs, checks every member of the group is bound
+    /// to vfio-pci or to no driver (naming those that are not), opens a new
+    /// container with the Type1 v2 IOMMU, and gets the device descriptor.
+    pub fn open(address: PciAddress) -> Result<Self, VfioError> {
+        let sysfs = Sysfs::system();
+        let driver = sysfs.driver(address)?;
+        if driver.as_deref() != Some(VFIO_PCI_DRIVER) {
+            return Err(VfioError::NotBoundToVfio { address, driver });
+        }
+        let group = sysfs
+            .iommu_group(address)?
+            .ok_or(VfioError::NoIommu { address })?;
+        let in_the_way = blockers(&sysfs, group)?;
+        if !in_the_way.is_empty() {
+            return Err(VfioError::GroupNotViable {
+                group,
+                blockers: in_the_way,
+            });
+        }
+        let container = Container::open()?;
+        let group = Group::open(group, &container)?;
+        Self::open_in_group(&group, address)
+    }
+
+    /// Opens the function at `address` in an already open `group`.
+    pub fn open_in_group(group: &Arc<Group>, address: PciAddress) -> Result<Self, VfioError> {
+        let target = || format!("/dev/vfio/{}", group.id());
+        let get_fd_error = |source| VfioError::Ioctl {
+            op: "VFIO_GROUP_GET_DEVICE_FD",
+            target: format!("{} for {address}", target()),
+            source,
+        };
+        // A formatted address never holds a NUL byte; the error path is for form's sake.
+        let name = CString::new(address.to_string())
+            .map_err(|e| get_fd_error(std::io::Error::other(e)))?;
+        let fd = vfio_ioctl::group_get_device_fd(group.as_fd(), &name).map_err(get_fd_error)?;
+        let file = File::from(fd);
+        let info =
+            vfio_ioctl::device_get_info(file.as_fd()).map_err(|source| VfioError::Ioctl {
+                op: "VFIO_DEVICE_GET_INFO",
+                target: address.to_string(),
+                source,
+            })?;
+        if info.flags & VFIO_DEVICE_FLAGS_PCI == 0 {
+            return Err(VfioError::Ioctl {
+                op: "VFIO_DEVICE_GET_INFO",
+                target: address.to_string(),
+                source: std::io::Error::other("VFIO reports a device that is not PCI"),
+            });
+        }
+        Ok(Self {
+            shared: Arc::new(Shared {
+                file: Arc::new(file),
+                address,
+                flags: info.flags,
+                num_regions: info.num_regions,
+                num_irqs: info.num_irqs,
+                group: Arc::clone(group),
+            }),
+        })
+    }
+
+    /// The device's PCI address.
+    pub fn address(&self) -> PciAddress {
+        self.shared.address
+    }
+
+    /// The group the device belongs to.
+    pub fn group(&self) -> &Arc<Group> {
+        &self.shared.group
+    }
+
+    /// How many regions VFIO exposes (BARs, ROM, config space, ...).
+    pub fn num_regions(&self) -> u32 {
+        self.shared.num_regions
+    }
+
+    /// How many interrupt types VFIO exposes (INTx, MSI, MSI-X, error, request).
+    pub fn num_irqs(&self) -> u32 {
+        self.shared.num_irqs
+    }
+
+    /// Whether VFIO can reset the device ([`Device::reset`]).
+    pub fn supports_reset(&self) -> bool {
+        self.shared.flags & VFIO_DEVICE_FLAGS_RESET != 0
+    }
+
+    /// What VFIO says about region `index`.
+    pub fn region_info(&self, index: u32) -> Result<RegionInfo, VfioError> {
+        let info = vfio_ioctl::device_get_region_info(self.shared.file.as_fd(), index).map_err(
+            |source| VfioError::Ioctl {
+                op: "VFIO_DEVICE_GET_REGION_INFO",
+                target: format!("{} region {index}", self.address()),
+                source,
+            },
+        )?;
+        Ok(RegionInfo {
+            index: info.index,
+            size: info.size,
+            offset: info.offset,
+            flags: info.flags,
+        })
+    }
+
+    /// BAR `index` (`0..=5`) ready for register access: mapped into the process
+    /// when VFIO allows it, otherwise reached through the device file.
+    pub fn bar(&self, index: u8) -> Result<Bar, VfioError> {
+        let address = self.address();
+        let no_bar = |why| VfioError::NoSuchBar {
+            address,
+            bar: index,
+            why,
+        };
+        if u32::from(index) > VFIO_PCI_BAR5_REGION_INDEX {
+            return Err(no_bar("BARs are numbered 0 to 5"));
+        }
+        let region = self.region_info(index.into())?;
+        if region.size == 0 {
+            return Err(no_bar("the device does not implement it"));
+        }
+        if !region.readable() {
+            return Err(no_bar("VFIO does not allow reading it (an I/O port BAR?)"));
+        }
+        if region.mappable()
+            && let Ok(len) = usize::try_from(region.size)
+        {
+            let mapping = Mapping::map_shared(
+                self.shared.file.as_fd(),
+                region.offset,
+                len,
+                region.writable(),
+            )
+            .map_err(|source| VfioError::Map {
+                address,
+                bar: index,
+                len: region.size,
+                source,
+            })?;
+            return Ok(Bar::mapped(index, mapping, self.shared.clone()));
+        }
+        Ok(Bar::through_file(
+            index,
+            region.size,
+            Arc::clone(&self.shared.file),
+            region.offset,
+            self.shared.clone(),
+        ))
+    }
+
+    /// Reads `buf.len()` bytes of PCI configuration space from `offset`.
+    pub fn read_config(&self, offset: u64, buf: &mut [u8]) -> Result<(), VfioError> {
+        let region = self.region_info(VFIO_PCI_CONFIG_REGION_INDEX)?;
+        self.shared
+            .file
+            .read_exact_at(buf, region.offset + offset)
+            .map_err(|source| self.config_error("config space read", offset, source))
+    }
+
+    /// Writes `buf` to PCI configuration space at `offset` (VFIO filters what a
+    /// user may change).
+    pub fn write_config(&self, offset: u64, buf: &[u8]) -> Result<(), VfioError> {
+        let region = self.region_info(VFIO_PCI_CONFIG_REGION_INDEX)?;
+        self.shared
+            .file
+            .write_all_at(buf, region.offset + offset)
+            .map_err(|source| self.config_error("config space write", offset, source))
+    }
+
+    fn config_error(&self, op: &'static str, offset: u64, source: std::io::Error) -> VfioError {
+        VfioError::Ioctl {
+            op,
+            target: format!("{} at offset {offset:#x}", self.address()),
+            source,
+        }
+    }
+
+    /// Resets the device (function-level reset or whatever VFIO can do).
+    pub fn reset(&self) -> Result<(), VfioError> {
+        if !self.supports_reset() {
+            return Err(VfioError::ResetUnsupported {
+                address: self.address(),
+            });
+        }
+        vfio_ioctl::device_reset(self.shared.file.as_fd()).map_err(|source| VfioError::Ioctl {
+            op: "VFIO_DEVICE_RESET",
+            target: self.address().to_string(),
+            source,
+        })
+    }
+}

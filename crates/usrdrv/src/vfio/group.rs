@@ -1,0 +1,88 @@
+//! A VFIO group: the set of devices the IOMMU can isolate from the rest.
+
+use std::fs::OpenOptions;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use vfio_bindings::bindings::vfio::VFIO_GROUP_FLAGS_VIABLE;
+
+use super::{Container, VfioError};
+use crate::pci::{PciAddress, Sysfs, SysfsError, VFIO_PCI_DRIVER};
+use crate::sys::vfio_ioctl;
+
+/// An open VFIO group (`/dev/vfio/<n>`), attached to a [`Container`].
+///
+/// The group keeps its container alive; devices keep their group alive.
+#[derive(Debug)]
+pub struct Group {
+    fd: OwnedFd,
+    id: u32,
+    container: Arc<Container>,
+}
+
+impl Group {
+    /// Opens group `id`, checks it is viable (every member bound to vfio-pci or
+    /// to no driver), and attaches it to `container`.
+    pub fn open(id: u32, container: &Arc<Container>) -> Result<Arc<Self>, VfioError> {
+        let path = PathBuf::from(format!("/dev/vfio/{id}"));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|source| match source.raw_os_error() {
+                Some(libc::EBUSY) => VfioError::GroupBusy { group: id },
+                _ => VfioError::open(path.clone(), source),
+            })?;
+        let fd = OwnedFd::from(file);
+        let ioctl_error = |op, source| VfioError::Ioctl {
+            op,
+            target: path.display().to_string(),
+            source,
+        };
+        let flags = vfio_ioctl::group_get_status(fd.as_fd())
+            .map_err(|e| ioctl_error("VFIO_GROUP_GET_STATUS", e))?;
+        if flags & VFIO_GROUP_FLAGS_VIABLE == 0 {
+            return Err(VfioError::GroupNotViable {
+                group: id,
+                blockers: blockers(&Sysfs::system(), id).unwrap_or_default(),
+            });
+        }
+        vfio_ioctl::group_set_container(fd.as_fd(), container.as_fd())
+            .map_err(|e| ioctl_error("VFIO_GROUP_SET_CONTAINER", e))?;
+        container.ensure_iommu(id)?;
+        Ok(Arc::new(Self {
+            fd,
+            id,
+            container: Arc::clone(container),
+        }))
+    }
+
+    /// The group number.
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    /// The container the group is attached to.
+    pub fn container(&self) -> &Arc<Container> {
+        &self.container
+    }
+}
+
+impl AsFd for Group {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+/// Members of group `id` bound to a driver other than vfio-pci, with that driver.
+pub(crate) fn blockers(sysfs: &Sysfs, id: u32) -> Result<Vec<(PciAddress, String)>, SysfsError> {
+    let mut found = Vec::new();
+    for member in sysfs.iommu_group_members(id)? {
+        match sysfs.driver(member)? {
+            Some(driver) if driver != VFIO_PCI_DRIVER => found.push((member, driver)),
+            _ => {}
+        }
+    }
+    Ok(found)
+}

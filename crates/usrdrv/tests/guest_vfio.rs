@@ -1,0 +1,158 @@
+//! VFIO first light, run inside the usrdrv VM by `cargo xtask test`: a real
+//! Linux kernel with an emulated Intel IOMMU and QEMU's `edu` device.
+//!
+//! Every test here is `#[ignore]`d so that a host `cargo test` compiles but does
+//! not run them; the rig runs them in the guest with `--ignored`.
+
+use usrdrv::mmio::MmioError;
+use usrdrv::pci::{PciAddress, Sysfs, SysfsError, VFIO_PCI_DRIVER};
+use usrdrv::vfio::{Device, VfioError};
+
+const EDU_VENDOR: u16 = 0x1234;
+const EDU_DEVICE: u16 = 0x11e8;
+const NVME_VENDOR: u16 = 0x1b36;
+const NVME_DEVICE: u16 = 0x0010;
+/// edu's identification register: version 1.0.
+const EDU_ID: u32 = 0x0100_00ed;
+const EDU_BAR0_LEN: u64 = 1 << 20;
+
+/// The one edu device in the VM, bound to vfio-pci.
+fn edu() -> PciAddress {
+    let sysfs = Sysfs::system();
+    let found = sysfs.find(EDU_VENDOR, EDU_DEVICE).expect("scan sysfs");
+    assert_eq!(
+        found.len(),
+        1,
+        "the VM has exactly one edu device: {found:?}"
+    );
+    sysfs
+        .bind(found[0], VFIO_PCI_DRIVER)
+        .expect("bind edu to vfio-pci");
+    found[0]
+}
+
+#[test]
+#[ignore = "needs the usrdrv VM: run by `cargo xtask test`"]
+fn edu_is_found_and_bound_to_vfio_with_its_own_group() {
+    let address = edu();
+    let function = Sysfs::system().function(address).unwrap();
+    assert_eq!(function.driver.as_deref(), Some("vfio-pci"));
+    let group = function.iommu_group.expect("the IOMMU is on in the VM");
+    assert!(
+        std::path::Path::new(&format!("/dev/vfio/{group}")).exists(),
+        "binding to vfio-pci creates /dev/vfio/{group}"
+    );
+    assert_eq!(
+        Sysfs::system().iommu_group_members(group).unwrap(),
+        vec![address]
+    );
+}
+
+#[test]
+#[ignore = "needs the usrdrv VM: run by `cargo xtask test`"]
+fn edu_identification_and_liveness_over_vfio() {
+    let device = Device::open(edu()).unwrap();
+    let bar0 = device.bar(0).unwrap();
+    assert!(bar0.is_mapped(), "vfio-pci lets BAR0 be mapped");
+    assert_eq!(bar0.len(), EDU_BAR0_LEN);
+    assert_eq!(bar0.read32(0x00).unwrap(), EDU_ID);
+    for value in [0, u32::MAX, 0x1234_5678, 0xa5a5_5a5a, 1] {
+        bar0.write32(0x04, value).unwrap();
+        assert_eq!(
+            bar0.read32(0x04).unwrap(),
+            !value,
+            "liveness inverts {value:#x}"
+        );
+    }
+}
+
+#[test]
+#[ignore = "needs the usrdrv VM: run by `cargo xtask test`"]
+fn config_space_matches_sysfs() {
+    let device = Device::open(edu()).unwrap();
+    let mut ids = [0u8; 4];
+    device.read_config(0, &mut ids).unwrap();
+    assert_eq!(u16::from_le_bytes([ids[0], ids[1]]), EDU_VENDOR);
+    assert_eq!(u16::from_le_bytes([ids[2], ids[3]]), EDU_DEVICE);
+    let bar0 = device.region_info(0).unwrap();
+    assert!(bar0.readable() && bar0.writable() && bar0.mappable());
+    assert_eq!(bar0.size, EDU_BAR0_LEN);
+}
+
+#[test]
+#[ignore = "needs the usrdrv VM: run by `cargo xtask test`"]
+fn bar_accesses_outside_or_misaligned_are_errors() {
+    let device = Device::open(edu()).unwrap();
+    let bar0 = device.bar(0).unwrap();
+    assert!(matches!(
+        bar0.read32(EDU_BAR0_LEN),
+        Err(MmioError::OutOfBounds { .. })
+    ));
+    assert!(matches!(
+        bar0.read64(EDU_BAR0_LEN - 4),
+        Err(MmioError::OutOfBounds { .. })
+    ));
+    assert!(matches!(
+        bar0.write32(0x06, 1),
+        Err(MmioError::Misaligned { .. })
+    ));
+    assert!(matches!(
+        device.bar(1),
+        Err(VfioError::NoSuchBar { bar: 1, .. })
+    ));
+    assert!(matches!(
+        device.bar(6),
+        Err(VfioError::NoSuchBar { bar: 6, .. })
+    ));
+    // The refused accesses changed nothing.
+    assert_eq!(bar0.read32(0x00).unwrap(), EDU_ID);
+}
+
+#[test]
+#[ignore = "needs the usrdrv VM: run by `cargo xtask test`"]
+fn a_bar_outlives_its_device_and_the_group_is_released_after() {
+    let address = edu();
+    let device = Device::open(address).unwrap();
+    let bar0 = device.bar(0).unwrap();
+    drop(device);
+    assert_eq!(
+        bar0.read32(0x00).unwrap(),
+        EDU_ID,
+        "the BAR keeps the device open"
+    );
+    // While the BAR lives the group is still open: VFIO allows one opener.
+    assert!(matches!(
+        Device::open(address),
+        Err(VfioError::GroupBusy { .. })
+    ));
+    drop(bar0);
+    let again = Device::open(address).expect("the group is free once everything is dropped");
+    assert_eq!(again.bar(0).unwrap().read32(0x00).unwrap(), EDU_ID);
+}
+
+#[test]
+#[ignore = "needs the usrdrv VM: run by `cargo xtask test`"]
+fn a_device_bound_to_another_driver_is_refused_with_its_name() {
+    let nvme = Sysfs::system().find(NVME_VENDOR, NVME_DEVICE).unwrap();
+    assert_eq!(nvme.len(), 1, "the VM has one NVMe controller");
+    match Device::open(nvme[0]) {
+        Err(err @ VfioError::NotBoundToVfio { .. }) => {
+            let msg = err.to_string();
+            assert!(msg.contains("bound to nvme, not vfio-pci"), "{msg}");
+            assert!(msg.contains("driver_override"), "{msg}");
+        }
+        other => panic!("expected NotBoundToVfio, got {other:?}"),
+    }
+}
+
+#[test]
+#[ignore = "needs the usrdrv VM: run by `cargo xtask test`"]
+fn a_missing_device_is_a_clear_error() {
+    let nowhere: PciAddress = "0000:0f:1e.5".parse().unwrap();
+    match Device::open(nowhere) {
+        Err(VfioError::Sysfs(SysfsError::NoSuchDevice { address, .. })) => {
+            assert_eq!(address, nowhere)
+        }
+        other => panic!("expected NoSuchDevice, got {other:?}"),
+    }
+}
