@@ -35,6 +35,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod dma;
 pub mod mmio;
 pub mod pci;
 #[allow(unsafe_code)]
