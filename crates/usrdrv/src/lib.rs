@@ -35,9 +35,14 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+mod device;
 pub mod dma;
+mod error;
 pub mod mmio;
 pub mod pci;
 #[allow(unsafe_code)]
 mod sys;
 pub mod vfio;
+
+pub use device::Device;
+pub use error::Error;

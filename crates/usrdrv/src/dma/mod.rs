@@ -1,6 +1,25 @@
-//! DMA: device addresses, memory the device can reach, and mappings of the
-//! caller's buffers.
+//! DMA: device addresses, memory the device can reach, and the caller's buffers
+//! mapped for the device.
+//!
+//! - [`DmaBuffer`]: memory with a device address (the seed's
+//!   `usr_pci_get_consistent`), with a [`Shared`]/[`CpuOwned`] typestate.
+//! - [`DmaMapping`]: the caller's buffer mapped for the device, with its
+//!   scatter-gather list (the seed's `usr_pci_mmap`).
+//! - [`IovaAllocator`]: device addresses within the IOMMU's ranges and the
+//!   device's [`DmaMask`].
 
+
+mod buffer;
+mod error;
 mod iova;
+mod mapping;
+mod types;
 
+pub(crate) mod backend;
+pub(crate) use backend::DmaBackend;
+pub use buffer::{BufferState, CpuOwned, DmaBuffer, Shared};
+pub use error::DmaError;
+pub(crate) use error::map_failure;
 pub use iova::{IovaAllocator, IovaError, IovaRange};
+pub use mapping::{DmaMapping, DmaTarget};
+pub use types::{Backing, Direction, DmaMask, SgEntry};

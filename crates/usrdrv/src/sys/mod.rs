@@ -3,5 +3,7 @@
 //! whose arguments make misuse impossible; every `unsafe` block says why it is
 //! sound. The rest of the crate is `#![deny(unsafe_code)]`.
 
+pub(crate) mod dma_memory;
+pub(crate) mod limits;
 pub(crate) mod mmap;
 pub(crate) mod vfio_ioctl;

@@ -9,7 +9,8 @@ use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 use vfio_bindings::bindings::vfio::{
-    VFIO_BASE, VFIO_TYPE, vfio_device_info, vfio_group_status, vfio_region_info,
+    VFIO_BASE, VFIO_TYPE, vfio_device_info, vfio_group_status, vfio_iommu_type1_dma_map,
+    vfio_iommu_type1_dma_unmap, vfio_iommu_type1_info, vfio_region_info,
 };
 
 /// `_IO(VFIO_TYPE, VFIO_BASE + nr)`: no direction or size bits are encoded.
@@ -26,6 +27,9 @@ const VFIO_GROUP_GET_DEVICE_FD: libc::Ioctl = vfio_io(6);
 const VFIO_DEVICE_GET_INFO: libc::Ioctl = vfio_io(7);
 const VFIO_DEVICE_GET_REGION_INFO: libc::Ioctl = vfio_io(8);
 const VFIO_DEVICE_RESET: libc::Ioctl = vfio_io(11);
+const VFIO_IOMMU_GET_INFO: libc::Ioctl = vfio_io(12);
+const VFIO_IOMMU_MAP_DMA: libc::Ioctl = vfio_io(13);
+const VFIO_IOMMU_UNMAP_DMA: libc::Ioctl = vfio_io(14);
 
 /// `argsz` for a structure: the size the kernel must not read or write past.
 fn argsz<T>() -> u32 {
@@ -151,6 +155,70 @@ pub(crate) fn device_reset(device: BorrowedFd<'_>) -> io::Result<()> {
     ioctl_with_value(device, VFIO_DEVICE_RESET, 0).map(drop)
 }
 
+/// `VFIO_IOMMU_GET_INFO` with its capability chain: the raw bytes of a
+/// `vfio_iommu_type1_info` followed by the capabilities its `cap_offset` points to.
+pub(crate) fn iommu_get_info(container: BorrowedFd<'_>) -> io::Result<Vec<u8>> {
+    let header = argsz::<vfio_iommu_type1_info>();
+    let mut argsz = header;
+    // The kernel raises `argsz` when the capabilities do not fit; ask again once
+    // with room for them (twice in case they grew in between).
+    for _ in 0..3 {
+        // u64 words keep the buffer aligned for the structure's u64 fields.
+        let mut words = vec![0u64; (argsz as usize).div_ceil(8)];
+        let buf = words.as_mut_ptr().cast::<u8>();
+        // SAFETY: `buf` points at `words.len() * 8 >= argsz` writable, 8-byte
+        // aligned bytes, enough for a `vfio_iommu_type1_info`; writing its first
+        // field through a properly typed pointer is sound.
+        unsafe { buf.cast::<u32>().write(argsz) };
+        // SAFETY: the kernel writes at most `argsz` bytes (the value just stored)
+        // into the live buffer; `container` is open for the call.
+        check(unsafe { libc::ioctl(container.as_raw_fd(), VFIO_IOMMU_GET_INFO, buf) })?;
+        let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_ne_bytes()).collect();
+        let wanted = u32::from_ne_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+        if wanted <= argsz {
+            return Ok(bytes);
+        }
+        argsz = wanted;
+    }
+    Err(io::Error::other("VFIO_IOMMU_GET_INFO kept asking for a larger buffer"))
+}
+
+/// `VFIO_IOMMU_MAP_DMA`: maps `size` bytes of this process at `vaddr` to device
+/// address `iova`, with `flags` (`VFIO_DMA_MAP_FLAG_READ`/`WRITE`).
+///
+/// Safe to call with any values: the kernel validates them and pins the pages,
+/// which stay allocated (even if unmapped from the process) until unmapped here.
+pub(crate) fn iommu_map_dma(
+    container: BorrowedFd<'_>,
+    vaddr: usize,
+    iova: u64,
+    size: u64,
+    flags: u32,
+) -> io::Result<()> {
+    let mut map = vfio_iommu_type1_dma_map {
+        argsz: argsz::<vfio_iommu_type1_dma_map>(),
+        flags,
+        vaddr: vaddr as u64,
+        iova,
+        size,
+    };
+    ioctl_with_mut(container, VFIO_IOMMU_MAP_DMA, &mut map).map(drop)
+}
+
+/// `VFIO_IOMMU_UNMAP_DMA`: unmaps `[iova, iova + size)`; returns how many bytes
+/// the kernel says it unmapped (callers must check it is all of them).
+pub(crate) fn iommu_unmap_dma(container: BorrowedFd<'_>, iova: u64, size: u64) -> io::Result<u64> {
+    let mut unmap = vfio_iommu_type1_dma_unmap {
+        argsz: argsz::<vfio_iommu_type1_dma_unmap>(),
+        flags: 0,
+        iova,
+        size,
+        ..Default::default()
+    };
+    ioctl_with_mut(container, VFIO_IOMMU_UNMAP_DMA, &mut unmap)?;
+    Ok(unmap.size)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -163,5 +231,8 @@ mod tests {
         assert_eq!(VFIO_GROUP_GET_DEVICE_FD, 0x3b6a);
         assert_eq!(VFIO_DEVICE_GET_REGION_INFO, 0x3b6c);
         assert_eq!(VFIO_DEVICE_RESET, 0x3b6f);
+        assert_eq!(VFIO_IOMMU_GET_INFO, 0x3b70);
+        assert_eq!(VFIO_IOMMU_MAP_DMA, 0x3b71);
+        assert_eq!(VFIO_IOMMU_UNMAP_DMA, 0x3b72);
     }
 }

@@ -12,10 +12,10 @@ use vfio_bindings::bindings::vfio::{
     VFIO_REGION_INFO_FLAG_WRITE,
 };
 
-use super::group::blockers;
+use super::group::usable_group;
 use super::{Container, Group, VfioError};
 use crate::mmio::Bar;
-use crate::pci::{PciAddress, Sysfs, VFIO_PCI_DRIVER};
+use crate::pci::{PciAddress, Sysfs};
 use crate::sys::mmap::Mapping;
 use crate::sys::vfio_ioctl;
 
@@ -77,21 +77,7 @@ impl Device {
     /// to vfio-pci or to no driver (naming those that are not), opens a new
     /// container with the Type1 v2 IOMMU, and gets the device descriptor.
     pub fn open(address: PciAddress) -> Result<Self, VfioError> {
-        let sysfs = Sysfs::system();
-        let driver = sysfs.driver(address)?;
-        if driver.as_deref() != Some(VFIO_PCI_DRIVER) {
-            return Err(VfioError::NotBoundToVfio { address, driver });
-        }
-        let group = sysfs
-            .iommu_group(address)?
-            .ok_or(VfioError::NoIommu { address })?;
-        let in_the_way = blockers(&sysfs, group)?;
-        if !in_the_way.is_empty() {
-            return Err(VfioError::GroupNotViable {
-                group,
-                blockers: in_the_way,
-            });
-        }
+        let group = usable_group(&Sysfs::system(), address)?;
         let container = Container::open()?;
         let group = Group::open(group, &container)?;
         Self::open_in_group(&group, address)

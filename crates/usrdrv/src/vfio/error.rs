@@ -124,6 +124,9 @@ pub enum VfioError {
         #[source]
         source: io::Error,
     },
+    /// The IOMMU's address ranges and the DMA mask leave nothing to allocate.
+    #[error("cannot set up device addresses")]
+    AddressSpace(#[source] crate::dma::IovaError),
     /// The device does not support reset.
     #[error("{address} does not support reset (no FLR, PM or bus reset available to VFIO)")]
     ResetUnsupported {

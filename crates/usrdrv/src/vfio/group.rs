@@ -86,3 +86,23 @@ pub(crate) fn blockers(sysfs: &Sysfs, id: u32) -> Result<Vec<(PciAddress, String
     }
     Ok(found)
 }
+
+/// The IOMMU group of `address`, after checking the device is bound to vfio-pci
+/// and no member of its group is bound to another driver (naming any that are).
+pub(crate) fn usable_group(sysfs: &Sysfs, address: PciAddress) -> Result<u32, VfioError> {
+    let driver = sysfs.driver(address)?;
+    if driver.as_deref() != Some(VFIO_PCI_DRIVER) {
+        return Err(VfioError::NotBoundToVfio { address, driver });
+    }
+    let group = sysfs
+        .iommu_group(address)?
+        .ok_or(VfioError::NoIommu { address })?;
+    let in_the_way = blockers(sysfs, group)?;
+    if !in_the_way.is_empty() {
+        return Err(VfioError::GroupNotViable {
+            group,
+            blockers: in_the_way,
+        });
+    }
+    Ok(group)
+}

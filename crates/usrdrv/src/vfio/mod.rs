@@ -18,10 +18,15 @@
 
 mod container;
 mod device;
+mod domain;
 mod error;
 mod group;
+mod iommu_info;
 
 pub use container::Container;
 pub use device::{Device, RegionInfo};
+pub use domain::IommuDomain;
 pub use error::VfioError;
 pub use group::Group;
+pub(crate) use group::usable_group;
+pub use iommu_info::IommuInfo;

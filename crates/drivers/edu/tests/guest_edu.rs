@@ -1,0 +1,245 @@
+//! The edu driver against QEMU's real edu device, through the real kernel's
+//! VFIO and emulated IOMMU. Run in the VM by `cargo xtask test`.
+
+use usrdrv::dma::{Backing, Direction, DmaError, DmaMask, IovaError};
+use usrdrv::pci::{PciAddress, Sysfs, VFIO_PCI_DRIVER};
+use usrdrv::vfio::IommuDomain;
+use usrdrv::Device;
+use usrdrv_edu::{DMA_MASK_BITS, Edu, EduError, Transfer};
+
+fn edu_address() -> PciAddress {
+    let address = Edu::find().expect("the VM has an edu device");
+    Sysfs::system().bind(address, VFIO_PCI_DRIVER).expect("bind edu to vfio-pci");
+    address
+}
+
+fn open() -> Edu {
+    Edu::open(edu_address()).expect("open edu")
+}
+
+/// A byte pattern that differs for every offset and every seed.
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
+}
+
+#[test]
+#[ignore = "needs the usrdrv VM: run by `cargo xtask test`"]
+fn identification_liveness_and_factorial() {
+    let edu = open();
+    assert_eq!(edu.identification().unwrap(), (1, 0));
+    assert_eq!(edu.liveness(0x0f0f_0f0f).unwrap(), 0xf0f0_f0f0);
+    assert_eq!(edu.factorial(0).unwrap(), 1);
+    assert_eq!(edu.factorial(5).unwrap(), 120);
+    assert_eq!(edu.factorial(12).unwrap(), 479_001_600);
+}
+
+#[test]
+#[ignore = "needs the usrdrv VM: run by `cargo xtask test`"]
+fn dma_buffer_round_trip_through_the_device() {
+    let edu = open();
+    let data = pattern(3000, 7);
+    let source = edu.device().alloc_dma(4096).unwrap();
+    let sink = edu.device().alloc_dma(8192).unwrap();
+    assert!(source.device_addr() + 4096 <= 1 << DMA_MASK_BITS);
+    assert!(sink.device_addr() + 8192 <= 1 << DMA_MASK_BITS);
+    source.write_bytes(100, &data).unwrap();
+    edu.buffer_to_window(&source, 100, 5, data.len()).unwrap();
+    edu.window_to_buffer(5, &sink, 4000, data.len()).unwrap();
+    let sink = sink.into_cpu();
+    assert_eq!(&sink.as_slice()[4000..7000], &data[..]);
+    assert!(sink.as_slice()[..4000].iter().all(|b| *b == 0), "nothing before the range");
+    assert!(sink.as_slice()[7000..].iter().all(|b| *b == 0), "nothing after the range");
+}
+
+#[test]
+#[ignore = "needs the usrdrv VM: run by `cargo xtask test`"]
+fn cpu_owned_state_round_trip() {
+    let edu = open();
+    let mut buffer = edu.device().alloc_dma(4096).unwrap().into_cpu();
+    assert!(buffer.as_slice().iter().all(|b| *b == 0), "fresh buffers are zeroed");
+    buffer.as_mut_slice()[..4].copy_from_slice(b"edu!");
+    let buffer = buffer.into_device();
+    edu.buffer_to_window(&buffer, 0, 0, 4).unwrap();
+    edu.window_to_buffer(0, &buffer, 8, 4).unwrap();
+    assert_eq!(&buffer.into_cpu().as_slice()[..12], b"edu!\0\0\0\0edu!");
+}
+
+#[test]
+#[ignore = "needs the usrdrv VM: run by `cargo xtask test`"]
+fn mapped_caller_buffers_at_any_offset_and_length() {
+    let edu = open();
+    // Unaligned heads and tails, lengths from 1 to 4095, spanning page boundaries.
+    for (offset, len) in [(0usize, 1usize), (1, 4095), (4095, 2), (123, 1000), (4000, 300), (2048, 4095)] {
+        let data = pattern(len, offset as u8);
+        let mut outgoing = vec![0xeeu8; offset + len + 64];
+        outgoing[offset..offset + len].copy_from_slice(&data);
+        let window = (4095 - len as u64) / 2;
+        {
+            let mapping = edu.device().map_dma(&outgoing[offset..offset + len], Direction::ToDevice).unwrap();
+            let sg = mapping.sg_list();
+            assert_eq!(sg.iter().map(|e| e.len).sum::<usize>(), len, "the list covers exactly the bytes");
+            let first = sg[0].device_addr;
+            assert_eq!(first % 4096, (outgoing.as_ptr() as u64 + offset as u64) % 4096, "sub-page offset kept");
+            edu.mapping_to_window(&mapping, window).unwrap();
+        }
+        let mut incoming = vec![0x55u8; offset + len + 64];
+        {
+            let mapping = edu
+                .device()
+                .map_dma(&mut incoming[offset..offset + len], Direction::FromDevice)
+                .unwrap();
+            edu.window_to_mapping(window, &mapping).unwrap();
+            mapping.unmap().unwrap();
+        }
+        assert_eq!(&incoming[offset..offset + len], &data[..], "offset {offset} len {len}");
+        assert!(incoming[..offset].iter().all(|b| *b == 0x55), "nothing written before the buffer");
+        assert!(incoming[offset + len..].iter().all(|b| *b == 0x55), "nothing written after the buffer");
+    }
+}
+
+#[test]
+#[ignore = "needs the usrdrv VM: run by `cargo xtask test`"]
+fn owned_buffers_come_back_after_unmap() {
+    let edu = open();
+    let data = pattern(777, 3);
+    let mapping = edu.device().map_dma(data.clone(), Direction::ToDevice).unwrap();
+    edu.mapping_to_window(&mapping, 1).unwrap();
+    assert_eq!(mapping.unmap().unwrap(), data);
+    let mapping = edu
+        .device()
+        .map_dma(vec![0u8; 777].into_boxed_slice(), Direction::FromDevice)
+        .unwrap();
+    edu.window_to_mapping(1, &mapping).unwrap();
+    assert_eq!(&mapping.unmap().unwrap()[..], &data[..]);
+}
+
+#[test]
+#[ignore = "needs the usrdrv VM: run by `cargo xtask test`"]
+fn read_only_buffers_cannot_be_mapped_for_the_device_to_write() {
+    let edu = open();
+    let data = [1u8; 16];
+    match edu.device().map_dma(&data[..], Direction::FromDevice) {
+        Err(DmaError::ReadOnly { .. }) => {}
+        other => panic!("expected ReadOnly, got {other:?}"),
+    }
+    assert!(matches!(edu.device().map_dma(Vec::new(), Direction::ToDevice), Err(DmaError::Empty)));
+}
+
+#[test]
+#[ignore = "needs the usrdrv VM: run by `cargo xtask test`"]
+fn transfers_outside_the_window_are_refused_before_reaching_qemu() {
+    let edu = open();
+    let buffer = edu.device().alloc_dma(8192).unwrap();
+    let addr = buffer.device_addr();
+    // The QEMU 7.2 abort case: ending exactly at 0x41000.
+    for (offset, len) in [(0, 4096), (4095, 1), (1, 4095), (0, 0), (4096, 1), (u64::MAX, 2)] {
+        match edu.transfer(Transfer::ToDevice, addr, offset, len) {
+            Err(EduError::Window { .. }) => {}
+            other => panic!("offset {offset} len {len}: expected Window, got {other:?}"),
+        }
+    }
+    assert!(matches!(edu.buffer_to_window(&buffer, 8000, 0, 200), Err(EduError::BufferRange { .. })));
+    assert!(matches!(edu.transfer(Transfer::ToDevice, 1 << 28, 0, 1), Err(EduError::Unreachable { .. })));
+    // The largest legal transfers still work.
+    edu.transfer(Transfer::ToDevice, addr, 0, 4095).unwrap();
+    edu.transfer(Transfer::FromDevice, addr, 4094, 1).unwrap();
+}
+
+#[test]
+#[ignore = "needs the usrdrv VM: run by `cargo xtask test`"]
+fn after_unmap_the_iommu_blocks_dma_to_the_old_address() {
+    let edu = open();
+    // Put a known pattern in the device's window.
+    let data = pattern(512, 9);
+    let source = edu.device().alloc_dma(4096).unwrap();
+    source.write_bytes(0, &data).unwrap();
+    edu.buffer_to_window(&source, 0, 0, 512).unwrap();
+
+    let victim = vec![0xabu8; 512];
+    let mapping = edu.device().map_dma(victim, Direction::FromDevice).unwrap();
+    let stale = mapping.device_addr().expect("one entry with an IOMMU");
+    let victim = mapping.unmap().unwrap();
+    // The device writes to the stale address: the IOMMU must stop it.
+    edu.transfer(Transfer::FromDevice, stale, 0, 512).unwrap();
+    assert!(victim.iter().all(|b| *b == 0xab), "memory changed after unmap");
+}
+
+#[test]
+#[ignore = "needs the usrdrv VM: run by `cargo xtask test`"]
+fn every_address_stays_under_a_small_mask_until_a_clean_exhaustion() {
+    let address = edu_address();
+    // 20 bits: 1 MiB of device addresses, page 0 excluded.
+    let domain = IommuDomain::new(DmaMask::new(20).unwrap()).unwrap();
+    let device = Device::open_in(&domain, address).unwrap();
+    let mut buffers = Vec::new();
+    let err = loop {
+        match device.alloc_dma(4096) {
+            Ok(buffer) => {
+                assert!(buffer.device_addr() + 4096 <= 1 << 20, "{:#x}", buffer.device_addr());
+                buffers.push(buffer);
+            }
+            Err(err) => break err,
+        }
+    };
+    assert!(matches!(err, DmaError::Iova(IovaError::Exhausted { mask_bits: 20, .. })), "{err}");
+    assert_eq!(buffers.len(), 255);
+    assert!(err.to_string().contains("exhausted"), "{err}");
+    // Freed addresses are reused.
+    let freed = buffers.pop().unwrap().device_addr();
+    assert_eq!(device.alloc_dma(4096).unwrap().device_addr(), freed);
+    // And the device really does DMA to them.
+    let edu = Edu::from_device(device).unwrap();
+    let last = buffers.last().unwrap();
+    last.write_bytes(0, b"low").unwrap();
+    edu.buffer_to_window(last, 0, 0, 3).unwrap();
+    edu.window_to_buffer(0, &buffers[0], 0, 3).unwrap();
+    let mut got = [0u8; 3];
+    buffers[0].read_bytes(0, &mut got).unwrap();
+    assert_eq!(&got, b"low");
+}
+
+#[test]
+#[ignore = "needs the usrdrv VM: run by `cargo xtask test`"]
+fn buffers_outlive_the_device_and_everything_is_released_after() {
+    let address = edu_address();
+    let edu = Edu::open(address).unwrap();
+    let buffer = edu.device().alloc_dma(4096).unwrap();
+    let data = vec![0x5au8; 64];
+    let mapping = edu.device().map_dma(data, Direction::ToDevice).unwrap();
+    drop(edu);
+    // The buffer and mapping keep the IOMMU domain alive: still usable.
+    buffer.write_bytes(0, b"still here").unwrap();
+    drop(mapping);
+    drop(buffer);
+    // With every handle gone the group is free again.
+    let again = Edu::open(address).expect("reopen after everything is dropped");
+    assert_eq!(again.identification().unwrap(), (1, 0));
+}
+
+#[test]
+#[ignore = "needs the usrdrv VM: run by `cargo xtask test`"]
+fn hugepage_buffers_say_what_backs_them() {
+    let edu = open();
+    let nr_hugepages = "/proc/sys/vm/nr_hugepages";
+    let before = std::fs::read_to_string(nr_hugepages).unwrap();
+    // Without hugepages reserved, the buffer falls back to 4 KiB pages and says so.
+    std::fs::write(nr_hugepages, "0").unwrap();
+    let small = edu.device().alloc_dma_huge(3 << 20).unwrap();
+    assert_eq!(small.backing(), Backing::Anonymous);
+    assert_eq!(small.len(), 3 << 20);
+    drop(small);
+    // With some reserved, it gets them, rounded up to 2 MiB and 2 MiB-aligned.
+    std::fs::write(nr_hugepages, "4").unwrap();
+    let buffer = edu.device().alloc_dma_huge(3 << 20).unwrap();
+    assert_eq!(buffer.backing(), Backing::HugePages2M);
+    assert_eq!(buffer.len(), 4 << 20);
+    assert_eq!(buffer.device_addr() % (2 << 20), 0);
+    buffer.write_bytes(buffer.len() - 3, b"end").unwrap();
+    edu.buffer_to_window(&buffer, buffer.len() - 3, 10, 3).unwrap();
+    edu.window_to_buffer(10, &buffer, 0, 3).unwrap();
+    let mut got = [0u8; 3];
+    buffer.read_bytes(0, &mut got).unwrap();
+    assert_eq!(&got, b"end");
+    drop(buffer);
+    std::fs::write(nr_hugepages, before.trim()).unwrap();
+}

@@ -1,0 +1,52 @@
+//! The seam between the DMA types and the kernel interface underneath them.
+//!
+//! [`DmaBuffer`](super::DmaBuffer), [`DmaMapping`](super::DmaMapping), pools and
+//! named buffers are written against this trait only. VFIO implements it with an
+//! IOMMU; the no-IOMMU kernel companion and an in-process emulated device will
+//! implement it too, without any driver code changing.
+
+use std::fmt;
+
+use super::{Direction, DmaError, SgEntry};
+use crate::sys::dma_memory::DmaMemory;
+
+/// Memory allocated for DMA by a backend, with the device address of its start.
+#[derive(Debug)]
+pub(crate) struct Allocation {
+    /// The CPU's view.
+    pub(crate) memory: DmaMemory,
+    /// The device address of the first byte; the buffer is contiguous for the device.
+    pub(crate) device_addr: u64,
+}
+
+/// A caller's memory mapped for DMA by a backend.
+#[derive(Debug, Clone)]
+pub(crate) struct UserMapping {
+    /// Entries covering exactly the caller's bytes, in order.
+    pub(crate) sg: Vec<SgEntry>,
+    /// The backend's own identification of the mapping (VFIO: the IOVA of the
+    /// first mapped page).
+    pub(crate) handle: u64,
+    /// The bytes actually mapped (whole pages around the caller's bytes).
+    pub(crate) mapped_len: u64,
+}
+
+/// What a DMA backend does.
+pub(crate) trait DmaBackend: Send + Sync + fmt::Debug {
+    /// The DMA mask every device address must fit under.
+    fn mask(&self) -> super::DmaMask;
+
+    /// Allocates `size` bytes (rounded up to pages) of zeroed memory the device
+    /// can read and write, preferring 2 MiB hugepages when `huge`.
+    fn alloc(&self, size: usize, huge: bool) -> Result<Allocation, DmaError>;
+
+    /// Takes the device's access to `allocation` away. On error the memory must
+    /// not be reused (the caller leaks it).
+    fn free(&self, allocation: &Allocation) -> Result<(), DmaError>;
+
+    /// Maps the caller's `len` bytes at `addr` for the device, pinning them.
+    fn map_user(&self, addr: usize, len: usize, direction: Direction) -> Result<UserMapping, DmaError>;
+
+    /// Undoes [`DmaBackend::map_user`], verifying everything mapped was unmapped.
+    fn unmap_user(&self, mapping: &UserMapping) -> Result<(), DmaError>;
+}

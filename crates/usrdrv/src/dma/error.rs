@@ -1,0 +1,143 @@
+//! What can go wrong with DMA memory and mappings, and what to do about it.
+
+use std::io;
+
+use super::{Direction, IovaError};
+
+/// Errors from DMA buffers, mappings, pools and named buffers.
+#[derive(Debug, thiserror::Error)]
+pub enum DmaError {
+    /// The DMA mask width is invalid.
+    #[error("a DMA mask of {bits} bits is invalid: declare between 1 and 64 bits")]
+    BadMask {
+        /// The width given.
+        bits: u32,
+    },
+    /// Device addresses could not be allocated or freed.
+    #[error(transparent)]
+    Iova(#[from] IovaError),
+    /// Process memory for a buffer could not be had.
+    #[error("cannot allocate {size} bytes of memory for DMA")]
+    Memory {
+        /// The size asked for.
+        size: usize,
+        /// The error the kernel returned.
+        #[source]
+        source: io::Error,
+    },
+    /// Pinning the memory would exceed the locked-memory limit.
+    #[error(
+        "mapping {size} bytes for DMA exceeds the locked-memory limit (RLIMIT_MEMLOCK = {limit}): raise it with `ulimit -l unlimited`, `LimitMEMLOCK=infinity` in a systemd unit, or a memlock line in /etc/security/limits.conf; or run as root"
+    )]
+    MemlockLimit {
+        /// The bytes being pinned.
+        size: u64,
+        /// The soft limit, as text (`unlimited` or bytes).
+        limit: String,
+    },
+    /// The IOMMU container holds as many mappings as VFIO allows.
+    #[error(
+        "the IOMMU holds the most DMA mappings VFIO allows (vfio_iommu_type1 dma_entry_limit, 65535 by default): map fewer, larger buffers (a DmaPool carves small ones from one mapping) or raise the module parameter"
+    )]
+    MappingLimit,
+    /// The kernel refused a DMA mapping.
+    #[error("mapping {size:#x} bytes at device address {iova:#x} failed")]
+    Map {
+        /// The device address.
+        iova: u64,
+        /// The length.
+        size: u64,
+        /// The error the kernel returned.
+        #[source]
+        source: io::Error,
+    },
+    /// The kernel refused to unmap.
+    #[error("unmapping {size:#x} bytes at device address {iova:#x} failed; the memory is kept (leaked) so the device cannot reach reused memory")]
+    Unmap {
+        /// The device address.
+        iova: u64,
+        /// The length.
+        size: u64,
+        /// The error the kernel returned.
+        #[source]
+        source: io::Error,
+    },
+    /// The kernel unmapped a different amount than was mapped.
+    #[error(
+        "unmapping device address {iova:#x}: the kernel unmapped {unmapped:#x} of {expected:#x} bytes; the memory is kept (leaked) so the device cannot reach reused memory"
+    )]
+    PartialUnmap {
+        /// The device address.
+        iova: u64,
+        /// Bytes that were mapped.
+        expected: u64,
+        /// Bytes the kernel reported unmapped.
+        unmapped: u64,
+    },
+    /// A read-only buffer was offered for the device to write.
+    #[error("a shared (read-only) buffer cannot be mapped {direction}: the device would write into it; pass `&mut [u8]` or an owned buffer")]
+    ReadOnly {
+        /// The direction asked for.
+        direction: Direction,
+    },
+    /// An empty buffer.
+    #[error("cannot map or allocate an empty buffer for DMA")]
+    Empty,
+    /// An access outside a DMA buffer.
+    #[error("{len}-byte access at offset {offset:#x} is outside the {size:#x}-byte DMA buffer")]
+    OutOfBounds {
+        /// The offset asked for.
+        offset: usize,
+        /// The access length.
+        len: usize,
+        /// The buffer's size.
+        size: usize,
+    },
+    /// A misaligned single-value access.
+    #[error("{width}-byte access at offset {offset:#x} is misaligned: use a multiple of {width}")]
+    Misaligned {
+        /// The offset asked for.
+        offset: usize,
+        /// The access width.
+        width: usize,
+    },
+    /// Every chunk of a pool is in use.
+    #[error("all {chunks} chunks of {chunk_size} bytes in the DMA pool are in use: drop some, or make a larger pool")]
+    PoolExhausted {
+        /// How many chunks the pool has.
+        chunks: usize,
+        /// Their size.
+        chunk_size: usize,
+    },
+    /// A named buffer with this name exists.
+    #[error("a DMA buffer named '{name}' already exists: free it first or pick another name")]
+    NameTaken {
+        /// The name.
+        name: String,
+    },
+    /// No named buffer has this name.
+    #[error("no DMA buffer is named '{name}'")]
+    NoSuchName {
+        /// The name.
+        name: String,
+    },
+    /// Turning on bus mastering failed.
+    #[error("cannot enable bus mastering (PCI command register)")]
+    BusMaster {
+        /// What failed underneath.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+/// Turns a failed `VFIO_IOMMU_MAP_DMA` into the error that says what to do.
+pub(crate) fn map_failure(iova: u64, size: u64, source: io::Error) -> DmaError {
+    match (source.raw_os_error(), crate::sys::limits::memlock()) {
+        (Some(libc::ENOMEM), Ok(Some(limit))) => DmaError::MemlockLimit {
+            size,
+            limit: format!("{limit} bytes"),
+        },
+        (Some(libc::ENOSPC), _) => DmaError::MappingLimit,
+        _ => DmaError::Map { iova, size, source },
+    }
+}

@@ -1,0 +1,237 @@
+//! An IOMMU domain over VFIO: one container, its groups, and the device
+//! addresses handed out in it. Implements the DMA backend.
+
+use std::collections::HashMap;
+use std::os::fd::AsFd;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use vfio_bindings::bindings::vfio::{VFIO_DMA_MAP_FLAG_READ, VFIO_DMA_MAP_FLAG_WRITE};
+
+use super::{Container, Group, IommuInfo, VfioError, iommu_info};
+use crate::dma::backend::{Allocation, DmaBackend, UserMapping};
+use crate::dma::{Direction, DmaError, DmaMask, IovaAllocator, SgEntry, map_failure};
+use crate::sys::dma_memory::{DmaMemory, HUGE_PAGE_SIZE};
+use crate::sys::vfio_ioctl;
+
+/// One IOMMU address space that several devices can share.
+///
+/// Devices opened in the same domain see the same device addresses, so a buffer
+/// allocated through one can be given to another. Every address handed out is
+/// below the domain's DMA mask: declare the smallest mask of the devices you put
+/// in it. Without an explicit domain, [`crate::Device::open`] makes one per
+/// device.
+///
+/// ```no_run
+/// use usrdrv::Device;
+/// use usrdrv::dma::DmaMask;
+/// use usrdrv::vfio::IommuDomain;
+///
+/// let domain = IommuDomain::new(DmaMask::new(32)?)?;
+/// let nic = Device::open_in(&domain, "0000:03:00.0".parse()?)?;
+/// let fpga = Device::open_in(&domain, "0000:04:00.0".parse()?)?;
+/// let shared = nic.alloc_dma(1 << 20)?; // fpga can DMA to shared.device_addr() too
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct IommuDomain {
+    inner: Arc<Domain>,
+}
+
+/// The shared state behind an [`IommuDomain`].
+#[derive(Debug)]
+pub(crate) struct Domain {
+    container: Arc<Container>,
+    mask: DmaMask,
+    /// Open groups by number; kept open while the domain lives so its mappings
+    /// stay valid whatever order handles are dropped in.
+    groups: Mutex<HashMap<u32, Arc<Group>>>,
+    /// Known once the first group is attached and the IOMMU model set.
+    space: Mutex<Option<AddressSpace>>,
+}
+
+#[derive(Debug)]
+struct AddressSpace {
+    info: IommuInfo,
+    iovas: IovaAllocator,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl IommuDomain {
+    /// Opens a new container for a domain whose device addresses stay below `mask`.
+    pub fn new(mask: DmaMask) -> Result<Self, VfioError> {
+        Ok(Self {
+            inner: Arc::new(Domain {
+                container: Container::open()?,
+                mask,
+                groups: Mutex::new(HashMap::new()),
+                space: Mutex::new(None),
+            }),
+        })
+    }
+
+    /// The DMA mask every device address in this domain fits under.
+    pub fn mask(&self) -> DmaMask {
+        self.inner.mask
+    }
+
+    /// What the IOMMU reports, once a device has been opened in the domain.
+    pub fn iommu_info(&self) -> Option<IommuInfo> {
+        lock(&self.inner.space).as_ref().map(|s| s.info.clone())
+    }
+
+    /// Device-address bytes still free below the mask, once a device is open.
+    pub fn free_device_addresses(&self) -> Option<u64> {
+        lock(&self.inner.space).as_ref().map(|s| s.iovas.free_bytes())
+    }
+
+    /// Group `id`, opened and attached to this domain's container on first use.
+    pub(crate) fn group(&self, id: u32) -> Result<Arc<Group>, VfioError> {
+        let mut groups = lock(&self.inner.groups);
+        if let Some(group) = groups.get(&id) {
+            return Ok(Arc::clone(group));
+        }
+        let group = Group::open(id, &self.inner.container)?;
+        self.inner.init_space()?;
+        groups.insert(id, Arc::clone(&group));
+        Ok(group)
+    }
+
+    pub(crate) fn backend(&self) -> Arc<Domain> {
+        Arc::clone(&self.inner)
+    }
+}
+
+impl Domain {
+    /// Reads the IOMMU's properties and builds the allocator, once.
+    fn init_space(&self) -> Result<(), VfioError> {
+        let mut space = lock(&self.space);
+        if space.is_some() {
+            return Ok(());
+        }
+        let bytes = vfio_ioctl::iommu_get_info(self.container.as_fd()).map_err(|source| VfioError::Ioctl {
+            op: "VFIO_IOMMU_GET_INFO",
+            target: "/dev/vfio/vfio".into(),
+            source,
+        })?;
+        let info = iommu_info::parse(&bytes).map_err(|why| VfioError::Ioctl {
+            op: "VFIO_IOMMU_GET_INFO",
+            target: "/dev/vfio/vfio".into(),
+            source: std::io::Error::other(why),
+        })?;
+        let iovas = IovaAllocator::new(&info.iova_ranges, self.mask.bits(), info.min_page_size())
+            .map_err(VfioError::AddressSpace)?;
+        *space = Some(AddressSpace { info, iovas });
+        Ok(())
+    }
+
+    fn page_size(&self) -> u64 {
+        lock(&self.space).as_ref().map_or(4096, |s| s.iovas.page_size())
+    }
+
+    /// Reserves `size` bytes of device addresses aligned to `align`.
+    fn alloc_iova(&self, size: u64, align: u64) -> Result<u64, DmaError> {
+        let mut space = lock(&self.space);
+        let space = space.as_mut().ok_or(DmaError::Empty)?;
+        Ok(space.iovas.alloc(size, align)?)
+    }
+
+    fn free_iova(&self, iova: u64) -> Result<(), DmaError> {
+        let mut space = lock(&self.space);
+        if let Some(space) = space.as_mut() {
+            space.iovas.free(iova)?;
+        }
+        Ok(())
+    }
+
+    /// Maps `[vaddr, vaddr + size)` at a fresh device address; frees the address
+    /// again if the kernel refuses.
+    fn map(&self, vaddr: usize, size: u64, align: u64, direction: Direction) -> Result<u64, DmaError> {
+        let iova = self.alloc_iova(size, align)?;
+        let mut flags = 0;
+        if direction.device_reads() {
+            flags |= VFIO_DMA_MAP_FLAG_READ;
+        }
+        if direction.device_writes() {
+            flags |= VFIO_DMA_MAP_FLAG_WRITE;
+        }
+        if let Err(source) = vfio_ioctl::iommu_map_dma(self.container.as_fd(), vaddr, iova, size, flags) {
+            self.free_iova(iova)?;
+            return Err(map_failure(iova, size, source));
+        }
+        Ok(iova)
+    }
+
+    /// Unmaps `[iova, iova + size)`, checking the kernel unmapped all of it, and
+    /// frees the addresses. On any failure the addresses stay reserved.
+    fn unmap(&self, iova: u64, size: u64) -> Result<(), DmaError> {
+        let unmapped = vfio_ioctl::iommu_unmap_dma(self.container.as_fd(), iova, size)
+            .map_err(|source| DmaError::Unmap { iova, size, source })?;
+        if unmapped != size {
+            return Err(DmaError::PartialUnmap {
+                iova,
+                expected: size,
+                unmapped,
+            });
+        }
+        self.free_iova(iova)
+    }
+}
+
+impl DmaBackend for Domain {
+    fn mask(&self) -> DmaMask {
+        self.mask
+    }
+
+    fn alloc(&self, size: usize, huge: bool) -> Result<Allocation, DmaError> {
+        if size == 0 {
+            return Err(DmaError::Empty);
+        }
+        let page = usize::try_from(self.page_size()).unwrap_or(4096);
+        let memory_error = |source| DmaError::Memory { size, source };
+        // Hugepages when asked and the system has them; ordinary pages otherwise.
+        let memory = match size.checked_next_multiple_of(HUGE_PAGE_SIZE) {
+            Some(huge_len) if huge => DmaMemory::new(huge_len, true).ok(),
+            _ => None,
+        };
+        let memory = match memory {
+            Some(memory) => memory,
+            None => {
+                let len = size
+                    .checked_next_multiple_of(page)
+                    .ok_or_else(|| memory_error(std::io::Error::from(std::io::ErrorKind::OutOfMemory)))?;
+                DmaMemory::new(len, false).map_err(memory_error)?
+            }
+        };
+        let align = if memory.is_huge() { HUGE_PAGE_SIZE } else { page } as u64;
+        let device_addr = self.map(memory.addr(), memory.len() as u64, align, Direction::Bidirectional)?;
+        Ok(Allocation { memory, device_addr })
+    }
+
+    fn free(&self, allocation: &Allocation) -> Result<(), DmaError> {
+        self.unmap(allocation.device_addr, allocation.memory.len() as u64)
+    }
+
+    fn map_user(&self, addr: usize, len: usize, direction: Direction) -> Result<UserMapping, DmaError> {
+        let page = usize::try_from(self.page_size()).unwrap_or(4096);
+        let end = addr.checked_add(len).ok_or(DmaError::Empty)?;
+        let first_page = addr - addr % page;
+        let last_page_end = end.checked_next_multiple_of(page).ok_or(DmaError::Empty)?;
+        let span = (last_page_end - first_page) as u64;
+        let iova = self.map(first_page, span, page as u64, direction)?;
+        Ok(UserMapping {
+            sg: vec![SgEntry {
+                device_addr: iova + (addr - first_page) as u64,
+                len,
+            }],
+            handle: iova,
+            mapped_len: span,
+        })
+    }
+
+    fn unmap_user(&self, mapping: &UserMapping) -> Result<(), DmaError> {
+        self.unmap(mapping.handle, mapping.mapped_len)
+    }
+}
