@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::Error;
-use crate::dma::{DmaBackend, DmaBuffer, DmaError, DmaMapping, DmaMask, DmaTarget, Direction};
+use crate::dma::{Direction, DmaBackend, DmaBuffer, DmaError, DmaMapping, DmaMask, DmaTarget};
+use crate::irq::{self, Interrupts, IrqError, IrqInfo, IrqKind};
 use crate::mmio::Bar;
 use crate::pci::{PciAddress, Sysfs};
 use crate::vfio::{self, IommuDomain, VfioError};
@@ -102,14 +103,44 @@ impl Device {
         Ok(self.vfio.reset()?)
     }
 
+    /// Whether the kernel has asked for the device back (unbind, hot-unplug):
+    /// register accesses and new DMA fail from then on; drop every handle.
+    pub fn is_revoked(&self) -> bool {
+        self.vfio.is_revoked()
+    }
+
+    /// What the kernel says about interrupts of `kind` on this device.
+    pub fn irq_info(&self, kind: IrqKind) -> Result<IrqInfo, IrqError> {
+        irq::irq_info(&self.vfio, kind)
+    }
+
+    /// Enables `count` vectors of `kind`, each signalling its own eventfd.
+    pub fn enable_interrupts(&self, kind: IrqKind, count: u32) -> Result<Interrupts, IrqError> {
+        if self.is_revoked() {
+            return Err(IrqError::Revoked {
+                address: self.address(),
+            });
+        }
+        Interrupts::enable(&self.vfio, kind, count)
+    }
+
     /// Turns on bus mastering (the device may start DMA), once.
     pub fn enable_bus_master(&self) -> Result<(), DmaError> {
+        if self.is_revoked() {
+            return Err(DmaError::Revoked {
+                address: self.address(),
+            });
+        }
         if self.bus_master.load(Ordering::Acquire) {
             return Ok(());
         }
-        let fail = |e: VfioError| DmaError::BusMaster { source: Box::new(e) };
+        let fail = |e: VfioError| DmaError::BusMaster {
+            source: Box::new(e),
+        };
         let mut command = [0u8; 2];
-        self.vfio.read_config(PCI_COMMAND, &mut command).map_err(fail)?;
+        self.vfio
+            .read_config(PCI_COMMAND, &mut command)
+            .map_err(fail)?;
         let value = u16::from_le_bytes(command) | PCI_COMMAND_MASTER;
         self.vfio
             .write_config(PCI_COMMAND, &value.to_le_bytes())
@@ -139,7 +170,11 @@ impl Device {
 
     /// Maps the caller's `buffer` for DMA in `direction`; the result holds the
     /// buffer and its scatter-gather list until unmapped.
-    pub fn map_dma<B: DmaTarget>(&self, buffer: B, direction: Direction) -> Result<DmaMapping<B>, DmaError> {
+    pub fn map_dma<B: DmaTarget>(
+        &self,
+        buffer: B,
+        direction: Direction,
+    ) -> Result<DmaMapping<B>, DmaError> {
         self.enable_bus_master()?;
         DmaMapping::new(buffer, direction, Arc::clone(&self.dma))
     }

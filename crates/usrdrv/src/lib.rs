@@ -38,6 +38,7 @@
 mod device;
 pub mod dma;
 mod error;
+pub mod irq;
 pub mod mmio;
 pub mod pci;
 #[allow(unsafe_code)]

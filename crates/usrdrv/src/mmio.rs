@@ -4,6 +4,7 @@
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::sys::mmap::Mapping;
 
@@ -78,6 +79,12 @@ pub enum MmioError {
         /// The access width in bytes.
         width: usize,
     },
+    /// The kernel asked for the device back (unbind or hot-unplug).
+    #[error("BAR {bar}: the device was revoked (unbound or removed): drop every handle to it")]
+    Revoked {
+        /// The BAR index.
+        bar: u8,
+    },
     /// A read or write through the device file failed (BARs that cannot be mapped).
     #[error("BAR {bar}: {width}-byte access at offset {offset:#x} through the device file failed")]
     Io {
@@ -132,16 +139,24 @@ pub struct Bar {
     index: u8,
     len: u64,
     access: Access,
+    /// Set when the kernel asks for the device back: accesses fail from then on.
+    revoked: Option<Arc<AtomicBool>>,
     /// Dropped after `access`, so the mapping goes before the device does.
     _owner: Arc<dyn KeepAlive>,
 }
 
 impl Bar {
-    pub(crate) fn mapped(index: u8, mapping: Mapping, owner: Arc<dyn KeepAlive>) -> Self {
+    pub(crate) fn mapped(
+        index: u8,
+        mapping: Mapping,
+        owner: Arc<dyn KeepAlive>,
+        revoked: Option<Arc<AtomicBool>>,
+    ) -> Self {
         Self {
             index,
             len: mapping.len() as u64,
             access: Access::Mapped(mapping),
+            revoked,
             _owner: owner,
         }
     }
@@ -152,6 +167,7 @@ impl Bar {
         device: Arc<File>,
         region_offset: u64,
         owner: Arc<dyn KeepAlive>,
+        revoked: Option<Arc<AtomicBool>>,
     ) -> Self {
         Self {
             index,
@@ -160,6 +176,7 @@ impl Bar {
                 device,
                 region_offset,
             },
+            revoked,
             _owner: owner,
         }
     }
@@ -187,6 +204,13 @@ impl Bar {
 
     fn check<T: MmioValue>(&self, offset: u64) -> Result<(), MmioError> {
         let width = std::mem::size_of::<T>();
+        if self
+            .revoked
+            .as_ref()
+            .is_some_and(|r| r.load(Ordering::Relaxed))
+        {
+            return Err(MmioError::Revoked { bar: self.index });
+        }
         let in_bounds = offset
             .checked_add(width as u64)
             .is_some_and(|end| end <= self.len);
@@ -332,8 +356,8 @@ mod tests {
         let map = Mapping::map_shared(handle.as_fd(), 0, bytes.len(), true).unwrap();
         let owner: Arc<dyn KeepAlive> = Arc::new(());
         let bars = vec![
-            Bar::mapped(0, map, Arc::clone(&owner)),
-            Bar::through_file(0, bytes.len() as u64, handle, 0, owner),
+            Bar::mapped(0, map, Arc::clone(&owner), None),
+            Bar::through_file(0, bytes.len() as u64, handle, 0, owner, None),
         ];
         (file, bars)
     }
@@ -353,6 +377,21 @@ mod tests {
         bars[1].write64(24, 0x1122_3344_5566_7788).unwrap();
         assert_eq!(bars[0].read64(24).unwrap(), 0x1122_3344_5566_7788);
         assert!(bars[0].is_mapped() && !bars[1].is_mapped());
+    }
+
+    #[test]
+    fn revoked_bars_refuse_every_access() {
+        let (_file, handle) = region(&[0u8; 16]);
+        let flag = Arc::new(AtomicBool::new(false));
+        let owner: Arc<dyn KeepAlive> = Arc::new(());
+        let bar = Bar::through_file(2, 16, handle, 0, owner, Some(Arc::clone(&flag)));
+        bar.write32(0, 7).unwrap();
+        flag.store(true, Ordering::SeqCst);
+        assert!(matches!(bar.read32(0), Err(MmioError::Revoked { bar: 2 })));
+        assert!(matches!(
+            bar.write32(0, 1),
+            Err(MmioError::Revoked { bar: 2 })
+        ));
     }
 
     #[test]

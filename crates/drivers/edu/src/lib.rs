@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use usrdrv::Device;
 use usrdrv::dma::{DmaBuffer, DmaError, DmaMapping, DmaMask, DmaTarget};
+use usrdrv::irq::{Interrupts, IrqError, IrqKind};
 use usrdrv::mmio::{Bar, MmioError};
 use usrdrv::pci::{PciAddress, Sysfs, SysfsError};
 
@@ -44,7 +45,9 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, thiserror::Error)]
 pub enum EduError {
     /// No edu device exists.
-    #[error("no edu device (PCI {VENDOR_ID:04x}:{DEVICE_ID:04x}) found: start QEMU with `-device edu`")]
+    #[error(
+        "no edu device (PCI {VENDOR_ID:04x}:{DEVICE_ID:04x}) found: start QEMU with `-device edu`"
+    )]
     NotFound,
     /// The device is not an edu (wrong identification).
     #[error("the device at {address} is not an edu: identification {id:#010x}")]
@@ -100,6 +103,20 @@ pub enum EduError {
     /// A DMA operation failed.
     #[error(transparent)]
     Dma(#[from] DmaError),
+    /// An interrupt operation failed.
+    #[error(transparent)]
+    Irq(#[from] IrqError),
+    /// An interrupt-driven operation was asked for before interrupts were enabled.
+    #[error("interrupts are not enabled: call Edu::enable_interrupts first")]
+    NoInterrupts,
+    /// The interrupt fired but the device did not say why.
+    #[error("an interrupt arrived with status {status:#x}, not the expected {expected:#x}")]
+    UnexpectedInterrupt {
+        /// The interrupt status register.
+        status: u32,
+        /// The bits expected.
+        expected: u32,
+    },
 }
 
 /// Which way a transfer moves data.
@@ -114,8 +131,10 @@ pub enum Transfer {
 /// An open edu device.
 #[derive(Debug)]
 pub struct Edu {
-    device: Device,
+    /// Dropped before the device: interrupts are disabled first.
+    irqs: Option<Interrupts>,
     regs: Bar,
+    device: Device,
     timeout: Duration,
 }
 
@@ -141,8 +160,9 @@ impl Edu {
     pub fn from_device(device: Device) -> Result<Self, EduError> {
         let regs = device.bar(0)?;
         let edu = Self {
-            device,
+            irqs: None,
             regs,
+            device,
             timeout: DEFAULT_TIMEOUT,
         };
         let id = edu.read(regs::ID)?;
@@ -198,12 +218,86 @@ impl Edu {
     pub fn factorial(&self, n: u32) -> Result<u32, EduError> {
         self.write(regs::STATUS, 0)?;
         self.write(regs::FACTORIAL, n)?;
-        self.wait("factorial", || Ok(self.read(regs::STATUS)? & regs::STATUS_COMPUTING == 0))?;
+        self.wait("factorial", || {
+            Ok(self.read(regs::STATUS)? & regs::STATUS_COMPUTING == 0)
+        })?;
         Ok(self.read(regs::FACTORIAL)?)
     }
 
+    /// Enables the device's interrupt of `kind` (edu has one MSI vector and INTx)
+    /// for [`Edu::factorial_with_interrupt`] and [`Edu::raise_interrupt`].
+    pub fn enable_interrupts(&mut self, kind: IrqKind) -> Result<(), EduError> {
+        // Disable any previous kind before enabling another.
+        self.irqs = None;
+        self.irqs = Some(self.device.enable_interrupts(kind, 1)?);
+        Ok(())
+    }
+
+    /// The enabled interrupts, if any (for their eventfd).
+    pub fn interrupts(&self) -> Option<&Interrupts> {
+        self.irqs.as_ref()
+    }
+
+    /// Waits for the interrupt, checks the device raised `expected`, and
+    /// acknowledges it (and unmasks INTx).
+    fn wait_interrupt(&self, expected: u32) -> Result<(), EduError> {
+        let irqs = self.irqs.as_ref().ok_or(EduError::NoInterrupts)?;
+        if irqs.wait(0, Some(self.timeout))?.is_none() {
+            return Err(EduError::Timeout {
+                what: "interrupt",
+                waited: self.timeout,
+            });
+        }
+        let status = self.read(regs::IRQ_STATUS)?;
+        self.write(regs::IRQ_ACK, status)?;
+        irqs.unmask()?;
+        if status & expected != expected {
+            return Err(EduError::UnexpectedInterrupt { status, expected });
+        }
+        Ok(())
+    }
+
+    /// Computes `n!` on the device and waits for its completion interrupt.
+    pub fn factorial_with_interrupt(&self, n: u32) -> Result<u32, EduError> {
+        if self.irqs.is_none() {
+            return Err(EduError::NoInterrupts);
+        }
+        self.write(regs::STATUS, regs::STATUS_IRQ_ON_FACTORIAL)?;
+        self.write(regs::FACTORIAL, n)?;
+        self.wait_interrupt(regs::IRQ_FACTORIAL)?;
+        Ok(self.read(regs::FACTORIAL)?)
+    }
+
+    /// Has the device raise interrupt status `bits` and waits for the interrupt.
+    pub fn raise_interrupt(&self, bits: u32) -> Result<(), EduError> {
+        if self.irqs.is_none() {
+            return Err(EduError::NoInterrupts);
+        }
+        self.write(regs::IRQ_RAISE, bits)?;
+        self.wait_interrupt(bits)
+    }
+
+    /// Has the device raise interrupt status `bits` without waiting (the caller
+    /// waits on [`Edu::interrupts`] and acknowledges with [`Edu::acknowledge`]).
+    pub fn trigger_interrupt(&self, bits: u32) -> Result<(), EduError> {
+        Ok(self.write(regs::IRQ_RAISE, bits)?)
+    }
+
+    /// Acknowledges interrupt status `bits` (and unmasks INTx).
+    pub fn acknowledge(&self, bits: u32) -> Result<(), EduError> {
+        self.write(regs::IRQ_ACK, bits)?;
+        if let Some(irqs) = &self.irqs {
+            irqs.unmask()?;
+        }
+        Ok(())
+    }
+
     /// Polls `done` until it says yes or the timeout passes.
-    fn wait(&self, what: &'static str, mut done: impl FnMut() -> Result<bool, EduError>) -> Result<(), EduError> {
+    fn wait(
+        &self,
+        what: &'static str,
+        mut done: impl FnMut() -> Result<bool, EduError>,
+    ) -> Result<(), EduError> {
         let start = Instant::now();
         loop {
             if done()? {
@@ -225,7 +319,13 @@ impl Edu {
     /// `ram` must be mapped for the device (from a [`DmaBuffer`] or
     /// [`DmaMapping`]): the IOMMU blocks anything else. Prefer the typed
     /// methods, which check the range lies in the buffer.
-    pub fn transfer(&self, direction: Transfer, ram: u64, window_offset: u64, len: u64) -> Result<(), EduError> {
+    pub fn transfer(
+        &self,
+        direction: Transfer,
+        ram: u64,
+        window_offset: u64,
+        len: u64,
+    ) -> Result<(), EduError> {
         let fits = (1..regs::WINDOW_LEN).contains(&len)
             && window_offset
                 .checked_add(len)
@@ -249,7 +349,9 @@ impl Edu {
         self.write64(regs::DMA_DST, dst)?;
         self.write64(regs::DMA_COUNT, len)?;
         self.write64(regs::DMA_CMD, cmd.bits())?;
-        self.wait("DMA", || Ok(!DmaCommand::running(self.read64(regs::DMA_CMD)?)))
+        self.wait("DMA", || {
+            Ok(!DmaCommand::running(self.read64(regs::DMA_CMD)?))
+        })
     }
 
     /// Copies `len` bytes of `buffer` from `offset` into the window at `window_offset`.
@@ -280,7 +382,11 @@ impl Edu {
     }
 
     /// Copies the whole of a mapped caller buffer into the window at `window_offset`.
-    pub fn mapping_to_window<B: DmaTarget>(&self, mapping: &DmaMapping<B>, window_offset: u64) -> Result<(), EduError> {
+    pub fn mapping_to_window<B: DmaTarget>(
+        &self,
+        mapping: &DmaMapping<B>,
+        window_offset: u64,
+    ) -> Result<(), EduError> {
         mapping.sync_for_device();
         let mut at = window_offset;
         for entry in mapping.sg_list() {
@@ -291,10 +397,19 @@ impl Edu {
     }
 
     /// Fills the whole of a mapped caller buffer from the window at `window_offset`.
-    pub fn window_to_mapping<B: DmaTarget>(&self, window_offset: u64, mapping: &DmaMapping<B>) -> Result<(), EduError> {
+    pub fn window_to_mapping<B: DmaTarget>(
+        &self,
+        window_offset: u64,
+        mapping: &DmaMapping<B>,
+    ) -> Result<(), EduError> {
         let mut at = window_offset;
         for entry in mapping.sg_list() {
-            self.transfer(Transfer::FromDevice, entry.device_addr, at, entry.len as u64)?;
+            self.transfer(
+                Transfer::FromDevice,
+                entry.device_addr,
+                at,
+                entry.len as u64,
+            )?;
             at += entry.len as u64;
         }
         mapping.sync_for_cpu();

@@ -14,7 +14,10 @@ pub const BAR0_LEN: u64 = 1 << 20;
 
 impl Reg32 {
     const fn at(offset: u64) -> Self {
-        assert!(offset % 4 == 0 && offset + 4 <= BAR0_LEN, "misplaced 32-bit register");
+        assert!(
+            offset.is_multiple_of(4) && offset + 4 <= BAR0_LEN,
+            "misplaced 32-bit register"
+        );
         Self(offset)
     }
 
@@ -26,7 +29,10 @@ impl Reg32 {
 
 impl Reg64 {
     const fn at(offset: u64) -> Self {
-        assert!(offset % 8 == 0 && offset >= 0x80 && offset + 8 <= BAR0_LEN, "misplaced 64-bit register");
+        assert!(
+            offset.is_multiple_of(8) && offset >= 0x80 && offset + 8 <= BAR0_LEN,
+            "misplaced 64-bit register"
+        );
         Self(offset)
     }
 

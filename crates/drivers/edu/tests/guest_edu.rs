@@ -1,15 +1,20 @@
 //! The edu driver against QEMU's real edu device, through the real kernel's
 //! VFIO and emulated IOMMU. Run in the VM by `cargo xtask test`.
 
+use std::time::Duration;
+use usrdrv::Device;
 use usrdrv::dma::{Backing, Direction, DmaError, DmaMask, IovaError};
+use usrdrv::irq::{IrqError, IrqKind};
+use usrdrv::mmio::MmioError;
 use usrdrv::pci::{PciAddress, Sysfs, VFIO_PCI_DRIVER};
 use usrdrv::vfio::IommuDomain;
-use usrdrv::Device;
 use usrdrv_edu::{DMA_MASK_BITS, Edu, EduError, Transfer};
 
 fn edu_address() -> PciAddress {
     let address = Edu::find().expect("the VM has an edu device");
-    Sysfs::system().bind(address, VFIO_PCI_DRIVER).expect("bind edu to vfio-pci");
+    Sysfs::system()
+        .bind(address, VFIO_PCI_DRIVER)
+        .expect("bind edu to vfio-pci");
     address
 }
 
@@ -19,7 +24,9 @@ fn open() -> Edu {
 
 /// A byte pattern that differs for every offset and every seed.
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
 }
 
 #[test]
@@ -47,8 +54,14 @@ fn dma_buffer_round_trip_through_the_device() {
     edu.window_to_buffer(5, &sink, 4000, data.len()).unwrap();
     let sink = sink.into_cpu();
     assert_eq!(&sink.as_slice()[4000..7000], &data[..]);
-    assert!(sink.as_slice()[..4000].iter().all(|b| *b == 0), "nothing before the range");
-    assert!(sink.as_slice()[7000..].iter().all(|b| *b == 0), "nothing after the range");
+    assert!(
+        sink.as_slice()[..4000].iter().all(|b| *b == 0),
+        "nothing before the range"
+    );
+    assert!(
+        sink.as_slice()[7000..].iter().all(|b| *b == 0),
+        "nothing after the range"
+    );
 }
 
 #[test]
@@ -56,7 +69,10 @@ fn dma_buffer_round_trip_through_the_device() {
 fn cpu_owned_state_round_trip() {
     let edu = open();
     let mut buffer = edu.device().alloc_dma(4096).unwrap().into_cpu();
-    assert!(buffer.as_slice().iter().all(|b| *b == 0), "fresh buffers are zeroed");
+    assert!(
+        buffer.as_slice().iter().all(|b| *b == 0),
+        "fresh buffers are zeroed"
+    );
     buffer.as_mut_slice()[..4].copy_from_slice(b"edu!");
     let buffer = buffer.into_device();
     edu.buffer_to_window(&buffer, 0, 0, 4).unwrap();
@@ -69,17 +85,35 @@ fn cpu_owned_state_round_trip() {
 fn mapped_caller_buffers_at_any_offset_and_length() {
     let edu = open();
     // Unaligned heads and tails, lengths from 1 to 4095, spanning page boundaries.
-    for (offset, len) in [(0usize, 1usize), (1, 4095), (4095, 2), (123, 1000), (4000, 300), (2048, 4095)] {
+    for (offset, len) in [
+        (0usize, 1usize),
+        (1, 4095),
+        (4095, 2),
+        (123, 1000),
+        (4000, 300),
+        (2048, 4095),
+    ] {
         let data = pattern(len, offset as u8);
         let mut outgoing = vec![0xeeu8; offset + len + 64];
         outgoing[offset..offset + len].copy_from_slice(&data);
         let window = (4095 - len as u64) / 2;
         {
-            let mapping = edu.device().map_dma(&outgoing[offset..offset + len], Direction::ToDevice).unwrap();
+            let mapping = edu
+                .device()
+                .map_dma(&outgoing[offset..offset + len], Direction::ToDevice)
+                .unwrap();
             let sg = mapping.sg_list();
-            assert_eq!(sg.iter().map(|e| e.len).sum::<usize>(), len, "the list covers exactly the bytes");
+            assert_eq!(
+                sg.iter().map(|e| e.len).sum::<usize>(),
+                len,
+                "the list covers exactly the bytes"
+            );
             let first = sg[0].device_addr;
-            assert_eq!(first % 4096, (outgoing.as_ptr() as u64 + offset as u64) % 4096, "sub-page offset kept");
+            assert_eq!(
+                first % 4096,
+                (outgoing.as_ptr() as u64 + offset as u64) % 4096,
+                "sub-page offset kept"
+            );
             edu.mapping_to_window(&mapping, window).unwrap();
         }
         let mut incoming = vec![0x55u8; offset + len + 64];
@@ -91,9 +125,19 @@ fn mapped_caller_buffers_at_any_offset_and_length() {
             edu.window_to_mapping(window, &mapping).unwrap();
             mapping.unmap().unwrap();
         }
-        assert_eq!(&incoming[offset..offset + len], &data[..], "offset {offset} len {len}");
-        assert!(incoming[..offset].iter().all(|b| *b == 0x55), "nothing written before the buffer");
-        assert!(incoming[offset + len..].iter().all(|b| *b == 0x55), "nothing written after the buffer");
+        assert_eq!(
+            &incoming[offset..offset + len],
+            &data[..],
+            "offset {offset} len {len}"
+        );
+        assert!(
+            incoming[..offset].iter().all(|b| *b == 0x55),
+            "nothing written before the buffer"
+        );
+        assert!(
+            incoming[offset + len..].iter().all(|b| *b == 0x55),
+            "nothing written after the buffer"
+        );
     }
 }
 
@@ -102,7 +146,10 @@ fn mapped_caller_buffers_at_any_offset_and_length() {
 fn owned_buffers_come_back_after_unmap() {
     let edu = open();
     let data = pattern(777, 3);
-    let mapping = edu.device().map_dma(data.clone(), Direction::ToDevice).unwrap();
+    let mapping = edu
+        .device()
+        .map_dma(data.clone(), Direction::ToDevice)
+        .unwrap();
     edu.mapping_to_window(&mapping, 1).unwrap();
     assert_eq!(mapping.unmap().unwrap(), data);
     let mapping = edu
@@ -122,7 +169,10 @@ fn read_only_buffers_cannot_be_mapped_for_the_device_to_write() {
         Err(DmaError::ReadOnly { .. }) => {}
         other => panic!("expected ReadOnly, got {other:?}"),
     }
-    assert!(matches!(edu.device().map_dma(Vec::new(), Direction::ToDevice), Err(DmaError::Empty)));
+    assert!(matches!(
+        edu.device().map_dma(Vec::new(), Direction::ToDevice),
+        Err(DmaError::Empty)
+    ));
 }
 
 #[test]
@@ -132,14 +182,27 @@ fn transfers_outside_the_window_are_refused_before_reaching_qemu() {
     let buffer = edu.device().alloc_dma(8192).unwrap();
     let addr = buffer.device_addr();
     // The QEMU 7.2 abort case: ending exactly at 0x41000.
-    for (offset, len) in [(0, 4096), (4095, 1), (1, 4095), (0, 0), (4096, 1), (u64::MAX, 2)] {
+    for (offset, len) in [
+        (0, 4096),
+        (4095, 1),
+        (1, 4095),
+        (0, 0),
+        (4096, 1),
+        (u64::MAX, 2),
+    ] {
         match edu.transfer(Transfer::ToDevice, addr, offset, len) {
             Err(EduError::Window { .. }) => {}
             other => panic!("offset {offset} len {len}: expected Window, got {other:?}"),
         }
     }
-    assert!(matches!(edu.buffer_to_window(&buffer, 8000, 0, 200), Err(EduError::BufferRange { .. })));
-    assert!(matches!(edu.transfer(Transfer::ToDevice, 1 << 28, 0, 1), Err(EduError::Unreachable { .. })));
+    assert!(matches!(
+        edu.buffer_to_window(&buffer, 8000, 0, 200),
+        Err(EduError::BufferRange { .. })
+    ));
+    assert!(matches!(
+        edu.transfer(Transfer::ToDevice, 1 << 28, 0, 1),
+        Err(EduError::Unreachable { .. })
+    ));
     // The largest legal transfers still work.
     edu.transfer(Transfer::ToDevice, addr, 0, 4095).unwrap();
     edu.transfer(Transfer::FromDevice, addr, 4094, 1).unwrap();
@@ -161,7 +224,10 @@ fn after_unmap_the_iommu_blocks_dma_to_the_old_address() {
     let victim = mapping.unmap().unwrap();
     // The device writes to the stale address: the IOMMU must stop it.
     edu.transfer(Transfer::FromDevice, stale, 0, 512).unwrap();
-    assert!(victim.iter().all(|b| *b == 0xab), "memory changed after unmap");
+    assert!(
+        victim.iter().all(|b| *b == 0xab),
+        "memory changed after unmap"
+    );
 }
 
 #[test]
@@ -175,13 +241,23 @@ fn every_address_stays_under_a_small_mask_until_a_clean_exhaustion() {
     let err = loop {
         match device.alloc_dma(4096) {
             Ok(buffer) => {
-                assert!(buffer.device_addr() + 4096 <= 1 << 20, "{:#x}", buffer.device_addr());
+                assert!(
+                    buffer.device_addr() + 4096 <= 1 << 20,
+                    "{:#x}",
+                    buffer.device_addr()
+                );
                 buffers.push(buffer);
             }
             Err(err) => break err,
         }
     };
-    assert!(matches!(err, DmaError::Iova(IovaError::Exhausted { mask_bits: 20, .. })), "{err}");
+    assert!(
+        matches!(
+            err,
+            DmaError::Iova(IovaError::Exhausted { mask_bits: 20, .. })
+        ),
+        "{err}"
+    );
     assert_eq!(buffers.len(), 255);
     assert!(err.to_string().contains("exhausted"), "{err}");
     // Freed addresses are reused.
@@ -235,11 +311,120 @@ fn hugepage_buffers_say_what_backs_them() {
     assert_eq!(buffer.len(), 4 << 20);
     assert_eq!(buffer.device_addr() % (2 << 20), 0);
     buffer.write_bytes(buffer.len() - 3, b"end").unwrap();
-    edu.buffer_to_window(&buffer, buffer.len() - 3, 10, 3).unwrap();
+    edu.buffer_to_window(&buffer, buffer.len() - 3, 10, 3)
+        .unwrap();
     edu.window_to_buffer(10, &buffer, 0, 3).unwrap();
     let mut got = [0u8; 3];
     buffer.read_bytes(0, &mut got).unwrap();
     assert_eq!(&got, b"end");
     drop(buffer);
     std::fs::write(nr_hugepages, before.trim()).unwrap();
+}
+
+#[test]
+#[ignore = "needs the usrdrv VM: run by `cargo xtask test`"]
+fn factorial_completes_by_msi() {
+    let mut edu = open();
+    assert_eq!(edu.device().irq_info(IrqKind::Msi).unwrap().count, 1);
+    assert_eq!(
+        edu.device().irq_info(IrqKind::Msix).unwrap().count,
+        0,
+        "edu has no MSI-X"
+    );
+    edu.enable_interrupts(IrqKind::Msi).unwrap();
+    for n in [1, 5, 10] {
+        let expected: u32 = (1..=n).product();
+        assert_eq!(edu.factorial_with_interrupt(n).unwrap(), expected);
+    }
+    // Raised by software too, many times, none lost.
+    for _ in 0..100 {
+        edu.raise_interrupt(0x1000).unwrap();
+    }
+}
+
+#[test]
+#[ignore = "needs the usrdrv VM: run by `cargo xtask test`"]
+fn factorial_completes_by_intx_with_unmask() {
+    let mut edu = open();
+    let info = edu.device().irq_info(IrqKind::Intx).unwrap();
+    assert_eq!(info.count, 1);
+    assert!(info.automasked, "the kernel masks INTx on delivery");
+    edu.enable_interrupts(IrqKind::Intx).unwrap();
+    // Several in a row: each needs the unmask after the acknowledge.
+    for n in [3, 4, 6] {
+        let expected: u32 = (1..=n).product();
+        assert_eq!(edu.factorial_with_interrupt(n).unwrap(), expected);
+    }
+}
+
+#[test]
+#[ignore = "needs the usrdrv VM: run by `cargo xtask test`"]
+fn interrupt_waits_time_out_and_bad_requests_are_errors() {
+    let mut edu = open();
+    assert!(matches!(
+        edu.factorial_with_interrupt(3),
+        Err(EduError::NoInterrupts)
+    ));
+    assert!(matches!(
+        edu.device().enable_interrupts(IrqKind::Msix, 1),
+        Err(IrqError::NotEnoughVectors { available: 0, .. })
+    ));
+    assert!(matches!(
+        edu.device().enable_interrupts(IrqKind::Msi, 2),
+        Err(IrqError::NotEnoughVectors {
+            asked: 2,
+            available: 1,
+            ..
+        })
+    ));
+    edu.enable_interrupts(IrqKind::Msi).unwrap();
+    let irqs = edu.interrupts().unwrap();
+    let started = std::time::Instant::now();
+    assert_eq!(irqs.wait(0, Some(Duration::from_millis(50))).unwrap(), None);
+    assert!(started.elapsed() >= Duration::from_millis(50));
+    assert!(matches!(
+        irqs.wait(1, None),
+        Err(IrqError::NoSuchVector {
+            vector: 1,
+            count: 1
+        })
+    ));
+    assert_eq!(irqs.try_wait(0).unwrap(), None);
+}
+
+#[test]
+#[ignore = "needs the usrdrv VM: run by `cargo xtask test`"]
+fn unbinding_revokes_the_device_and_waiters_are_told() {
+    let address = edu_address();
+    let mut edu = Edu::open(address).unwrap();
+    edu.enable_interrupts(IrqKind::Msi).unwrap();
+    let regs = edu.device().bar(0).unwrap();
+    // The kernel's unbind blocks until every handle is released: run it aside.
+    let unbind = std::thread::spawn(move || {
+        std::fs::write("/sys/bus/pci/drivers/vfio-pci/unbind", address.to_string())
+    });
+    let waited = edu
+        .interrupts()
+        .unwrap()
+        .wait(0, Some(Duration::from_secs(30)));
+    assert!(
+        matches!(waited, Err(IrqError::Revoked { .. })),
+        "{waited:?}"
+    );
+    assert!(edu.device().is_revoked());
+    assert!(matches!(regs.read32(0), Err(MmioError::Revoked { .. })));
+    assert!(matches!(
+        edu.device().alloc_dma(4096),
+        Err(DmaError::Revoked { .. })
+    ));
+    drop(regs);
+    drop(edu);
+    unbind
+        .join()
+        .unwrap()
+        .expect("the unbind completes once the handles are gone");
+    assert_eq!(Sysfs::system().driver(address).unwrap(), None);
+    // And the device comes back for the next user.
+    let again = open();
+    assert_eq!(again.identification().unwrap(), (1, 0));
 }

@@ -45,7 +45,12 @@ pub(crate) trait DmaBackend: Send + Sync + fmt::Debug {
     fn free(&self, allocation: &Allocation) -> Result<(), DmaError>;
 
     /// Maps the caller's `len` bytes at `addr` for the device, pinning them.
-    fn map_user(&self, addr: usize, len: usize, direction: Direction) -> Result<UserMapping, DmaError>;
+    fn map_user(
+        &self,
+        addr: usize,
+        len: usize,
+        direction: Direction,
+    ) -> Result<UserMapping, DmaError>;
 
     /// Undoes [`DmaBackend::map_user`], verifying everything mapped was unmapped.
     fn unmap_user(&self, mapping: &UserMapping) -> Result<(), DmaError>;

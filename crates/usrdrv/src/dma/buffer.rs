@@ -138,11 +138,13 @@ impl DmaBuffer<Shared> {
     /// Copies `data` into the buffer at `offset`, with volatile writes.
     pub fn write_bytes(&self, offset: usize, data: &[u8]) -> Result<(), DmaError> {
         let memory = &self.allocation().memory;
-        memory.write_bytes(offset, data).ok_or(DmaError::OutOfBounds {
-            offset,
-            len: data.len(),
-            size: memory.len(),
-        })
+        memory
+            .write_bytes(offset, data)
+            .ok_or(DmaError::OutOfBounds {
+                offset,
+                len: data.len(),
+                size: memory.len(),
+            })
     }
 
     /// Orders the CPU's earlier writes to DMA memory before what follows (the

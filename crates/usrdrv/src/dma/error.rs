@@ -52,7 +52,9 @@ pub enum DmaError {
         source: io::Error,
     },
     /// The kernel refused to unmap.
-    #[error("unmapping {size:#x} bytes at device address {iova:#x} failed; the memory is kept (leaked) so the device cannot reach reused memory")]
+    #[error(
+        "unmapping {size:#x} bytes at device address {iova:#x} failed; the memory is kept (leaked) so the device cannot reach reused memory"
+    )]
     Unmap {
         /// The device address.
         iova: u64,
@@ -75,7 +77,9 @@ pub enum DmaError {
         unmapped: u64,
     },
     /// A read-only buffer was offered for the device to write.
-    #[error("a shared (read-only) buffer cannot be mapped {direction}: the device would write into it; pass `&mut [u8]` or an owned buffer")]
+    #[error(
+        "a shared (read-only) buffer cannot be mapped {direction}: the device would write into it; pass `&mut [u8]` or an owned buffer"
+    )]
     ReadOnly {
         /// The direction asked for.
         direction: Direction,
@@ -102,7 +106,9 @@ pub enum DmaError {
         width: usize,
     },
     /// Every chunk of a pool is in use.
-    #[error("all {chunks} chunks of {chunk_size} bytes in the DMA pool are in use: drop some, or make a larger pool")]
+    #[error(
+        "all {chunks} chunks of {chunk_size} bytes in the DMA pool are in use: drop some, or make a larger pool"
+    )]
     PoolExhausted {
         /// How many chunks the pool has.
         chunks: usize,
@@ -120,6 +126,12 @@ pub enum DmaError {
     NoSuchName {
         /// The name.
         name: String,
+    },
+    /// The kernel asked for the device back: no new DMA.
+    #[error("{address} was revoked (unbound or removed): no new DMA; drop every handle to it")]
+    Revoked {
+        /// The device.
+        address: crate::pci::PciAddress,
     },
     /// Turning on bus mastering failed.
     #[error("cannot enable bus mastering (PCI command register)")]

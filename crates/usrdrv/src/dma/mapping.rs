@@ -112,7 +112,11 @@ impl<B: DmaTarget> fmt::Debug for DmaMapping<B> {
 
 impl<B: DmaTarget> DmaMapping<B> {
     /// Maps `buffer` through `backend`.
-    pub(crate) fn new(buffer: B, direction: Direction, backend: Arc<dyn DmaBackend>) -> Result<Self, DmaError> {
+    pub(crate) fn new(
+        buffer: B,
+        direction: Direction,
+        backend: Arc<dyn DmaBackend>,
+    ) -> Result<Self, DmaError> {
         let (addr, len) = buffer.span();
         if len == 0 {
             return Err(DmaError::Empty);

@@ -8,7 +8,6 @@
 //! - [`IovaAllocator`]: device addresses within the IOMMU's ranges and the
 //!   device's [`DmaMask`].
 
-
 mod buffer;
 mod error;
 mod iova;

@@ -115,13 +115,18 @@ mod tests {
         assert_eq!(DmaMask::new(28).unwrap().limit(), (1 << 28) - 1);
         assert_eq!(DmaMask::BITS_32.limit(), u64::from(u32::MAX));
         assert_eq!(DmaMask::BITS_64.limit(), u64::MAX);
-        assert!(matches!(DmaMask::new(65), Err(DmaError::BadMask { bits: 65 })));
+        assert!(matches!(
+            DmaMask::new(65),
+            Err(DmaError::BadMask { bits: 65 })
+        ));
     }
 
     #[test]
     fn directions_give_permissions() {
         assert!(Direction::ToDevice.device_reads() && !Direction::ToDevice.device_writes());
         assert!(!Direction::FromDevice.device_reads() && Direction::FromDevice.device_writes());
-        assert!(Direction::Bidirectional.device_reads() && Direction::Bidirectional.device_writes());
+        assert!(
+            Direction::Bidirectional.device_reads() && Direction::Bidirectional.device_writes()
+        );
     }
 }

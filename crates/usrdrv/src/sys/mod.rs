@@ -4,6 +4,7 @@
 //! sound. The rest of the crate is `#![deny(unsafe_code)]`.
 
 pub(crate) mod dma_memory;
+pub(crate) mod eventfd;
 pub(crate) mod limits;
 pub(crate) mod mmap;
 pub(crate) mod vfio_ioctl;

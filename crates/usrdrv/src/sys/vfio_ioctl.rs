@@ -10,7 +10,8 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 use vfio_bindings::bindings::vfio::{
     VFIO_BASE, VFIO_TYPE, vfio_device_info, vfio_group_status, vfio_iommu_type1_dma_map,
-    vfio_iommu_type1_dma_unmap, vfio_iommu_type1_info, vfio_region_info,
+    vfio_iommu_type1_dma_unmap, vfio_iommu_type1_info, vfio_irq_info, vfio_irq_set,
+    vfio_region_info,
 };
 
 /// `_IO(VFIO_TYPE, VFIO_BASE + nr)`: no direction or size bits are encoded.
@@ -26,6 +27,8 @@ const VFIO_GROUP_SET_CONTAINER: libc::Ioctl = vfio_io(4);
 const VFIO_GROUP_GET_DEVICE_FD: libc::Ioctl = vfio_io(6);
 const VFIO_DEVICE_GET_INFO: libc::Ioctl = vfio_io(7);
 const VFIO_DEVICE_GET_REGION_INFO: libc::Ioctl = vfio_io(8);
+const VFIO_DEVICE_GET_IRQ_INFO: libc::Ioctl = vfio_io(9);
+const VFIO_DEVICE_SET_IRQS: libc::Ioctl = vfio_io(10);
 const VFIO_DEVICE_RESET: libc::Ioctl = vfio_io(11);
 const VFIO_IOMMU_GET_INFO: libc::Ioctl = vfio_io(12);
 const VFIO_IOMMU_MAP_DMA: libc::Ioctl = vfio_io(13);
@@ -150,6 +153,50 @@ pub(crate) fn device_get_region_info(
     Ok(info)
 }
 
+/// `VFIO_DEVICE_GET_IRQ_INFO` for interrupt index `index`.
+pub(crate) fn device_get_irq_info(device: BorrowedFd<'_>, index: u32) -> io::Result<vfio_irq_info> {
+    let mut info = vfio_irq_info {
+        argsz: argsz::<vfio_irq_info>(),
+        index,
+        ..Default::default()
+    };
+    ioctl_with_mut(device, VFIO_DEVICE_GET_IRQ_INFO, &mut info)?;
+    Ok(info)
+}
+
+/// `VFIO_DEVICE_SET_IRQS`: applies `flags` (`VFIO_IRQ_SET_DATA_*` |
+/// `VFIO_IRQ_SET_ACTION_*`) to vectors `start..start + count` of interrupt
+/// `index`. With `DATA_EVENTFD`, `eventfds` holds one descriptor (or -1 to
+/// detach) per vector; otherwise it is empty.
+pub(crate) fn device_set_irqs(
+    device: BorrowedFd<'_>,
+    index: u32,
+    flags: u32,
+    start: u32,
+    count: u32,
+    eventfds: &[i32],
+) -> io::Result<()> {
+    let header = std::mem::size_of::<vfio_irq_set>();
+    let data = std::mem::size_of_val(eventfds);
+    let total = header + data;
+    let argsz = u32::try_from(total).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // u32 words keep the buffer aligned for the header's u32 fields and the i32 data.
+    let mut words = vec![0u32; total.div_ceil(4)];
+    words[0] = argsz;
+    words[1] = flags;
+    words[2] = index;
+    words[3] = start;
+    words[4] = count;
+    for (slot, fd) in words[header / 4..].iter_mut().zip(eventfds) {
+        *slot = *fd as u32;
+    }
+    // SAFETY: the buffer holds a `vfio_irq_set` header followed by `eventfds`,
+    // `argsz` bytes in all, which is all the kernel reads; it stays alive for the
+    // call and `device` is open.
+    check(unsafe { libc::ioctl(device.as_raw_fd(), VFIO_DEVICE_SET_IRQS, words.as_mut_ptr()) })
+        .map(drop)
+}
+
 /// `VFIO_DEVICE_RESET`.
 pub(crate) fn device_reset(device: BorrowedFd<'_>) -> io::Result<()> {
     ioctl_with_value(device, VFIO_DEVICE_RESET, 0).map(drop)
@@ -180,7 +227,9 @@ pub(crate) fn iommu_get_info(container: BorrowedFd<'_>) -> io::Result<Vec<u8>> {
         }
         argsz = wanted;
     }
-    Err(io::Error::other("VFIO_IOMMU_GET_INFO kept asking for a larger buffer"))
+    Err(io::Error::other(
+        "VFIO_IOMMU_GET_INFO kept asking for a larger buffer",
+    ))
 }
 
 /// `VFIO_IOMMU_MAP_DMA`: maps `size` bytes of this process at `vaddr` to device
@@ -230,6 +279,8 @@ mod tests {
         assert_eq!(VFIO_SET_IOMMU, 0x3b66);
         assert_eq!(VFIO_GROUP_GET_DEVICE_FD, 0x3b6a);
         assert_eq!(VFIO_DEVICE_GET_REGION_INFO, 0x3b6c);
+        assert_eq!(VFIO_DEVICE_GET_IRQ_INFO, 0x3b6d);
+        assert_eq!(VFIO_DEVICE_SET_IRQS, 0x3b6e);
         assert_eq!(VFIO_DEVICE_RESET, 0x3b6f);
         assert_eq!(VFIO_IOMMU_GET_INFO, 0x3b70);
         assert_eq!(VFIO_IOMMU_MAP_DMA, 0x3b71);

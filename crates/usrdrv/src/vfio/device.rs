@@ -2,9 +2,10 @@
 
 use std::ffi::CString;
 use std::fs::File;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use vfio_bindings::bindings::vfio::{
     VFIO_DEVICE_FLAGS_PCI, VFIO_DEVICE_FLAGS_RESET, VFIO_PCI_BAR5_REGION_INDEX,
@@ -13,9 +14,11 @@ use vfio_bindings::bindings::vfio::{
 };
 
 use super::group::usable_group;
+use super::revocation::Revocation;
 use super::{Container, Group, VfioError};
 use crate::mmio::Bar;
 use crate::pci::{PciAddress, Sysfs};
+use crate::sys::eventfd::EventFd;
 use crate::sys::mmap::Mapping;
 use crate::sys::vfio_ioctl;
 
@@ -51,6 +54,8 @@ impl RegionInfo {
 /// The state shared by a device and the BARs taken from it.
 #[derive(Debug)]
 struct Shared {
+    /// Dropped first: stops the watcher before the descriptor closes.
+    revocation: Option<Revocation>,
     file: Arc<File>,
     address: PciAddress,
     flags: u32,
@@ -109,8 +114,10 @@ impl Device {
                 source: std::io::Error::other("VFIO reports a device that is not PCI"),
             });
         }
+        let revocation = Revocation::arm(file.as_fd());
         Ok(Self {
             shared: Arc::new(Shared {
+                revocation,
                 file: Arc::new(file),
                 address,
                 flags: info.flags,
@@ -124,6 +131,42 @@ impl Device {
     /// The device's PCI address.
     pub fn address(&self) -> PciAddress {
         self.shared.address
+    }
+
+    /// The device descriptor, for the ioctls other modules issue.
+    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
+        self.shared.file.as_fd()
+    }
+
+    /// Whether the kernel has asked for the device back (unbind, hot-unplug).
+    /// Register accesses fail from then on; drop every handle to the device so
+    /// the kernel can complete the unbind.
+    pub fn is_revoked(&self) -> bool {
+        self.shared
+            .revocation
+            .as_ref()
+            .is_some_and(Revocation::is_revoked)
+    }
+
+    /// `Err(())` once revoked.
+    pub(crate) fn check_revoked(&self) -> Result<(), ()> {
+        if self.is_revoked() { Err(()) } else { Ok(()) }
+    }
+
+    /// The event a wait polls to learn of revocation, if the kernel offers it.
+    pub(crate) fn revocation_event(&self) -> Option<&EventFd> {
+        self.shared.revocation.as_ref().map(Revocation::event)
+    }
+
+    /// Records a revocation a waiter saw.
+    pub(crate) fn mark_revoked(&self) {
+        if let Some(r) = &self.shared.revocation {
+            r.mark();
+        }
+    }
+
+    fn revoked_flag(&self) -> Option<Arc<AtomicBool>> {
+        self.shared.revocation.as_ref().map(Revocation::flag)
     }
 
     /// The group the device belongs to.
@@ -197,7 +240,12 @@ impl Device {
                 len: region.size,
                 source,
             })?;
-            return Ok(Bar::mapped(index, mapping, self.shared.clone()));
+            return Ok(Bar::mapped(
+                index,
+                mapping,
+                self.shared.clone(),
+                self.revoked_flag(),
+            ));
         }
         Ok(Bar::through_file(
             index,
@@ -205,6 +253,7 @@ impl Device {
             Arc::clone(&self.shared.file),
             region.offset,
             self.shared.clone(),
+            self.revoked_flag(),
         ))
     }
 

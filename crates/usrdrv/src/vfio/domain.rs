@@ -84,7 +84,9 @@ impl IommuDomain {
 
     /// Device-address bytes still free below the mask, once a device is open.
     pub fn free_device_addresses(&self) -> Option<u64> {
-        lock(&self.inner.space).as_ref().map(|s| s.iovas.free_bytes())
+        lock(&self.inner.space)
+            .as_ref()
+            .map(|s| s.iovas.free_bytes())
     }
 
     /// Group `id`, opened and attached to this domain's container on first use.
@@ -111,10 +113,12 @@ impl Domain {
         if space.is_some() {
             return Ok(());
         }
-        let bytes = vfio_ioctl::iommu_get_info(self.container.as_fd()).map_err(|source| VfioError::Ioctl {
-            op: "VFIO_IOMMU_GET_INFO",
-            target: "/dev/vfio/vfio".into(),
-            source,
+        let bytes = vfio_ioctl::iommu_get_info(self.container.as_fd()).map_err(|source| {
+            VfioError::Ioctl {
+                op: "VFIO_IOMMU_GET_INFO",
+                target: "/dev/vfio/vfio".into(),
+                source,
+            }
         })?;
         let info = iommu_info::parse(&bytes).map_err(|why| VfioError::Ioctl {
             op: "VFIO_IOMMU_GET_INFO",
@@ -128,7 +132,9 @@ impl Domain {
     }
 
     fn page_size(&self) -> u64 {
-        lock(&self.space).as_ref().map_or(4096, |s| s.iovas.page_size())
+        lock(&self.space)
+            .as_ref()
+            .map_or(4096, |s| s.iovas.page_size())
     }
 
     /// Reserves `size` bytes of device addresses aligned to `align`.
@@ -148,7 +154,13 @@ impl Domain {
 
     /// Maps `[vaddr, vaddr + size)` at a fresh device address; frees the address
     /// again if the kernel refuses.
-    fn map(&self, vaddr: usize, size: u64, align: u64, direction: Direction) -> Result<u64, DmaError> {
+    fn map(
+        &self,
+        vaddr: usize,
+        size: u64,
+        align: u64,
+        direction: Direction,
+    ) -> Result<u64, DmaError> {
         let iova = self.alloc_iova(size, align)?;
         let mut flags = 0;
         if direction.device_reads() {
@@ -157,7 +169,9 @@ impl Domain {
         if direction.device_writes() {
             flags |= VFIO_DMA_MAP_FLAG_WRITE;
         }
-        if let Err(source) = vfio_ioctl::iommu_map_dma(self.container.as_fd(), vaddr, iova, size, flags) {
+        if let Err(source) =
+            vfio_ioctl::iommu_map_dma(self.container.as_fd(), vaddr, iova, size, flags)
+        {
             self.free_iova(iova)?;
             return Err(map_failure(iova, size, source));
         }
@@ -199,22 +213,39 @@ impl DmaBackend for Domain {
         let memory = match memory {
             Some(memory) => memory,
             None => {
-                let len = size
-                    .checked_next_multiple_of(page)
-                    .ok_or_else(|| memory_error(std::io::Error::from(std::io::ErrorKind::OutOfMemory)))?;
+                let len = size.checked_next_multiple_of(page).ok_or_else(|| {
+                    memory_error(std::io::Error::from(std::io::ErrorKind::OutOfMemory))
+                })?;
                 DmaMemory::new(len, false).map_err(memory_error)?
             }
         };
-        let align = if memory.is_huge() { HUGE_PAGE_SIZE } else { page } as u64;
-        let device_addr = self.map(memory.addr(), memory.len() as u64, align, Direction::Bidirectional)?;
-        Ok(Allocation { memory, device_addr })
+        let align = if memory.is_huge() {
+            HUGE_PAGE_SIZE
+        } else {
+            page
+        } as u64;
+        let device_addr = self.map(
+            memory.addr(),
+            memory.len() as u64,
+            align,
+            Direction::Bidirectional,
+        )?;
+        Ok(Allocation {
+            memory,
+            device_addr,
+        })
     }
 
     fn free(&self, allocation: &Allocation) -> Result<(), DmaError> {
         self.unmap(allocation.device_addr, allocation.memory.len() as u64)
     }
 
-    fn map_user(&self, addr: usize, len: usize, direction: Direction) -> Result<UserMapping, DmaError> {
+    fn map_user(
+        &self,
+        addr: usize,
+        len: usize,
+        direction: Direction,
+    ) -> Result<UserMapping, DmaError> {
         let page = usize::try_from(self.page_size()).unwrap_or(4096);
         let end = addr.checked_add(len).ok_or(DmaError::Empty)?;
         let first_page = addr - addr % page;

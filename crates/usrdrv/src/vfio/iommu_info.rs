@@ -81,19 +81,25 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<IommuInfo, String> {
             return Err("the capability chain loops".into());
         }
         let at = next;
-        let id = read_u16(bytes, at).ok_or_else(|| format!("capability at {at} is past the buffer"))?;
-        next = read_u32(bytes, at + 4).ok_or_else(|| format!("capability at {at} is truncated"))? as usize;
+        let id =
+            read_u16(bytes, at).ok_or_else(|| format!("capability at {at} is past the buffer"))?;
+        next = read_u32(bytes, at + 4).ok_or_else(|| format!("capability at {at} is truncated"))?
+            as usize;
         match u32::from(id) {
             VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE => {
                 saw_ranges = true;
                 let count = read_u32(bytes, at + 8).ok_or("the IOVA range count is truncated")?;
                 for i in 0..count as usize {
                     let entry = at + 16 + i * 16;
-                    let (Some(start), Some(last)) = (read_u64(bytes, entry), read_u64(bytes, entry + 8)) else {
+                    let (Some(start), Some(last)) =
+                        (read_u64(bytes, entry), read_u64(bytes, entry + 8))
+                    else {
                         return Err(format!("IOVA range {i} of {count} is past the buffer"));
                     };
                     if start > last {
-                        return Err(format!("IOVA range {i} ends ({last:#x}) before it starts ({start:#x})"));
+                        return Err(format!(
+                            "IOVA range {i} ends ({last:#x}) before it starts ({start:#x})"
+                        ));
                     }
                     info.iova_ranges.push(IovaRange { start, last });
                 }
@@ -128,7 +134,11 @@ mod tests {
         b.extend_from_slice(&24u32.to_ne_bytes()); // cap_offset
         b.extend_from_slice(&0u32.to_ne_bytes()); // pad
         let ranges_len = 16 + 16 * ranges.len();
-        let next = if avail.is_some() { 24 + ranges_len as u32 } else { 0 };
+        let next = if avail.is_some() {
+            24 + ranges_len as u32
+        } else {
+            0
+        };
         b.extend_from_slice(&(VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE as u16).to_ne_bytes());
         b.extend_from_slice(&1u16.to_ne_bytes());
         b.extend_from_slice(&next.to_ne_bytes());
@@ -162,8 +172,14 @@ mod tests {
         assert_eq!(
             info.iova_ranges,
             vec![
-                IovaRange { start: 0, last: 0xfedf_ffff },
-                IovaRange { start: 0xfef0_0000, last: 0x7f_ffff_ffff }
+                IovaRange {
+                    start: 0,
+                    last: 0xfedf_ffff
+                },
+                IovaRange {
+                    start: 0xfef0_0000,
+                    last: 0x7f_ffff_ffff
+                }
             ]
         );
         assert_eq!(info.mappings_available, Some(65535));
@@ -174,7 +190,13 @@ mod tests {
         let mut bytes = info_bytes(0x1000, &[], None);
         bytes[4..8].copy_from_slice(&VFIO_IOMMU_INFO_PGSIZES.to_ne_bytes());
         let info = parse(&bytes[..24]).unwrap();
-        assert_eq!(info.iova_ranges, vec![IovaRange { start: 0, last: u64::MAX }]);
+        assert_eq!(
+            info.iova_ranges,
+            vec![IovaRange {
+                start: 0,
+                last: u64::MAX
+            }]
+        );
         assert_eq!(info.mappings_available, None);
     }
 
@@ -192,7 +214,7 @@ mod tests {
         looping[28..32].copy_from_slice(&24u32.to_ne_bytes()); // first cap's next -> itself
         assert!(parse(&looping).unwrap_err().contains("loops"));
 
-        let mut backwards = info_bytes(0x1000, &[(0x2000, 0x1000)], None);
+        let backwards = info_bytes(0x1000, &[(0x2000, 0x1000)], None);
         assert!(parse(&backwards).unwrap_err().contains("before it starts"));
     }
 }

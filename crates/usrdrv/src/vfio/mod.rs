@@ -22,6 +22,7 @@ mod domain;
 mod error;
 mod group;
 mod iommu_info;
+mod revocation;
 
 pub use container::Container;
 pub use device::{Device, RegionInfo};

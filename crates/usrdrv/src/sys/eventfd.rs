@@ -1,0 +1,163 @@
+//! Event file descriptors: how the kernel signals interrupts to user space.
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+/// A non-blocking eventfd counter.
+#[derive(Debug)]
+pub(crate) struct EventFd {
+    fd: OwnedFd,
+}
+
+/// What [`wait_any`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Woken {
+    /// The descriptor at this index of the list was signalled; its counter
+    /// (events since the last read) is returned and reset.
+    Fd(usize, u64),
+    /// The timeout passed first.
+    TimedOut,
+}
+
+impl EventFd {
+    /// A new counter at zero.
+    pub(crate) fn new() -> io::Result<Self> {
+        // SAFETY: eventfd takes no pointers; the result is checked.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a successful eventfd returns a new descriptor nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        Ok(Self { fd })
+    }
+
+    /// Reads and resets the counter: `None` when it is zero.
+    pub(crate) fn take(&self) -> io::Result<Option<u64>> {
+        let mut value = 0u64;
+        // SAFETY: reads 8 bytes into a live local u64; the descriptor is open.
+        let n = unsafe {
+            libc::read(
+                self.fd.as_raw_fd(),
+                std::ptr::from_mut(&mut value).cast(),
+                8,
+            )
+        };
+        if n == 8 {
+            return Ok(Some(value));
+        }
+        let err = io::Error::last_os_error();
+        if n < 0 && err.kind() == io::ErrorKind::WouldBlock {
+            Ok(None)
+        } else if n < 0 {
+            Err(err)
+        } else {
+            Err(io::Error::from(io::ErrorKind::UnexpectedEof))
+        }
+    }
+
+    /// Adds `value` to the counter (wakes waiters).
+    pub(crate) fn signal(&self, value: u64) -> io::Result<()> {
+        // SAFETY: writes 8 bytes from a live local u64; the descriptor is open.
+        let n = unsafe { libc::write(self.fd.as_raw_fd(), std::ptr::from_ref(&value).cast(), 8) };
+        if n == 8 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+}
+
+impl AsFd for EventFd {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+/// Waits until one of `fds` has a non-zero counter, or `timeout` passes
+/// (`None`: forever). The first signalled one in list order wins.
+pub(crate) fn wait_any(fds: &[&EventFd], timeout: Option<Duration>) -> io::Result<Woken> {
+    let deadline = timeout.map(|t| Instant::now() + t);
+    let mut polls: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|e| libc::pollfd {
+            fd: e.fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    loop {
+        for (i, fd) in fds.iter().enumerate() {
+            if let Some(count) = fd.take()? {
+                return Ok(Woken::Fd(i, count));
+            }
+        }
+        let wait_ms: libc::c_int = match deadline {
+            None => -1,
+            Some(deadline) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Ok(Woken::TimedOut);
+                }
+                // Round up so a sub-millisecond remainder still waits.
+                libc::c_int::try_from(left.as_micros().div_ceil(1000)).unwrap_or(libc::c_int::MAX)
+            }
+        };
+        // SAFETY: `polls` is a live array of `polls.len()` pollfd structs.
+        let ret = unsafe { libc::poll(polls.as_mut_ptr(), polls.len() as libc::nfds_t, wait_ms) };
+        if ret < 0 {
+            let err = io::Error::last_os_error();
+            if err.kind() != io::ErrorKind::Interrupted {
+                return Err(err);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_signals_and_resets() {
+        let e = EventFd::new().unwrap();
+        assert_eq!(e.take().unwrap(), None);
+        e.signal(1).unwrap();
+        e.signal(2).unwrap();
+        assert_eq!(e.take().unwrap(), Some(3));
+        assert_eq!(e.take().unwrap(), None);
+    }
+
+    #[test]
+    fn wait_reports_which_fd_and_times_out() {
+        let a = EventFd::new().unwrap();
+        let b = EventFd::new().unwrap();
+        assert_eq!(
+            wait_any(&[&a, &b], Some(Duration::from_millis(20))).unwrap(),
+            Woken::TimedOut
+        );
+        b.signal(5).unwrap();
+        assert_eq!(
+            wait_any(&[&a, &b], Some(Duration::from_secs(5))).unwrap(),
+            Woken::Fd(1, 5)
+        );
+    }
+
+    #[test]
+    fn wait_wakes_on_a_signal_from_another_thread() {
+        let e = std::sync::Arc::new(EventFd::new().unwrap());
+        let signaller = std::sync::Arc::clone(&e);
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(30));
+            signaller.signal(1).unwrap();
+        });
+        let start = Instant::now();
+        assert_eq!(
+            wait_any(&[&e], Some(Duration::from_secs(10))).unwrap(),
+            Woken::Fd(0, 1)
+        );
+        assert!(start.elapsed() < Duration::from_secs(5));
+        t.join().unwrap();
+    }
+}
