@@ -5,7 +5,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::Error;
-use crate::dma::{Direction, DmaBackend, DmaBuffer, DmaError, DmaMapping, DmaMask, DmaTarget};
+use crate::dma::{
+    Direction, DmaBackend, DmaBuffer, DmaError, DmaMapping, DmaMask, DmaPool, DmaTarget,
+    NamedBuffers,
+};
 use crate::irq::{self, Interrupts, IrqError, IrqInfo, IrqKind};
 use crate::mmio::Bar;
 use crate::pci::{PciAddress, Sysfs};
@@ -166,6 +169,27 @@ impl Device {
         self.enable_bus_master()?;
         let allocation = self.dma.alloc(size, huge)?;
         Ok(DmaBuffer::new(allocation, Arc::clone(&self.dma)))
+    }
+
+    /// A pool of `count` chunks of `chunk_size` bytes (rounded up to 64) carved
+    /// from one DMA buffer: taking and returning a chunk makes no system call.
+    pub fn dma_pool(&self, chunk_size: usize, count: usize) -> Result<DmaPool, DmaError> {
+        let chunk_size = DmaPool::chunk_size_for(chunk_size).ok_or(DmaError::Empty)?;
+        let total = chunk_size.checked_mul(count).ok_or(DmaError::Empty)?;
+        let buffer = self.alloc(total, false)?;
+        Ok(DmaPool::new(buffer, chunk_size, count))
+    }
+
+    /// A table of named DMA buffers allocated through this device.
+    pub fn named_buffers(&self) -> Result<NamedBuffers, DmaError> {
+        self.enable_bus_master()?;
+        let backend = Arc::clone(&self.dma);
+        Ok(NamedBuffers::new(Box::new(move |size| {
+            Ok(DmaBuffer::new(
+                backend.alloc(size, false)?,
+                Arc::clone(&backend),
+            ))
+        })))
     }
 
     /// Maps the caller's `buffer` for DMA in `direction`; the result holds the

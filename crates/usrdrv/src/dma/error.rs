@@ -121,6 +121,12 @@ pub enum DmaError {
         /// The name.
         name: String,
     },
+    /// A name with characters or a length that is not accepted.
+    #[error("'{name}' is not a valid buffer name: use 1 to 63 characters from A-Z a-z 0-9 . _ -")]
+    BadName {
+        /// The name.
+        name: String,
+    },
     /// No named buffer has this name.
     #[error("no DMA buffer is named '{name}'")]
     NoSuchName {

@@ -5,6 +5,8 @@
 //!   `usr_pci_get_consistent`), with a [`Shared`]/[`CpuOwned`] typestate.
 //! - [`DmaMapping`]: the caller's buffer mapped for the device, with its
 //!   scatter-gather list (the seed's `usr_pci_mmap`).
+//! - [`DmaPool`]: small buffers for the hot path, no system call each.
+//! - [`NamedBuffers`]: buffers found, listed and freed by name.
 //! - [`IovaAllocator`]: device addresses within the IOMMU's ranges and the
 //!   device's [`DmaMask`].
 
@@ -12,6 +14,8 @@ mod buffer;
 mod error;
 mod iova;
 mod mapping;
+mod named;
+mod pool;
 mod types;
 
 pub(crate) mod backend;
@@ -21,4 +25,6 @@ pub use error::DmaError;
 pub(crate) use error::map_failure;
 pub use iova::{IovaAllocator, IovaError, IovaRange};
 pub use mapping::{DmaMapping, DmaTarget};
+pub use named::{MAX_NAME_LEN, NamedBufferInfo, NamedBuffers};
+pub use pool::{DmaPool, PoolBuffer};
 pub use types::{Backing, Direction, DmaMask, SgEntry};
