@@ -118,11 +118,21 @@ impl Device {
     }
 
     /// Enables `count` vectors of `kind`, each signalling its own eventfd.
+    ///
+    /// MSI and MSI-X are memory writes by the device, dropped unless it may
+    /// master the bus, so this turns bus mastering on for them.
     pub fn enable_interrupts(&self, kind: IrqKind, count: u32) -> Result<Interrupts, IrqError> {
+        let address = self.address();
         if self.is_revoked() {
-            return Err(IrqError::Revoked {
-                address: self.address(),
-            });
+            return Err(IrqError::Revoked { address });
+        }
+        if kind != IrqKind::Intx {
+            self.enable_bus_master().map_err(|e| IrqError::Sys {
+                op: "enabling bus mastering (MSI messages are DMA writes)",
+                kind,
+                address,
+                source: std::io::Error::other(e),
+            })?;
         }
         Interrupts::enable(&self.vfio, kind, count)
     }

@@ -437,15 +437,26 @@ fn pool_chunks_are_distinct_reusable_and_reach_the_device() {
     assert_eq!(pool.chunk_size(), 4032, "rounded up to 64 bytes");
     let chunks: Vec<_> = (0..16).map(|_| pool.alloc().unwrap()).collect();
     assert_eq!(pool.available(), 0);
-    assert!(matches!(pool.alloc(), Err(DmaError::PoolExhausted { chunks: 16, .. })));
+    assert!(matches!(
+        pool.alloc(),
+        Err(DmaError::PoolExhausted { chunks: 16, .. })
+    ));
     let mut addrs: Vec<u64> = chunks.iter().map(|c| c.device_addr()).collect();
     addrs.sort();
-    assert!(addrs.windows(2).all(|w| w[1] - w[0] == 4032), "chunks do not overlap");
-    assert!(matches!(chunks[0].write_bytes(4000, &[0; 64]), Err(DmaError::OutOfBounds { .. })));
+    assert!(
+        addrs.windows(2).all(|w| w[1] - w[0] == 4032),
+        "chunks do not overlap"
+    );
+    assert!(matches!(
+        chunks[0].write_bytes(4000, &[0; 64]),
+        Err(DmaError::OutOfBounds { .. })
+    ));
     // A chunk is real DMA memory.
     chunks[3].write_bytes(10, b"pooled").unwrap();
-    edu.transfer(Transfer::ToDevice, chunks[3].device_addr() + 10, 0, 6).unwrap();
-    edu.transfer(Transfer::FromDevice, chunks[9].device_addr(), 0, 6).unwrap();
+    edu.transfer(Transfer::ToDevice, chunks[3].device_addr() + 10, 0, 6)
+        .unwrap();
+    edu.transfer(Transfer::FromDevice, chunks[9].device_addr(), 0, 6)
+        .unwrap();
     let mut got = [0u8; 6];
     chunks[9].read_bytes(0, &mut got).unwrap();
     assert_eq!(&got, b"pooled");
@@ -453,7 +464,8 @@ fn pool_chunks_are_distinct_reusable_and_reach_the_device() {
     let again = chunks[5].device_addr();
     drop(chunks);
     assert_eq!(pool.available(), 16);
-    assert!((0..16).map(|_| pool.alloc().unwrap().device_addr()).any(|a| a == again));
+    let all: Vec<_> = (0..16).map(|_| pool.alloc().unwrap()).collect();
+    assert!(all.iter().any(|c| c.device_addr() == again));
 }
 
 #[test]
@@ -463,24 +475,43 @@ fn named_buffers_alloc_get_list_free() {
     let names = edu.device().named_buffers().unwrap();
     let ring = names.alloc("rx-ring", 8192).unwrap();
     names.alloc("cmd", 100).unwrap();
-    assert!(matches!(names.alloc("rx-ring", 4096), Err(DmaError::NameTaken { .. })));
-    assert!(matches!(names.alloc("bad name", 4096), Err(DmaError::BadName { .. })));
-    assert_eq!(names.get("rx-ring").unwrap().device_addr(), ring.device_addr());
+    assert!(matches!(
+        names.alloc("rx-ring", 4096),
+        Err(DmaError::NameTaken { .. })
+    ));
+    assert!(matches!(
+        names.alloc("bad name", 4096),
+        Err(DmaError::BadName { .. })
+    ));
+    assert_eq!(
+        names.get("rx-ring").unwrap().device_addr(),
+        ring.device_addr()
+    );
     let list = names.list();
-    assert_eq!(list.iter().map(|i| i.name.as_str()).collect::<Vec<_>>(), ["cmd", "rx-ring"]);
+    assert_eq!(
+        list.iter().map(|i| i.name.as_str()).collect::<Vec<_>>(),
+        ["cmd", "rx-ring"]
+    );
     assert_eq!(list[0].size, 4096, "rounded up to a page");
     assert_eq!(list[1].size, 8192);
-    assert!(list.iter().all(|i| i.device_addr + i.size as u64 <= 1 << DMA_MASK_BITS));
+    assert!(
+        list.iter()
+            .all(|i| i.device_addr + i.size as u64 <= 1 << DMA_MASK_BITS)
+    );
     // A named buffer is real DMA memory.
     ring.write_bytes(0, b"named").unwrap();
     edu.buffer_to_window(&ring, 0, 0, 5).unwrap();
-    edu.window_to_buffer(0, &names.get("cmd").unwrap(), 0, 5).unwrap();
+    edu.window_to_buffer(0, &names.get("cmd").unwrap(), 0, 5)
+        .unwrap();
     let mut got = [0u8; 5];
     names.get("cmd").unwrap().read_bytes(0, &mut got).unwrap();
     assert_eq!(&got, b"named");
     names.free("rx-ring").unwrap();
     assert!(names.get("rx-ring").is_none());
-    assert!(matches!(names.free("rx-ring"), Err(DmaError::NoSuchName { .. })));
+    assert!(matches!(
+        names.free("rx-ring"),
+        Err(DmaError::NoSuchName { .. })
+    ));
     ring.write_bytes(0, b"held").unwrap(); // still valid while a handle lives
     names.free_all();
     assert!(names.list().is_empty());
