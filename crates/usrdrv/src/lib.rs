@@ -46,4 +46,9 @@ mod sys;
 pub mod vfio;
 
 pub use device::Device;
+
+/// The README's examples, compiled as doctests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;
 pub use error::Error;

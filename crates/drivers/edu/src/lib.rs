@@ -340,6 +340,11 @@ impl Edu {
         if ram.checked_add(len - 1).is_none_or(|last| last > reach) {
             return Err(EduError::Unreachable { addr: ram });
         }
+        // edu ignores writes to its DMA registers while a transfer runs, and one
+        // may still run for a previous owner (a process killed mid-transfer).
+        self.wait("previous DMA", || {
+            Ok(!DmaCommand::running(self.read64(regs::DMA_CMD)?))
+        })?;
         let window = regs::WINDOW_BASE + window_offset;
         let (src, dst, cmd) = match direction {
             Transfer::ToDevice => (ram, window, DmaCommand::to_device()),

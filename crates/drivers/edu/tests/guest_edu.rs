@@ -516,3 +516,127 @@ fn named_buffers_alloc_get_list_free() {
     names.free_all();
     assert!(names.list().is_empty());
 }
+
+/// Locked memory (kB), pinned memory (kB) and open descriptors of this process.
+fn resources() -> (u64, u64, usize) {
+    let status = std::fs::read_to_string("/proc/self/status").expect("read /proc/self/status");
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("{name} in /proc/self/status"))
+    };
+    let fds = std::fs::read_dir("/proc/self/fd")
+        .expect("list /proc/self/fd")
+        .count();
+    (field("VmLck:"), field("VmPin:"), fds)
+}
+
+#[test]
+#[ignore = "needs the usrdrv VM: run by `cargo xtask test`"]
+fn ten_thousand_cycles_leave_locked_memory_and_fds_where_they_were() {
+    let address = edu_address();
+    let before = resources();
+    {
+        let edu = Edu::open(address).unwrap();
+        let mut memory = vec![0u8; 3 * 4096];
+        let held = edu
+            .device()
+            .map_dma(&mut memory[..], Direction::Bidirectional)
+            .unwrap();
+        let (locked, pinned, _) = resources();
+        assert!(
+            locked + pinned >= before.0 + before.1 + 12,
+            "mapping pins its pages: the measure works"
+        );
+        drop(held);
+        for i in 0..10_000 {
+            let mapping = edu
+                .device()
+                .map_dma(
+                    &mut memory[i % 4096..i % 4096 + 5000],
+                    Direction::Bidirectional,
+                )
+                .unwrap();
+            mapping.unmap().unwrap();
+        }
+    }
+    for _ in 0..10_000 {
+        let edu = Edu::open(address).unwrap();
+        drop(edu);
+    }
+    assert_eq!(
+        resources(),
+        before,
+        "(VmLck kB, VmPin kB, open fds) after 10,000 map/unmap and open/close cycles"
+    );
+}
+
+#[test]
+#[ignore = "needs the usrdrv VM: run by `cargo xtask test`"]
+fn the_vfio_mapping_limit_is_a_clear_error() {
+    let address = edu_address();
+    let domain = IommuDomain::new(DmaMask::new(32).unwrap()).unwrap();
+    let device = Device::open_in(&domain, address).unwrap();
+    let available = domain
+        .iommu_info()
+        .unwrap()
+        .mappings_available
+        .expect("the kernel reports it");
+    let page = vec![7u8; 4096];
+    let mut mappings = Vec::new();
+    let err = loop {
+        match device.map_dma(&page[..], Direction::ToDevice) {
+            Ok(m) => mappings.push(m),
+            Err(err) => break err,
+        }
+        assert!(
+            mappings.len() <= available as usize,
+            "more mappings than the kernel allows"
+        );
+    };
+    assert!(matches!(err, DmaError::MappingLimit), "{err}");
+    assert!(err.to_string().contains("dma_entry_limit"), "{err}");
+    // Room for exactly what the kernel said; page-straddling maps would take one each too.
+    assert_eq!(mappings.len(), available as usize);
+    drop(mappings);
+    let again = device
+        .map_dma(&page[..], Direction::ToDevice)
+        .expect("mapping works again after unmapping");
+    drop(again);
+}
+
+#[test]
+#[ignore = "needs the usrdrv VM: run by `cargo xtask test`"]
+fn a_process_killed_mid_dma_leaves_the_device_usable() {
+    use std::io::BufRead;
+    let address = edu_address();
+    for _ in 0..3 {
+        let mut child = std::process::Command::new("edu_hold")
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("edu_hold (an example of usrdrv-edu) is in the VM's PATH");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert!(line.starts_with("holding"), "edu_hold said {line:?}");
+        child.kill().unwrap(); // SIGKILL while its transfer runs
+        let status = child.wait().unwrap();
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(9)
+        );
+        // The next process gets a working device.
+        let edu = Edu::open(address).expect("the group is free once the killed process is gone");
+        assert_eq!(edu.liveness(1).unwrap(), !1);
+        let buffer = edu.device().alloc_dma(4096).unwrap();
+        buffer.write_bytes(0, b"after kill").unwrap();
+        edu.buffer_to_window(&buffer, 0, 100, 10).unwrap();
+        edu.window_to_buffer(100, &buffer, 2000, 10).unwrap();
+        let mut got = [0u8; 10];
+        buffer.read_bytes(2000, &mut got).unwrap();
+        assert_eq!(&got, b"after kill");
+    }
+}

@@ -1,0 +1,46 @@
+//! Opens edu, maps memory, starts a DMA into it and then holds everything
+//! without exiting: the guest tests kill it with SIGKILL mid-transfer to check
+//! the kernel cleans up and the device works for the next process.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use usrdrv::dma::Direction;
+use usrdrv_edu::Edu;
+use usrdrv_edu::regs::{self, DmaCommand};
+
+fn main() -> ExitCode {
+    match hold() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("edu_hold: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn hold() -> Result<(), Box<dyn std::error::Error>> {
+    let edu = Edu::open(Edu::find()?)?;
+    let buffer = edu.device().alloc_dma(1 << 20)?;
+    let mapping = edu
+        .device()
+        .map_dma(vec![0u8; 64 << 10], Direction::FromDevice)?;
+    // Start a transfer without waiting for it (100 ms of virtual time in QEMU).
+    let target = mapping
+        .device_addr()
+        .ok_or("expected one scatter-gather entry")?;
+    let bar = edu.device().bar(0)?;
+    bar.write64(regs::DMA_SRC.offset(), regs::WINDOW_BASE)?;
+    bar.write64(regs::DMA_DST.offset(), target)?;
+    bar.write64(regs::DMA_COUNT.offset(), 4000)?;
+    bar.write64(regs::DMA_CMD.offset(), DmaCommand::from_device().bits())?;
+    println!(
+        "holding {} bytes of DMA memory at {:#x}",
+        buffer.len(),
+        buffer.device_addr()
+    );
+    std::io::stdout().flush()?;
+    loop {
+        std::thread::park();
+    }
+}

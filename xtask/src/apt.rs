@@ -1,0 +1,203 @@
+//! Debian packages: look-ups, downloads (never installed) and installs of
+//! the host tools the rig needs.
+//!
+//! A fresh machine has empty package lists, so a look-up that finds nothing
+//! runs `apt-get update` once (as root) and tries again.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::error::{Error, IoContext, Result};
+use crate::process;
+
+/// The metapackage that names the current Debian kernel.
+pub const KERNEL_METAPACKAGE: &str = "linux-image-amd64";
+
+/// Talks to apt, remembering whether the lists were already updated.
+#[derive(Debug, Default)]
+pub struct Apt {
+    updated: bool,
+}
+
+impl Apt {
+    /// A new helper; nothing is run yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Fails with a clear message when this is not a Debian-like host.
+    fn require_apt() -> Result<()> {
+        if process::which("apt-get").is_some() && process::which("dpkg-deb").is_some() {
+            Ok(())
+        } else {
+            Err(Error::Setup(
+                "apt-get and dpkg-deb were not found: the rig downloads a Debian kernel and busybox \
+                 with apt; on other distributions pass --kernel, --modules and --busybox"
+                    .to_string(),
+            ))
+        }
+    }
+
+    /// Runs `apt-get update` once per process. Without root it fails with
+    /// the command to run.
+    fn update_once(&mut self, why: &str) -> Result<()> {
+        if self.updated {
+            return Err(Error::Setup(format!(
+                "{why}, even after apt-get update: check the apt sources of this machine"
+            )));
+        }
+        if !process::is_root() {
+            return Err(Error::Setup(format!(
+                "{why}: the package lists may be empty; run `sudo apt-get update` and try again"
+            )));
+        }
+        self.updated = true;
+        process::run(Command::new("apt-get").arg("update"))
+    }
+
+    /// Whether the package lists know `package` (they are empty on a
+    /// fresh machine).
+    fn knows(package: &str) -> Result<bool> {
+        let mut cmd = Command::new("apt-cache");
+        cmd.args(["show", "--no-all-versions", package]);
+        let out = process::output(&mut cmd)?;
+        Ok(out.status.success() && !out.stdout.is_empty())
+    }
+
+    /// Resolves the real kernel package behind [`KERNEL_METAPACKAGE`], e.g.
+    /// `linux-image-6.1.0-56-amd64`.
+    pub fn resolve_kernel_package(&mut self) -> Result<String> {
+        Self::require_apt()?;
+        loop {
+            let mut cmd = Command::new("apt-cache");
+            cmd.args(["depends", KERNEL_METAPACKAGE]);
+            let out = process::output(&mut cmd)?;
+            let text = String::from_utf8_lossy(&out.stdout);
+            if let Some(pkg) = parse_kernel_dependency(&text) {
+                return Ok(pkg);
+            }
+            self.update_once(&format!(
+                "apt-cache found no kernel package behind {KERNEL_METAPACKAGE}"
+            ))?;
+        }
+    }
+
+    /// Downloads the `.deb` of `package` into `dir` (nothing is installed)
+    /// and returns its path.
+    pub fn download(&mut self, package: &str, dir: &Path) -> Result<PathBuf> {
+        Self::require_apt()?;
+        loop {
+            let mut cmd = Command::new("apt-get");
+            cmd.args(["download", package]).current_dir(dir);
+            let out = process::output(&mut cmd)?;
+            if out.status.success() {
+                return find_deb(dir, package);
+            }
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let not_found = stderr.contains("Unable to locate")
+                || stderr.contains("Can't select")
+                || stderr.contains("has no installation candidate");
+            if !not_found {
+                // Show apt's own words, minus its harmless warning about root downloads.
+                let details: Vec<&str> = stderr
+                    .lines()
+                    .filter(|l| !l.contains("unsandboxed"))
+                    .collect();
+                return Err(Error::CommandFailed {
+                    command: process::describe(&cmd),
+                    status: process::describe_status(out.status),
+                    hint: format!(": {}", details.join(" ").trim()),
+                });
+            }
+            self.update_once(&format!("apt-get could not find the package {package}"))?;
+        }
+    }
+
+    /// Installs `package` so that `tool` exists; as non-root, fails with the
+    /// exact command to run.
+    pub fn install_tool(&mut self, tool: &str, package: &str) -> Result<PathBuf> {
+        if let Some(path) = process::which(tool) {
+            return Ok(path);
+        }
+        let fix = format!(
+            "sudo DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends {package}"
+        );
+        if !process::is_root() || process::which("apt-get").is_none() {
+            return Err(Error::Setup(format!(
+                "{tool} is not installed: run `{fix}` (or your distribution's equivalent) and try again"
+            )));
+        }
+        eprintln!("xtask: {tool} is missing; installing the package {package}");
+        if !Self::knows(package)? {
+            self.update_once(&format!("apt-cache does not know the package {package}"))?;
+        }
+        let mut cmd = Command::new("apt-get");
+        // Wait for another apt or dpkg instead of failing at once.
+        cmd.env("DEBIAN_FRONTEND", "noninteractive").args([
+            "-o",
+            "DPkg::Lock::Timeout=300",
+            "install",
+            "-y",
+            "--no-install-recommends",
+            package,
+        ]);
+        process::run(&mut cmd)?;
+        process::which(tool).ok_or_else(|| {
+            Error::Setup(format!(
+                "{tool} is still missing after installing {package}: run `{fix}` by hand to see why"
+            ))
+        })
+    }
+}
+
+/// Unpacks a `.deb` into `dest` with `dpkg-deb -x`.
+pub fn unpack(deb: &Path, dest: &Path) -> Result<()> {
+    let mut cmd = Command::new("dpkg-deb");
+    cmd.arg("-x").arg(deb).arg(dest);
+    process::run(&mut cmd)
+}
+
+/// Picks the `Depends: linux-image-...` line out of `apt-cache depends`.
+fn parse_kernel_dependency(text: &str) -> Option<String> {
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("Depends:"))
+        .map(str::trim)
+        .find(|p| p.starts_with("linux-image-") && !p.starts_with('<'))
+        .map(str::to_string)
+}
+
+/// Finds the single `.deb` that `apt-get download` left in `dir`.
+fn find_deb(dir: &Path, package: &str) -> Result<PathBuf> {
+    let entries = std::fs::read_dir(dir).ctx("read the directory", dir)?;
+    let prefix = format!("{package}_");
+    for entry in entries {
+        let path = entry.ctx("read the directory", dir)?.path();
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+        if let Some(name) = name
+            && name.starts_with(&prefix)
+            && name.ends_with(".deb")
+        {
+            return Ok(path);
+        }
+    }
+    Err(Error::Setup(format!(
+        "apt-get download {package} succeeded but left no {package}_*.deb in {}",
+        dir.display()
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_dependency() {
+        let text = "linux-image-amd64\n  Depends: linux-image-6.1.0-56-amd64\n";
+        assert_eq!(
+            parse_kernel_dependency(text).as_deref(),
+            Some("linux-image-6.1.0-56-amd64")
+        );
+        assert_eq!(parse_kernel_dependency("linux-image-amd64\n"), None);
+        assert_eq!(parse_kernel_dependency(""), None);
+    }
+}

@@ -1,0 +1,257 @@
+//! `cargo xtask`: the usrdrv VM rig.
+//!
+//! It provisions QEMU, a Debian kernel and busybox, builds the workspace's
+//! programs as static executables, packs them into an initramfs, boots a
+//! QEMU q35 guest with an emulated Intel IOMMU, the `edu` device and an
+//! NVMe controller, runs commands or tests in it as root, and reports.
+
+/// `println!` that ignores a closed stdout (`cargo xtask test | head`)
+/// instead of panicking.
+macro_rules! outln {
+    () => {
+        outln!("")
+    };
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+/// `print!` that ignores a closed stdout.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+mod apt;
+mod cargo_build;
+mod cpio;
+mod demo;
+mod elf;
+mod error;
+mod guest_results;
+mod guest_vm;
+mod host_tests;
+mod initramfs;
+mod interrupt;
+mod modules;
+mod process;
+mod provision;
+mod qemu;
+mod test_cmd;
+mod vm_cmd;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::error::Error;
+
+const ABOUT: &str = "The usrdrv VM rig: provision, build, boot QEMU, run guest tests, report";
+
+const LONG_ABOUT: &str = "\
+The usrdrv VM rig: provision, build, boot QEMU, run guest tests, report.
+
+The guest is a Linux VM in QEMU (q35, TCG by default) with an emulated Intel
+IOMMU, QEMU's edu device and an NVMe controller. It boots from an initramfs
+holding busybox, the VFIO/NVMe/UIO kernel modules and the workspace's
+binaries and examples built static (in /usr/bin). Commands run as root.
+
+Kernel, modules and busybox are downloaded once with apt into the cache
+directory ($USRDRV_VM_CACHE, default target/usrdrv-vm); QEMU and kmod are
+installed with apt when missing (as root).";
+
+const EXAMPLES: &str = "\
+Examples:
+  cargo xtask vm                                  Boot and show the PCI devices
+  cargo xtask vm -- 'vfio-bind $(pci-find 1234 11e8)'
+  cargo xtask test                                Host tests + guest tests
+  cargo xtask test --guest-only -- edu            Guest tests whose names contain 'edu'
+  cargo xtask demo                                The edu first-light demo
+  cargo xtask provision                           Fetch everything, print where it is";
+
+const VM_EXAMPLES: &str = "\
+Examples:
+  cargo xtask vm
+  cargo xtask vm -- 'ls /sys/bus/pci/devices; ls /dev/vfio; cat /proc/cmdline'
+  cargo xtask vm -- 'vfio-bind $(pci-find 1234 11e8)'      Bind the edu device to vfio-pci
+  cargo xtask vm -- usrdrv --help                          Workspace binaries are in /usr/bin
+  cargo xtask vm --no-iommu --timeout 60 -- 'exit 3'       Exits with status 3
+  cargo xtask vm --qemu-arg=-s -- 'sleep 600'              gdb stub on :1234
+
+The guest has busybox (sh, ls, cat, modprobe, ...) and two helpers:
+  pci-find VENDOR DEVICE    print the addresses of matching PCI devices
+  vfio-bind ADDR...         bind devices to vfio-pci and show /dev/vfio/<group>
+
+Exit status: the guest command's, 124 on timeout, 130 on Ctrl-C, 1 when the
+rig itself fails.";
+
+const TEST_HELP: &str = "\
+Steps: (1) cargo test --workspace on the host; (2) build the guest test
+binaries (integration tests whose name starts with guest, such as
+crates/*/tests/guest_*.rs) static, and list their ignored tests on the host;
+(3) boot the VM once and run each binary with --ignored --test-threads=1;
+(4) print a per-binary report and a last line 'summary: N passed, N failed'.
+A test that reported nothing counts as failed (did not run). Exits non-zero
+if anything failed or if there were no guest tests.
+
+Writing a guest test: put it in crates/<crate>/tests/guest_<topic>.rs and
+mark every test #[ignore = \"runs in the usrdrv VM\"]. In the guest it runs
+as root, with the edu device (1234:11e8, no kernel driver) and an NVMe
+controller (1b36:0010, serial usrdrv-nvme0, 64 MiB, bound to the nvme
+driver); find devices by vendor and device ID, not by address. All binaries
+share one boot, one after another: leave devices usable for the next one.
+
+Examples:
+  cargo xtask test
+  cargo xtask test --guest-only -- edu_reads_id --exact
+  cargo xtask test --host-only";
+
+const DEMO_HELP: &str = "\
+Builds the workspace's binaries and examples, boots the VM and runs the demo
+steps (today: the edu_first_light example), then says how long booting and
+the demo took.
+
+Example:
+  cargo xtask demo";
+
+/// The command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "cargo xtask",
+    bin_name = "cargo xtask",
+    about = ABOUT,
+    long_about = LONG_ABOUT,
+    after_help = EXAMPLES
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Boot the VM and run a shell command line in it as root; exit with its status
+    #[command(after_help = VM_EXAMPLES)]
+    Vm(vm_cmd::VmArgs),
+
+    /// Run the host tests and the guest tests in the VM, and report
+    #[command(after_help = TEST_HELP)]
+    Test(test_cmd::TestArgs),
+
+    /// Boot the VM and run the usrdrv demo
+    #[command(after_help = DEMO_HELP)]
+    Demo(demo::DemoArgs),
+
+    /// Fetch QEMU, the guest kernel and busybox, and print where they are
+    Provision(ProvisionArgs),
+}
+
+/// Arguments of `cargo xtask provision`.
+#[derive(Debug, clap::Args)]
+struct ProvisionArgs {
+    #[command(flatten)]
+    sources: guest_vm::SourceArgs,
+}
+
+fn main() -> ExitCode {
+    interrupt::install();
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Cmd::Vm(args) => vm_cmd::run(args),
+        Cmd::Test(args) => test_cmd::run(args).map(|ok| if ok { 0 } else { 1 }),
+        Cmd::Demo(args) => demo::run(args),
+        Cmd::Provision(args) => provision(args).map(|()| 0),
+    };
+    match result {
+        Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        Err(Error::Interrupted) => {
+            eprintln!("xtask: interrupted");
+            ExitCode::from(130)
+        }
+        Err(Error::Guest {
+            reason,
+            tail,
+            timed_out,
+        }) => {
+            eprintln!("xtask: error: {reason}");
+            if !tail.is_empty() {
+                eprintln!("xtask: last console lines:");
+                for line in tail {
+                    eprintln!("  | {line}");
+                }
+            }
+            ExitCode::from(if timed_out { 124 } else { 1 })
+        }
+        Err(e) => {
+            eprintln!("xtask: error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `cargo xtask provision`.
+fn provision(args: &ProvisionArgs) -> error::Result<()> {
+    let p = provision::provision(&args.sources.sources())?;
+    outln!("cache:   {}", p.cache.display());
+    outln!("qemu:    {}", p.qemu.display());
+    outln!(
+        "kernel:  {} ({})",
+        p.kernel.image.display(),
+        p.kernel.version
+    );
+    outln!("modules: {}", p.kernel.modules_dir.display());
+    outln!("busybox: {}", p.busybox.display());
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn vm_takes_a_command_after_dashes() {
+        let cli = Cli::try_parse_from([
+            "xtask",
+            "vm",
+            "--no-iommu",
+            "--qemu-arg=-s",
+            "--",
+            "exit",
+            "3",
+        ])
+        .expect("parses");
+        let Cmd::Vm(args) = cli.command else {
+            panic!("not vm")
+        };
+        assert!(args.vm.no_iommu);
+        assert_eq!(args.vm.qemu_args, ["-s"]);
+        assert_eq!(args.command, ["exit", "3"]);
+    }
+
+    #[test]
+    fn kernel_needs_modules() {
+        assert!(Cli::try_parse_from(["xtask", "vm", "--kernel", "/k"]).is_err());
+        assert!(Cli::try_parse_from(["xtask", "vm", "--kernel", "/k", "--modules", "/m"]).is_ok());
+    }
+
+    #[test]
+    fn test_passes_args_through() {
+        let cli = Cli::try_parse_from(["xtask", "test", "--guest-only", "--", "edu", "--exact"])
+            .expect("parses");
+        let Cmd::Test(args) = cli.command else {
+            panic!("not test")
+        };
+        assert!(args.guest_only);
+        assert_eq!(args.test_args, ["edu", "--exact"]);
+        assert!(Cli::try_parse_from(["xtask", "test", "--guest-only", "--host-only"]).is_err());
+    }
+}
