@@ -176,7 +176,7 @@ impl Interrupts {
             .map(|e| std::os::fd::AsRawFd::as_raw_fd(&e.as_fd()))
             .collect();
         crate::sys::vfio_ioctl::device_set_irqs(
-            device.fd(),
+            device.as_fd(),
             kind.vfio_index(),
             VFIO_IRQ_SET_DATA_EVENTFD | VFIO_IRQ_SET_ACTION_TRIGGER,
             0,
@@ -263,7 +263,7 @@ impl Interrupts {
             return Ok(());
         }
         crate::sys::vfio_ioctl::device_set_irqs(
-            self.device.fd(),
+            self.device.as_fd(),
             self.kind.vfio_index(),
             VFIO_IRQ_SET_DATA_NONE | VFIO_IRQ_SET_ACTION_UNMASK,
             0,
@@ -289,7 +289,7 @@ impl Drop for Interrupts {
     fn drop(&mut self) {
         // Disable: no more eventfd signalling, the device's vectors torn down.
         let _ = crate::sys::vfio_ioctl::device_set_irqs(
-            self.device.fd(),
+            self.device.as_fd(),
             self.kind.vfio_index(),
             VFIO_IRQ_SET_DATA_NONE | VFIO_IRQ_SET_ACTION_TRIGGER,
             0,
@@ -301,7 +301,7 @@ impl Drop for Interrupts {
 
 /// What the kernel says about `kind` on `device`.
 pub(crate) fn irq_info(device: &vfio::Device, kind: IrqKind) -> Result<IrqInfo, IrqError> {
-    let info = crate::sys::vfio_ioctl::device_get_irq_info(device.fd(), kind.vfio_index())
+    let info = crate::sys::vfio_ioctl::device_get_irq_info(device.as_fd(), kind.vfio_index())
         .map_err(|source| IrqError::Sys {
             op: "VFIO_DEVICE_GET_IRQ_INFO",
             kind,

@@ -133,11 +133,6 @@ impl Device {
         self.shared.address
     }
 
-    /// The device descriptor, for the ioctls other modules issue.
-    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
-        self.shared.file.as_fd()
-    }
-
     /// Whether the kernel has asked for the device back (unbind, hot-unplug).
     /// Register accesses fail from then on; drop every handle to the device so
     /// the kernel can complete the unbind.
@@ -296,5 +291,13 @@ impl Device {
             target: self.address().to_string(),
             source,
         })
+    }
+}
+
+/// The VFIO device descriptor, for ioctls usrdrv does not wrap (and for raw
+/// baselines in benchmarks). Closing it is the device's job.
+impl AsFd for Device {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.shared.file.as_fd()
     }
 }

@@ -77,6 +77,11 @@ impl IommuDomain {
         self.inner.mask
     }
 
+    /// The container underneath (its descriptor serves ioctls usrdrv does not wrap).
+    pub fn container(&self) -> &Arc<Container> {
+        &self.inner.container
+    }
+
     /// What the IOMMU reports, once a device has been opened in the domain.
     pub fn iommu_info(&self) -> Option<IommuInfo> {
         lock(&self.inner.space).as_ref().map(|s| s.info.clone())
