@@ -22,15 +22,23 @@ pub struct DemoStep {
 }
 
 /// The demo, in order. A failing step stops it.
-pub const STEPS: &[DemoStep] = &[DemoStep {
-    title: "edu first light: find the edu device, bind it to vfio-pci, open it through VFIO \
-            and read its ID register",
-    command: "edu_first_light",
-    needs: &[(
-        "edu_first_light",
-        "crates/usrdrv/examples/edu_first_light.rs",
-    )],
-}];
+pub const STEPS: &[DemoStep] = &[
+    DemoStep {
+        title: "edu first light: find the edu device, bind it to vfio-pci, open it through VFIO \
+                and read its ID register",
+        command: "edu_first_light",
+        needs: &[(
+            "edu_first_light",
+            "crates/usrdrv/examples/edu_first_light.rs",
+        )],
+    },
+    DemoStep {
+        title: "the edu driver: interrupts, DMA buffers, your own memory mapped for the device, \
+                the IOMMU blocking a stale address, a DMA pool",
+        command: "edu_demo",
+        needs: &[("edu_demo", "crates/drivers/edu/examples/edu_demo.rs")],
+    },
+];
 
 /// Arguments of `cargo xtask demo`.
 #[derive(Debug, clap::Args)]
