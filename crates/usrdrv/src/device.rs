@@ -11,6 +11,7 @@ use crate::dma::{
 };
 use crate::irq::{self, Interrupts, IrqError, IrqInfo, IrqKind};
 use crate::mmio::Bar;
+use crate::pci::capabilities::{self, Capability};
 use crate::pci::{PciAddress, Sysfs};
 use crate::vfio::{self, IommuDomain, VfioError};
 
@@ -99,6 +100,30 @@ impl Device {
     /// Writes `buf` to configuration space at `offset`.
     pub fn write_config(&self, offset: u64, buf: &[u8]) -> Result<(), Error> {
         Ok(self.vfio.write_config(offset, buf)?)
+    }
+
+    /// The device's configuration space: 256 bytes, or 4096 for PCI Express.
+    pub fn config_space(&self) -> Result<Vec<u8>, Error> {
+        let size = self
+            .vfio
+            .region_info(vfio_bindings::bindings::vfio::VFIO_PCI_CONFIG_REGION_INDEX)?
+            .size;
+        let mut config = vec![0u8; usize::try_from(size.min(4096)).unwrap_or(256)];
+        self.vfio.read_config(0, &mut config)?;
+        Ok(config)
+    }
+
+    /// The device's capabilities (standard and extended), in list order.
+    ///
+    /// ```no_run
+    /// # let device = usrdrv::Device::open("0000:00:03.0".parse()?, usrdrv::dma::DmaMask::new(28)?)?;
+    /// for capability in device.capabilities()? {
+    ///     println!("{capability}"); // e.g. "[0x040] MSI (0x05)"
+    /// }
+    /// # Ok::<(), usrdrv::Error>(())
+    /// ```
+    pub fn capabilities(&self) -> Result<Vec<Capability>, Error> {
+        Ok(capabilities::capabilities(&self.config_space()?))
     }
 
     /// Resets the device, if it supports reset.

@@ -156,3 +156,75 @@ fn a_missing_device_is_a_clear_error() {
         other => panic!("expected NoSuchDevice, got {other:?}"),
     }
 }
+
+#[test]
+#[ignore = "needs the usrdrv VM: run by `cargo xtask test`"]
+fn capabilities_interrupts_and_reset_of_edu_and_nvme() {
+    use usrdrv::dma::DmaMask;
+    use usrdrv::irq::IrqKind;
+    use usrdrv::pci::capabilities::{self, id};
+
+    let edu = usrdrv::Device::open(edu(), DmaMask::new(28).unwrap()).unwrap();
+    let config = edu.config_space().unwrap();
+    assert_eq!(&config[..4], &[0x34, 0x12, 0xe8, 0x11]);
+    let caps = edu.capabilities().unwrap();
+    assert!(
+        caps.iter()
+            .any(|c| matches!(c, usrdrv::pci::Capability::Standard { id: id::MSI, .. })),
+        "{caps:?}"
+    );
+    assert_eq!(capabilities::msi(&config).unwrap().vectors, 1);
+    assert!(capabilities::msix(&config).is_none());
+    assert_eq!(edu.irq_info(IrqKind::Msi).unwrap().count, 1);
+    assert!(!edu.vfio().supports_reset(), "edu has no reset");
+    assert!(matches!(
+        edu.reset(),
+        Err(usrdrv::Error::Vfio(VfioError::ResetUnsupported { .. }))
+    ));
+    drop(edu);
+
+    // NVMe: PCI Express, MSI-X, reset; taken from its kernel driver and given back.
+    let sysfs = Sysfs::system();
+    let nvme = sysfs.find(NVME_VENDOR, NVME_DEVICE).unwrap()[0];
+    assert_eq!(sysfs.driver(nvme).unwrap().as_deref(), Some("nvme"));
+    sysfs.bind(nvme, VFIO_PCI_DRIVER).unwrap();
+    {
+        let device = usrdrv::Device::open(nvme, DmaMask::BITS_64).unwrap();
+        let config = device.config_space().unwrap();
+        assert_eq!(
+            config.len(),
+            4096,
+            "PCI Express devices have 4 KiB of configuration space"
+        );
+        let caps = device.capabilities().unwrap();
+        let has = |want| {
+            caps.iter()
+                .any(|c| matches!(c, usrdrv::pci::Capability::Standard { id, .. } if *id == want))
+        };
+        assert!(has(id::PCI_EXPRESS) && has(id::MSIX), "{caps:?}");
+        let msix = capabilities::msix(&config).unwrap();
+        assert_eq!(
+            device.irq_info(IrqKind::Msix).unwrap().count,
+            msix.table_size
+        );
+        let irqs = device.enable_interrupts(IrqKind::Msix, 4).unwrap();
+        assert_eq!(irqs.len(), 4);
+        drop(irqs);
+        assert!(
+            device.vfio().supports_reset(),
+            "QEMU's NVMe has function-level reset"
+        );
+        device.reset().unwrap();
+        assert_eq!(
+            device.bar(0).unwrap().read32(0x08).unwrap() >> 16,
+            1,
+            "NVMe version 1.x after reset"
+        );
+    }
+    sysfs.bind(nvme, "nvme").unwrap();
+    assert_eq!(
+        sysfs.driver(nvme).unwrap().as_deref(),
+        Some("nvme"),
+        "given back to its kernel driver"
+    );
+}

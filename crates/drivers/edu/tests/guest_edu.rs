@@ -640,3 +640,33 @@ fn a_process_killed_mid_dma_leaves_the_device_usable() {
         assert_eq!(&got, b"after kill");
     }
 }
+
+#[test]
+#[ignore = "needs the usrdrv VM: run by `cargo xtask test`"]
+fn unprivileged_users_get_errors_that_say_what_to_do() {
+    let address = edu_address();
+    let group = Sysfs::system().iommu_group(address).unwrap().unwrap();
+    let node = format!("/dev/vfio/{group}");
+    let nobody = 65534;
+    let run = || {
+        let out = std::process::Command::new("edu_unprivileged")
+            .args([nobody.to_string(), "65536".into()])
+            .output()
+            .expect("edu_unprivileged (an example of usrdrv-edu) is in the VM's PATH");
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    // The group's node belongs to root: the error names it and the fixes.
+    let said = run();
+    assert!(said.contains(&format!("open: error: permission denied opening {node}")), "{said}");
+    assert!(said.contains("run as root"), "{said}");
+    // Given the node, the user opens the device, but 1 MiB exceeds a 64 KiB memlock limit.
+    std::os::unix::fs::chown(&node, Some(nobody), Some(nobody)).unwrap();
+    let said = run();
+    std::os::unix::fs::chown(&node, Some(0), Some(0)).unwrap();
+    assert!(said.contains("open: ok"), "{said}");
+    assert!(said.contains("RLIMIT_MEMLOCK = 65536 bytes"), "{said}");
+    assert!(said.contains("ulimit -l"), "{said}");
+    // Root (CAP_IPC_LOCK) is not limited: the device is fine for the next user.
+    assert_eq!(open().identification().unwrap(), (1, 0));
+}

@@ -106,3 +106,108 @@ pub(crate) fn usable_group(sysfs: &Sysfs, address: PciAddress) -> Result<u32, Vf
     }
     Ok(group)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pci::fake_sysfs::FakeSysfs;
+
+    fn addr(text: &str) -> PciAddress {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn a_bound_device_with_a_clean_group_is_usable() {
+        let fake = FakeSysfs::new();
+        fake.add(
+            "0000:00:03.0",
+            0x1234,
+            0x11e8,
+            0xff00,
+            Some("vfio-pci"),
+            Some(3),
+        );
+        assert_eq!(
+            usable_group(&Sysfs::at(fake.root()), addr("0000:00:03.0")).unwrap(),
+            3
+        );
+    }
+
+    #[test]
+    fn a_device_with_another_driver_is_refused_naming_it() {
+        let fake = FakeSysfs::new();
+        fake.add(
+            "0000:00:02.0",
+            0x1b36,
+            0x0010,
+            0x010802,
+            Some("nvme"),
+            Some(2),
+        );
+        let err = usable_group(&Sysfs::at(fake.root()), addr("0000:00:02.0")).unwrap_err();
+        assert!(
+            matches!(&err, VfioError::NotBoundToVfio { driver: Some(d), .. } if d == "nvme"),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("driver_override"), "{err}");
+    }
+
+    #[test]
+    fn no_iommu_group_means_no_iommu_with_the_fix() {
+        let fake = FakeSysfs::new();
+        fake.add(
+            "0000:00:03.0",
+            0x1234,
+            0x11e8,
+            0xff00,
+            Some("vfio-pci"),
+            None,
+        );
+        let err = usable_group(&Sysfs::at(fake.root()), addr("0000:00:03.0")).unwrap_err();
+        assert!(matches!(err, VfioError::NoIommu { .. }), "{err:?}");
+        assert!(err.to_string().contains("intel_iommu=on"), "{err}");
+    }
+
+    #[test]
+    fn a_group_member_on_another_driver_makes_it_not_viable() {
+        let fake = FakeSysfs::new();
+        fake.add(
+            "0000:03:00.0",
+            0x8086,
+            0x1533,
+            0x020000,
+            Some("vfio-pci"),
+            Some(9),
+        );
+        fake.add(
+            "0000:03:00.1",
+            0x8086,
+            0x1533,
+            0x020000,
+            Some("igb"),
+            Some(9),
+        );
+        fake.add("0000:03:00.2", 0x8086, 0x1533, 0x020000, None, Some(9));
+        let err = usable_group(&Sysfs::at(fake.root()), addr("0000:03:00.0")).unwrap_err();
+        match &err {
+            VfioError::GroupNotViable { group: 9, blockers } => {
+                assert_eq!(blockers, &vec![(addr("0000:03:00.1"), "igb".to_owned())]);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            err.to_string().contains("0000:03:00.1 is bound to igb"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_missing_device_is_named() {
+        let fake = FakeSysfs::new();
+        let err = usable_group(&Sysfs::at(fake.root()), addr("0000:0a:00.0")).unwrap_err();
+        assert!(
+            err.to_string().contains("no PCI device at 0000:0a:00.0"),
+            "{err}"
+        );
+    }
+}
