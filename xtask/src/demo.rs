@@ -123,6 +123,9 @@ mod tests {
         let s = script(STEPS);
         assert!(s.contains("\nedu_first_light\nstatus=$?\n"));
         assert!(s.contains("exit $status"));
-        assert!(s.contains("==> step 1/1: edu first light"));
+        let n = STEPS.len();
+        assert!(s.contains(&format!("==> step 1/{n}: edu first light")));
+        assert!(s.contains(&format!("==> step {n}/{n}: ")));
+        assert!(s.contains("\nedu_demo\nstatus=$?\n"));
     }
 }
