@@ -670,3 +670,29 @@ fn unprivileged_users_get_errors_that_say_what_to_do() {
     // Root (CAP_IPC_LOCK) is not limited: the device is fine for the next user.
     assert_eq!(open().identification().unwrap(), (1, 0));
 }
+
+#[test]
+#[ignore = "needs the usrdrv VM: run by `cargo xtask test`"]
+fn two_devices_share_one_iommu_domain() {
+    let sysfs = Sysfs::system();
+    let nvme = sysfs.find(0x1b36, 0x0010).unwrap()[0];
+    sysfs.bind(nvme, VFIO_PCI_DRIVER).unwrap();
+    {
+        let domain = IommuDomain::new(DmaMask::new(DMA_MASK_BITS).unwrap()).unwrap();
+        let edu = Edu::from_device(Device::open_in(&domain, edu_address()).unwrap()).unwrap();
+        let other = Device::open_in(&domain, nvme).unwrap();
+        assert_eq!(other.dma_mask(), DmaMask::new(DMA_MASK_BITS).unwrap(), "the domain's mask");
+        // Memory allocated through the NVMe handle is reachable by edu: one IOVA space.
+        let shared = other.alloc_dma(4096).unwrap();
+        let own = edu.device().alloc_dma(4096).unwrap();
+        assert_ne!(shared.device_addr(), own.device_addr(), "one allocator hands out both");
+        own.write_bytes(0, b"shared domain").unwrap();
+        edu.buffer_to_window(&own, 0, 0, 13).unwrap();
+        edu.window_to_buffer(0, &shared, 0, 13).unwrap();
+        let mut got = [0u8; 13];
+        shared.read_bytes(0, &mut got).unwrap();
+        assert_eq!(&got, b"shared domain");
+    }
+    sysfs.bind(nvme, "nvme").unwrap();
+    assert_eq!(sysfs.driver(nvme).unwrap().as_deref(), Some("nvme"));
+}
