@@ -2,35 +2,58 @@
 //!
 //! Safe user-space PCI drivers with DMA on Linux.
 //!
-//! usrdrv opens a PCI device by its full address, maps its BARs for
-//! bounds-checked volatile register access, and (in the DMA layer that grows on
-//! this one) hands out DMA memory and scatter-gather lists that stay inside the
-//! device's DMA mask. Underneath is VFIO on machines with an IOMMU.
+//! usrdrv opens a PCI device by its full address and declared DMA mask, maps
+//! its BARs for bounds-checked volatile register access, hands out DMA memory
+//! and scatter-gather lists that stay inside the device's DMA mask and the
+//! IOMMU's ranges, delivers interrupts as eventfds, and turns the kernel asking
+//! for the device back into errors instead of hangs. Underneath is VFIO on
+//! machines with an IOMMU.
 //!
 //! ```no_run
-//! use usrdrv::pci::{PciAddress, Sysfs, VFIO_PCI_DRIVER};
-//! use usrdrv::vfio::Device;
+//! use std::time::Duration;
+//! use usrdrv::Device;
+//! use usrdrv::dma::{Direction, DmaMask};
+//! use usrdrv::irq::IrqKind;
+//! use usrdrv::pci::{Sysfs, VFIO_PCI_DRIVER};
 //!
 //! // Find QEMU's `edu` device and hand it to vfio-pci (needs root).
 //! let sysfs = Sysfs::system();
-//! let address: PciAddress = sysfs.find(0x1234, 0x11e8)?[0];
+//! let address = sysfs.find(0x1234, 0x11e8)?[0];
 //! sysfs.bind(address, VFIO_PCI_DRIVER)?;
 //!
-//! // Open it through VFIO and read its identification register.
-//! let device = Device::open(address)?;
-//! let bar0 = device.bar(0)?;
-//! assert_eq!(bar0.read32(0x00)?, 0x010000ed);
+//! // Open it, declaring that its DMA engine drives 28 address bits.
+//! let device = Device::open(address, DmaMask::new(28)?)?;
+//! let regs = device.bar(0)?;
+//! assert_eq!(regs.read32(0x00)?, 0x010000ed);
+//!
+//! // DMA memory with its device address, and the caller's own memory mapped.
+//! let buffer = device.alloc_dma(4096)?;
+//! let mut mine = vec![0u8; 100];
+//! let mapping = device.map_dma(&mut mine[..], Direction::FromDevice)?;
+//! println!("buffer at {:#x}, mine at {:?}", buffer.device_addr(), mapping.sg_list());
+//!
+//! // Interrupts as eventfds.
+//! let irqs = device.enable_interrupts(IrqKind::Msi, 1)?;
+//! let fired = irqs.wait(0, Some(Duration::from_millis(10)))?;
+//! # let _ = fired;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
 //! ## Layout
 //!
-//! - [`pci`]: addresses (`DDDD:BB:DD.F`), sysfs enumeration and driver binding.
-//! - [`vfio`]: containers, groups and devices, one type per kernel object.
+//! - [`Device`]: the handle drivers use.
+//! - [`pci`]: addresses (`DDDD:BB:DD.F`), sysfs enumeration and driver
+//!   binding, configuration-space capabilities.
+//! - [`vfio`]: containers, groups, devices and IOMMU domains, one type per
+//!   kernel object.
 //! - [`mmio`]: BAR access.
+//! - [`dma`]: the IOVA allocator, DMA buffers (with a device-shared/CPU-owned
+//!   typestate), mappings of the caller's memory, pools, named buffers.
+//! - [`irq`]: INTx, MSI and MSI-X through eventfds.
 //!
 //! All raw system calls live in one private module; the rest of the crate has
-//! no `unsafe` code.
+//! no `unsafe` code. DMA goes through an internal backend trait, so a backend
+//! for machines without an IOMMU can slot in without changing driver code.
 
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
