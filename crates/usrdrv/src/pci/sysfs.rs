@@ -129,24 +129,7 @@ impl Sysfs {
 
     /// Every PCI function present, sorted by address.
     pub fn addresses(&self) -> Result<Vec<PciAddress>, SysfsError> {
-        let dir = self.devices_dir();
-        let entries = fs::read_dir(&dir).map_err(|source| SysfsError::Read {
-            path: dir.clone(),
-            source,
-        })?;
-        let mut addresses = Vec::new();
-        for entry in entries {
-            let entry = entry.map_err(|source| SysfsError::Read {
-                path: dir.clone(),
-                source,
-            })?;
-            // Entries that are not addresses are not PCI functions; skip them.
-            if let Some(address) = entry.file_name().to_str().and_then(|n| n.parse().ok()) {
-                addresses.push(address);
-            }
-        }
-        addresses.sort();
-        Ok(addresses)
+        read_addresses(&self.devices_dir())
     }
 
     /// The identity and binding of the function at `address`.
@@ -202,23 +185,7 @@ impl Sysfs {
             .join("kernel/iommu_groups")
             .join(group.to_string())
             .join("devices");
-        let entries = fs::read_dir(&dir).map_err(|source| SysfsError::Read {
-            path: dir.clone(),
-            source,
-        })?;
-        let mut members = Vec::new();
-        for entry in entries {
-            let entry = entry.map_err(|source| SysfsError::Read {
-                path: dir.clone(),
-                source,
-            })?;
-            // Groups may hold non-PCI devices too; they have other names.
-            if let Some(address) = entry.file_name().to_str().and_then(|n| n.parse().ok()) {
-                members.push(address);
-            }
-        }
-        members.sort();
-        Ok(members)
+        read_addresses(&dir)
     }
 
     /// Binds `address` to `driver` (for example [`VFIO_PCI_DRIVER`]).
@@ -280,6 +247,24 @@ impl Sysfs {
             })
         }
     }
+}
+
+/// The PCI addresses among the entries of `dir`, sorted. Entries with other
+/// names (non-PCI devices in an IOMMU group, for example) are skipped.
+fn read_addresses(dir: &Path) -> Result<Vec<PciAddress>, SysfsError> {
+    let read_error = |source| SysfsError::Read {
+        path: dir.to_owned(),
+        source,
+    };
+    let mut addresses = Vec::new();
+    for entry in fs::read_dir(dir).map_err(read_error)? {
+        let name = entry.map_err(read_error)?.file_name();
+        if let Some(address) = name.to_str().and_then(|n| n.parse().ok()) {
+            addresses.push(address);
+        }
+    }
+    addresses.sort();
+    Ok(addresses)
 }
 
 /// Reads a sysfs file holding one hexadecimal number such as `0x1234`.
