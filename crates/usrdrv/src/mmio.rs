@@ -33,9 +33,11 @@ macro_rules! mmio_value {
     ($($t:ty),*) => {$(
         impl sealed::Sealed for $t {}
         impl MmioValue for $t {
+            #[inline]
             fn from_le(raw: Self) -> Self {
                 <$t>::from_le(raw)
             }
+            #[inline]
             fn to_le(self) -> Self {
                 <$t>::to_le(self)
             }
@@ -140,7 +142,7 @@ pub struct Bar {
     len: u64,
     access: Access,
     /// Set when the kernel asks for the device back: accesses fail from then on.
-    revoked: Option<Arc<AtomicBool>>,
+    revoked: Arc<AtomicBool>,
     /// Dropped after `access`, so the mapping goes before the device does.
     _owner: Arc<dyn KeepAlive>,
 }
@@ -156,7 +158,7 @@ impl Bar {
             index,
             len: mapping.len() as u64,
             access: Access::Mapped(mapping),
-            revoked,
+            revoked: revoked.unwrap_or_default(),
             _owner: owner,
         }
     }
@@ -176,7 +178,7 @@ impl Bar {
                 device,
                 region_offset,
             },
-            revoked,
+            revoked: revoked.unwrap_or_default(),
             _owner: owner,
         }
     }
@@ -202,55 +204,63 @@ impl Bar {
         matches!(self.access, Access::Mapped(_))
     }
 
-    fn check<T: MmioValue>(&self, offset: u64) -> Result<(), MmioError> {
+    #[inline]
+    fn is_revoked(&self) -> bool {
+        self.revoked.load(Ordering::Relaxed)
+    }
+
+    /// Why an access of a `T` at `offset` is refused (out of the hot path).
+    #[cold]
+    #[inline(never)]
+    fn refusal<T: MmioValue>(&self, offset: u64) -> MmioError {
         let width = std::mem::size_of::<T>();
-        if self
-            .revoked
-            .as_ref()
-            .is_some_and(|r| r.load(Ordering::Relaxed))
-        {
-            return Err(MmioError::Revoked { bar: self.index });
-        }
-        let in_bounds = offset
+        if self.is_revoked() {
+            MmioError::Revoked { bar: self.index }
+        } else if offset
             .checked_add(width as u64)
-            .is_some_and(|end| end <= self.len);
-        if !in_bounds {
-            return Err(MmioError::OutOfBounds {
+            .is_none_or(|end| end > self.len)
+        {
+            MmioError::OutOfBounds {
                 bar: self.index,
                 offset,
                 width,
                 len: self.len,
-            });
-        }
-        if !offset.is_multiple_of(width as u64) {
-            return Err(MmioError::Misaligned {
+            }
+        } else {
+            MmioError::Misaligned {
                 bar: self.index,
                 offset,
                 width,
-            });
+            }
         }
-        Ok(())
+    }
+
+    /// Checks an access through the device file (the mapping checks its own).
+    fn check<T: MmioValue>(&self, offset: u64) -> Result<(), MmioError> {
+        let width = std::mem::size_of::<T>() as u64;
+        let fits = offset.checked_add(width).is_some_and(|end| end <= self.len);
+        if fits && offset.is_multiple_of(width) && !self.is_revoked() {
+            Ok(())
+        } else {
+            Err(self.refusal::<T>(offset))
+        }
     }
 
     /// Reads one value of type `T` at `offset`.
+    #[inline]
     pub fn read<T: MmioValue>(&self, offset: u64) -> Result<T, MmioError> {
-        self.check::<T>(offset)?;
         match &self.access {
-            // The checks above and the mapping's own agree: the mapping has `len`
-            // bytes, so `offset` fits in usize and the read succeeds.
-            Access::Mapped(map) => Ok(usize::try_from(offset)
+            // One bounds and alignment check, the mapping's own.
+            Access::Mapped(map) if !self.is_revoked() => usize::try_from(offset)
                 .ok()
                 .and_then(|off| map.read::<T>(off))
-                .ok_or(MmioError::OutOfBounds {
-                    bar: self.index,
-                    offset,
-                    width: std::mem::size_of::<T>(),
-                    len: self.len,
-                })?),
+                .ok_or_else(|| self.refusal::<T>(offset)),
+            Access::Mapped(_) => Err(self.refusal::<T>(offset)),
             Access::File {
                 device,
                 region_offset,
             } => {
+                self.check::<T>(offset)?;
                 let mut buf = vec![0u8; std::mem::size_of::<T>()];
                 device
                     .read_exact_at(&mut buf, region_offset + offset)
@@ -261,22 +271,19 @@ impl Bar {
     }
 
     /// Writes one value of type `T` at `offset`.
+    #[inline]
     pub fn write<T: MmioValue>(&self, offset: u64, value: T) -> Result<(), MmioError> {
-        self.check::<T>(offset)?;
         match &self.access {
-            Access::Mapped(map) => usize::try_from(offset)
+            Access::Mapped(map) if !self.is_revoked() => usize::try_from(offset)
                 .ok()
                 .and_then(|off| map.write(off, value))
-                .ok_or(MmioError::OutOfBounds {
-                    bar: self.index,
-                    offset,
-                    width: std::mem::size_of::<T>(),
-                    len: self.len,
-                }),
+                .ok_or_else(|| self.refusal::<T>(offset)),
+            Access::Mapped(_) => Err(self.refusal::<T>(offset)),
             Access::File {
                 device,
                 region_offset,
             } => {
+                self.check::<T>(offset)?;
                 let mut buf = Vec::with_capacity(std::mem::size_of::<T>());
                 value.extend_le(&mut buf);
                 device
@@ -296,41 +303,49 @@ impl Bar {
     }
 
     /// Reads the byte at `offset`.
+    #[inline]
     pub fn read8(&self, offset: u64) -> Result<u8, MmioError> {
         self.read(offset)
     }
 
     /// Reads the 16-bit value at `offset` (2-byte aligned).
+    #[inline]
     pub fn read16(&self, offset: u64) -> Result<u16, MmioError> {
         self.read(offset)
     }
 
     /// Reads the 32-bit value at `offset` (4-byte aligned).
+    #[inline]
     pub fn read32(&self, offset: u64) -> Result<u32, MmioError> {
         self.read(offset)
     }
 
     /// Reads the 64-bit value at `offset` (8-byte aligned), in one access.
+    #[inline]
     pub fn read64(&self, offset: u64) -> Result<u64, MmioError> {
         self.read(offset)
     }
 
     /// Writes the byte at `offset`.
+    #[inline]
     pub fn write8(&self, offset: u64, value: u8) -> Result<(), MmioError> {
         self.write(offset, value)
     }
 
     /// Writes the 16-bit value at `offset` (2-byte aligned).
+    #[inline]
     pub fn write16(&self, offset: u64, value: u16) -> Result<(), MmioError> {
         self.write(offset, value)
     }
 
     /// Writes the 32-bit value at `offset` (4-byte aligned).
+    #[inline]
     pub fn write32(&self, offset: u64, value: u32) -> Result<(), MmioError> {
         self.write(offset, value)
     }
 
     /// Writes the 64-bit value at `offset` (8-byte aligned), in one access.
+    #[inline]
     pub fn write64(&self, offset: u64, value: u64) -> Result<(), MmioError> {
         self.write(offset, value)
     }

@@ -19,11 +19,34 @@ pub(crate) struct Allocation {
     pub(crate) device_addr: u64,
 }
 
+/// A scatter-gather list, without a heap allocation for the common single
+/// entry (always the case with an IOMMU).
+#[derive(Debug, Clone)]
+pub(crate) enum SgList {
+    /// One contiguous run.
+    One(SgEntry),
+    /// Several runs, in order.
+    #[expect(
+        dead_code,
+        reason = "VFIO maps one contiguous run; a backend without an IOMMU returns one per physical run"
+    )]
+    Many(Vec<SgEntry>),
+}
+
+impl SgList {
+    pub(crate) fn as_slice(&self) -> &[SgEntry] {
+        match self {
+            Self::One(entry) => std::slice::from_ref(entry),
+            Self::Many(entries) => entries,
+        }
+    }
+}
+
 /// A caller's memory mapped for DMA by a backend.
 #[derive(Debug, Clone)]
 pub(crate) struct UserMapping {
     /// Entries covering exactly the caller's bytes, in order.
-    pub(crate) sg: Vec<SgEntry>,
+    pub(crate) sg: SgList,
     /// The backend's own identification of the mapping (VFIO: the IOVA of the
     /// first mapped page).
     pub(crate) handle: u64,

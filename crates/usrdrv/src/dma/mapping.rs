@@ -105,7 +105,7 @@ impl<B: DmaTarget> fmt::Debug for DmaMapping<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DmaMapping")
             .field("direction", &self.direction)
-            .field("sg_list", &self.mapping.sg)
+            .field("sg_list", &self.sg_list())
             .finish()
     }
 }
@@ -124,8 +124,8 @@ impl<B: DmaTarget> DmaMapping<B> {
         if direction.device_writes() && !buffer.writable() {
             return Err(DmaError::ReadOnly { direction });
         }
-        // The CPU's writes to the buffer happen before the device may read them.
-        fence(Ordering::SeqCst);
+        // No fence needed here: the CPU's writes to the buffer are ordered before
+        // the device can see it by the system call that maps it.
         let mapping = backend.map_user(addr, len, direction)?;
         Ok(Self {
             buffer: Some(buffer),
@@ -138,7 +138,7 @@ impl<B: DmaTarget> DmaMapping<B> {
     /// The scatter-gather list: device address and length of each contiguous run,
     /// in order, covering exactly the caller's bytes.
     pub fn sg_list(&self) -> &[SgEntry] {
-        &self.mapping.sg
+        self.mapping.sg.as_slice()
     }
 
     /// The device address of the first byte when the list has one entry (always
@@ -152,7 +152,7 @@ impl<B: DmaTarget> DmaMapping<B> {
 
     /// The number of bytes mapped for the caller.
     pub fn len(&self) -> usize {
-        self.mapping.sg.iter().map(|e| e.len).sum()
+        self.sg_list().iter().map(|e| e.len).sum()
     }
 
     /// Whether no bytes are mapped (never: empty buffers are refused).
@@ -180,11 +180,10 @@ impl<B: DmaTarget> DmaMapping<B> {
     /// might still reach it.
     pub fn unmap(mut self) -> Result<B, DmaError> {
         let buffer = self.buffer.take();
+        // The unmapping system call orders the device's writes before what the
+        // CPU reads next.
         match (self.backend.unmap_user(&self.mapping), buffer) {
-            (Ok(()), Some(buffer)) => {
-                self.sync_for_cpu();
-                Ok(buffer)
-            }
+            (Ok(()), Some(buffer)) => Ok(buffer),
             (Err(err), buffer) => {
                 std::mem::forget(buffer);
                 Err(err)
@@ -198,7 +197,7 @@ impl<B: DmaTarget> Drop for DmaMapping<B> {
     fn drop(&mut self) {
         if let Some(buffer) = self.buffer.take() {
             match self.backend.unmap_user(&self.mapping) {
-                Ok(()) => fence(Ordering::SeqCst),
+                Ok(()) => {}
                 Err(err) => {
                     eprintln!("usrdrv: {err}");
                     std::mem::forget(buffer);

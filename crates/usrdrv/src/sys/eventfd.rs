@@ -2,7 +2,7 @@
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A non-blocking eventfd counter.
 #[derive(Debug)]
@@ -75,10 +75,34 @@ impl AsFd for EventFd {
     }
 }
 
+/// The coarse monotonic clock: served from the vDSO without reading a
+/// hardware clock (which costs a microsecond in some VMs), ticking every few
+/// milliseconds; enough for timeouts that `poll` rounds to milliseconds anyway.
+fn coarse_now() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec through a pointer to a live
+    // local; CLOCK_MONOTONIC_COARSE always exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    Duration::new(
+        ts.tv_sec.max(0) as u64,
+        ts.tv_nsec.clamp(0, 999_999_999) as u32,
+    )
+}
+
+/// `timeout` in whole milliseconds, rounded up, as `poll` takes it.
+fn poll_ms(timeout: Duration) -> libc::c_int {
+    libc::c_int::try_from(timeout.as_micros().div_ceil(1000)).unwrap_or(libc::c_int::MAX)
+}
+
 /// Waits until one of `fds` has a non-zero counter, or `timeout` passes
-/// (`None`: forever). The first signalled one in list order wins.
+/// (`None`: forever; zero: just look). The first signalled one in list order
+/// wins. One `poll` and one `read` when an event comes; the wait lasts at
+/// least `timeout` when none does.
 pub(crate) fn wait_any(fds: &[&EventFd], timeout: Option<Duration>) -> io::Result<Woken> {
-    let deadline = timeout.map(|t| Instant::now() + t);
+    let deadline = timeout.map(|t| coarse_now() + t);
     let mut polls: Vec<libc::pollfd> = fds
         .iter()
         .map(|e| libc::pollfd {
@@ -87,30 +111,33 @@ pub(crate) fn wait_any(fds: &[&EventFd], timeout: Option<Duration>) -> io::Resul
             revents: 0,
         })
         .collect();
+    let mut wait_ms = timeout.map_or(-1, poll_ms);
     loop {
-        for (i, fd) in fds.iter().enumerate() {
-            if let Some(count) = fd.take()? {
-                return Ok(Woken::Fd(i, count));
-            }
-        }
-        let wait_ms: libc::c_int = match deadline {
-            None => -1,
-            Some(deadline) => {
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    return Ok(Woken::TimedOut);
-                }
-                // Round up so a sub-millisecond remainder still waits.
-                libc::c_int::try_from(left.as_micros().div_ceil(1000)).unwrap_or(libc::c_int::MAX)
-            }
-        };
         // SAFETY: `polls` is a live array of `polls.len()` pollfd structs.
-        let ret = unsafe { libc::poll(polls.as_mut_ptr(), polls.len() as libc::nfds_t, wait_ms) };
-        if ret < 0 {
+        let ready = unsafe { libc::poll(polls.as_mut_ptr(), polls.len() as libc::nfds_t, wait_ms) };
+        if ready < 0 {
             let err = io::Error::last_os_error();
             if err.kind() != io::ErrorKind::Interrupted {
                 return Err(err);
             }
+        }
+        for (i, (poll, fd)) in polls.iter().zip(fds).enumerate() {
+            if poll.revents != 0
+                && let Some(count) = fd.take()?
+            {
+                return Ok(Woken::Fd(i, count));
+            }
+        }
+        if ready == 0 {
+            return Ok(Woken::TimedOut);
+        }
+        // Interrupted, or another reader took the event first: wait out the rest.
+        if let Some(deadline) = deadline {
+            let left = deadline.saturating_sub(coarse_now());
+            if left.is_zero() {
+                return Ok(Woken::TimedOut);
+            }
+            wait_ms = poll_ms(left);
         }
     }
 }
@@ -145,6 +172,26 @@ mod tests {
     }
 
     #[test]
+    fn a_zero_timeout_just_looks_and_timeouts_last_long_enough() {
+        let e = EventFd::new().unwrap();
+        assert_eq!(
+            wait_any(&[&e], Some(Duration::ZERO)).unwrap(),
+            Woken::TimedOut
+        );
+        e.signal(2).unwrap();
+        assert_eq!(
+            wait_any(&[&e], Some(Duration::ZERO)).unwrap(),
+            Woken::Fd(0, 2)
+        );
+        let start = std::time::Instant::now();
+        assert_eq!(
+            wait_any(&[&e], Some(Duration::from_millis(30))).unwrap(),
+            Woken::TimedOut
+        );
+        assert!(start.elapsed() >= Duration::from_millis(30));
+    }
+
+    #[test]
     fn wait_wakes_on_a_signal_from_another_thread() {
         let e = std::sync::Arc::new(EventFd::new().unwrap());
         let signaller = std::sync::Arc::clone(&e);
@@ -152,7 +199,7 @@ mod tests {
             std::thread::sleep(Duration::from_millis(30));
             signaller.signal(1).unwrap();
         });
-        let start = Instant::now();
+        let start = std::time::Instant::now();
         assert_eq!(
             wait_any(&[&e], Some(Duration::from_secs(10))).unwrap(),
             Woken::Fd(0, 1)

@@ -77,6 +77,7 @@ impl Mapping {
 
     /// The byte offset of a `T` at `offset` if it lies wholly inside the mapping
     /// and is naturally aligned.
+    #[inline]
     fn checked<T: MmioValue>(&self, offset: usize) -> Option<usize> {
         let size = std::mem::size_of::<T>();
         let end = offset.checked_add(size)?;
@@ -85,6 +86,7 @@ impl Mapping {
 
     /// Reads the little-endian `T` at `offset`, or `None` if it is out of bounds
     /// or misaligned.
+    #[inline]
     pub(crate) fn read<T: MmioValue>(&self, offset: usize) -> Option<T> {
         let offset = self.checked::<T>(offset)?;
         // SAFETY: `checked` proved `offset + size_of::<T>() <= len`, so the pointer
@@ -100,6 +102,7 @@ impl Mapping {
 
     /// Writes `value` little-endian at `offset`, or returns `None` (writing
     /// nothing) if it is out of bounds or misaligned.
+    #[inline]
     pub(crate) fn write<T: MmioValue>(&self, offset: usize, value: T) -> Option<()> {
         let offset = self.checked::<T>(offset)?;
         // SAFETY: in bounds and aligned, as in `read`.

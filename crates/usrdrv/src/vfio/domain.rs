@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use vfio_bindings::bindings::vfio::{VFIO_DMA_MAP_FLAG_READ, VFIO_DMA_MAP_FLAG_WRITE};
 
 use super::{Container, Group, IommuInfo, VfioError, iommu_info};
-use crate::dma::backend::{Allocation, DmaBackend, UserMapping};
-use crate::dma::{Direction, DmaError, DmaMask, IovaAllocator, SgEntry, map_failure};
+use crate::dma::backend::{Allocation, DmaBackend, SgList, UserMapping};
+use crate::dma::{Direction, DmaError, DmaMask, IovaAllocator, IovaError, SgEntry, map_failure};
 use crate::sys::dma_memory::{DmaMemory, HUGE_PAGE_SIZE};
 use crate::sys::vfio_ioctl;
 
@@ -53,6 +53,41 @@ pub(crate) struct Domain {
 struct AddressSpace {
     info: IommuInfo,
     iovas: IovaAllocator,
+    /// Single-page device addresses freed recently, handed out again first:
+    /// the common map/unmap of one page then skips the allocator's tree.
+    recycled_pages: Vec<u64>,
+}
+
+/// How many single-page addresses are kept for reuse.
+const RECYCLED_PAGES: usize = 256;
+
+impl AddressSpace {
+    fn alloc(&mut self, size: u64, align: u64) -> Result<u64, IovaError> {
+        let page = self.iovas.page_size();
+        if size == page
+            && align <= page
+            && let Some(iova) = self.recycled_pages.pop()
+        {
+            return Ok(iova);
+        }
+        match self.iovas.alloc(size, align) {
+            Err(IovaError::Exhausted { .. }) if !self.recycled_pages.is_empty() => {
+                for iova in self.recycled_pages.drain(..) {
+                    self.iovas.free(iova)?;
+                }
+                self.iovas.alloc(size, align)
+            }
+            other => other,
+        }
+    }
+
+    fn free(&mut self, iova: u64, size: u64) -> Result<(), IovaError> {
+        if size == self.iovas.page_size() && self.recycled_pages.len() < RECYCLED_PAGES {
+            self.recycled_pages.push(iova);
+            return Ok(());
+        }
+        self.iovas.free(iova).map(drop)
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -132,7 +167,11 @@ impl Domain {
         })?;
         let iovas = IovaAllocator::new(&info.iova_ranges, self.mask.bits(), info.min_page_size())
             .map_err(VfioError::AddressSpace)?;
-        *space = Some(AddressSpace { info, iovas });
+        *space = Some(AddressSpace {
+            info,
+            iovas,
+            recycled_pages: Vec::with_capacity(RECYCLED_PAGES),
+        });
         Ok(())
     }
 
@@ -146,13 +185,13 @@ impl Domain {
     fn alloc_iova(&self, size: u64, align: u64) -> Result<u64, DmaError> {
         let mut space = lock(&self.space);
         let space = space.as_mut().ok_or(DmaError::Empty)?;
-        Ok(space.iovas.alloc(size, align)?)
+        Ok(space.alloc(size, align)?)
     }
 
-    fn free_iova(&self, iova: u64) -> Result<(), DmaError> {
+    fn free_iova(&self, iova: u64, size: u64) -> Result<(), DmaError> {
         let mut space = lock(&self.space);
         if let Some(space) = space.as_mut() {
-            space.iovas.free(iova)?;
+            space.free(iova, size)?;
         }
         Ok(())
     }
@@ -177,7 +216,7 @@ impl Domain {
         if let Err(source) =
             vfio_ioctl::iommu_map_dma(self.container.as_fd(), vaddr, iova, size, flags)
         {
-            self.free_iova(iova)?;
+            self.free_iova(iova, size)?;
             return Err(map_failure(iova, size, source));
         }
         Ok(iova)
@@ -195,7 +234,7 @@ impl Domain {
                 unmapped,
             });
         }
-        self.free_iova(iova)
+        self.free_iova(iova, size)
     }
 }
 
@@ -258,10 +297,10 @@ impl DmaBackend for Domain {
         let span = (last_page_end - first_page) as u64;
         let iova = self.map(first_page, span, page as u64, direction)?;
         Ok(UserMapping {
-            sg: vec![SgEntry {
+            sg: SgList::One(SgEntry {
                 device_addr: iova + (addr - first_page) as u64,
                 len,
-            }],
+            }),
             handle: iova,
             mapped_len: span,
         })
