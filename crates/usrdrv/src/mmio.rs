@@ -6,7 +6,7 @@ use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::sys::mmap::Mapping;
+use crate::sys::mmap::{Mapping, SizedMapping};
 
 /// A value that can be read from or written to device memory in one access:
 /// `u8`, `u16`, `u32` or `u64`. Device registers are little-endian (PCI).
@@ -86,6 +86,16 @@ pub enum MmioError {
     Revoked {
         /// The BAR index.
         bar: u8,
+    },
+    /// A sized view was asked of a BAR that is not mapped or is too small.
+    #[error("BAR {bar} cannot give a {size:#x}-byte view: {why}")]
+    NoView {
+        /// The BAR index.
+        bar: u8,
+        /// The view size asked for.
+        size: usize,
+        /// Why not.
+        why: &'static str,
     },
     /// A read or write through the device file failed (BARs that cannot be mapped).
     #[error("BAR {bar}: {width}-byte access at offset {offset:#x} through the device file failed")]
@@ -293,6 +303,49 @@ impl Bar {
         }
     }
 
+    /// A view of the first `SIZE` bytes for hot paths: register offsets become
+    /// constants checked at compile time, so an access costs one volatile
+    /// load or store and the revocation check. Needs a mapped BAR of at least
+    /// `SIZE` bytes.
+    ///
+    /// ```no_run
+    /// # let device = usrdrv::Device::open("0000:00:03.0".parse()?, usrdrv::dma::DmaMask::new(28)?)?;
+    /// let bar0 = device.bar(0)?;
+    /// let regs = bar0.view::<0x100>()?;
+    /// let id = regs.read32::<0x00>()?;
+    /// regs.write32::<0x04>(!id)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// A register outside the view, or misaligned, does not compile:
+    ///
+    /// ```compile_fail
+    /// # let device = usrdrv::Device::open("0000:00:03.0".parse()?, usrdrv::dma::DmaMask::new(28)?)?;
+    /// # let bar0 = device.bar(0)?;
+    /// let regs = bar0.view::<0x100>()?;
+    /// regs.read32::<0x100>()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn view<const SIZE: usize>(&self) -> Result<BarView<'_, SIZE>, MmioError> {
+        let no_view = |why| MmioError::NoView {
+            bar: self.index,
+            size: SIZE,
+            why,
+        };
+        match &self.access {
+            Access::Mapped(map) => Ok(BarView {
+                map: map
+                    .sized::<SIZE>()
+                    .ok_or_else(|| no_view("the BAR is smaller"))?,
+                revoked: &self.revoked,
+                index: self.index,
+            }),
+            Access::File { .. } => Err(no_view(
+                "the BAR is not mapped (accesses go through the device file)",
+            )),
+        }
+    }
+
     fn io_error<T>(&self, offset: u64, source: std::io::Error) -> MmioError {
         MmioError::Io {
             bar: self.index,
@@ -348,6 +401,65 @@ impl Bar {
     #[inline]
     pub fn write64(&self, offset: u64, value: u64) -> Result<(), MmioError> {
         self.write(offset, value)
+    }
+}
+
+/// The first `SIZE` bytes of a mapped [`Bar`], with register offsets as
+/// constants checked at compile time ([`Bar::view`]).
+#[derive(Debug, Clone, Copy)]
+pub struct BarView<'a, const SIZE: usize> {
+    map: SizedMapping<'a, SIZE>,
+    revoked: &'a AtomicBool,
+    index: u8,
+}
+
+impl<const SIZE: usize> BarView<'_, SIZE> {
+    #[inline(always)]
+    fn live(&self) -> Result<(), MmioError> {
+        if self.revoked.load(Ordering::Relaxed) {
+            Err(MmioError::Revoked { bar: self.index })
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Reads the `T` at `OFFSET`.
+    #[inline]
+    pub fn read<T: MmioValue, const OFFSET: usize>(&self) -> Result<T, MmioError> {
+        self.live()?;
+        Ok(self.map.read::<T, OFFSET>())
+    }
+
+    /// Writes the `T` at `OFFSET`.
+    #[inline]
+    pub fn write<T: MmioValue, const OFFSET: usize>(&self, value: T) -> Result<(), MmioError> {
+        self.live()?;
+        self.map.write::<T, OFFSET>(value);
+        Ok(())
+    }
+
+    /// Reads the 32-bit register at `OFFSET`.
+    #[inline]
+    pub fn read32<const OFFSET: usize>(&self) -> Result<u32, MmioError> {
+        self.read::<u32, OFFSET>()
+    }
+
+    /// Writes the 32-bit register at `OFFSET`.
+    #[inline]
+    pub fn write32<const OFFSET: usize>(&self, value: u32) -> Result<(), MmioError> {
+        self.write::<u32, OFFSET>(value)
+    }
+
+    /// Reads the 64-bit register at `OFFSET`.
+    #[inline]
+    pub fn read64<const OFFSET: usize>(&self) -> Result<u64, MmioError> {
+        self.read::<u64, OFFSET>()
+    }
+
+    /// Writes the 64-bit register at `OFFSET`.
+    #[inline]
+    pub fn write64<const OFFSET: usize>(&self, value: u64) -> Result<(), MmioError> {
+        self.write::<u64, OFFSET>(value)
     }
 }
 
@@ -407,6 +519,25 @@ mod tests {
             bar.write32(0, 1),
             Err(MmioError::Revoked { bar: 2 })
         ));
+    }
+
+    #[test]
+    fn views_need_a_mapped_bar_of_the_size_and_see_revocation() {
+        let (_file, bars) = both_bars(&(0u8..64).collect::<Vec<_>>());
+        let view = bars[0].view::<64>().unwrap();
+        assert_eq!(view.read32::<8>().unwrap(), 0x0b0a_0908);
+        view.write64::<56>(7).unwrap();
+        assert_eq!(bars[1].read64(56).unwrap(), 7);
+        assert!(
+            matches!(bars[0].view::<8192>(), Err(MmioError::NoView { .. })),
+            "larger than the mapping"
+        );
+        assert!(
+            matches!(bars[1].view::<64>(), Err(MmioError::NoView { .. })),
+            "not mapped"
+        );
+        bars[0].revoked.store(true, Ordering::SeqCst);
+        assert!(matches!(view.read32::<0>(), Err(MmioError::Revoked { .. })));
     }
 
     #[test]

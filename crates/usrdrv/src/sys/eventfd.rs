@@ -2,7 +2,7 @@
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// A non-blocking eventfd counter.
 #[derive(Debug)]
@@ -75,23 +75,6 @@ impl AsFd for EventFd {
     }
 }
 
-/// The coarse monotonic clock: served from the vDSO without reading a
-/// hardware clock (which costs a microsecond in some VMs), ticking every few
-/// milliseconds; enough for timeouts that `poll` rounds to milliseconds anyway.
-fn coarse_now() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes one timespec through a pointer to a live
-    // local; CLOCK_MONOTONIC_COARSE always exists on Linux.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
-    Duration::new(
-        ts.tv_sec.max(0) as u64,
-        ts.tv_nsec.clamp(0, 999_999_999) as u32,
-    )
-}
-
 /// `timeout` in whole milliseconds, rounded up, as `poll` takes it.
 fn poll_ms(timeout: Duration) -> libc::c_int {
     libc::c_int::try_from(timeout.as_micros().div_ceil(1000)).unwrap_or(libc::c_int::MAX)
@@ -99,10 +82,22 @@ fn poll_ms(timeout: Duration) -> libc::c_int {
 
 /// Waits until one of `fds` has a non-zero counter, or `timeout` passes
 /// (`None`: forever; zero: just look). The first signalled one in list order
-/// wins. One `poll` and one `read` when an event comes; the wait lasts at
-/// least `timeout` when none does.
+/// wins.
+///
+/// An event already pending costs one `read`, as a raw eventfd read would;
+/// otherwise the clock is read and `poll` sleeps, both before the event comes,
+/// so they add nothing to the wake-up latency but the final `read`.
 pub(crate) fn wait_any(fds: &[&EventFd], timeout: Option<Duration>) -> io::Result<Woken> {
-    let deadline = timeout.map(|t| coarse_now() + t);
+    for (i, fd) in fds.iter().enumerate() {
+        if let Some(count) = fd.take()? {
+            return Ok(Woken::Fd(i, count));
+        }
+    }
+    let deadline = match timeout {
+        Some(t) if t.is_zero() => return Ok(Woken::TimedOut),
+        Some(t) => Some(Instant::now() + t),
+        None => None,
+    };
     let mut polls: Vec<libc::pollfd> = fds
         .iter()
         .map(|e| libc::pollfd {
@@ -111,8 +106,17 @@ pub(crate) fn wait_any(fds: &[&EventFd], timeout: Option<Duration>) -> io::Resul
             revents: 0,
         })
         .collect();
-    let mut wait_ms = timeout.map_or(-1, poll_ms);
     loop {
+        let wait_ms = match deadline {
+            None => -1,
+            Some(deadline) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Ok(Woken::TimedOut);
+                }
+                poll_ms(left)
+            }
+        };
         // SAFETY: `polls` is a live array of `polls.len()` pollfd structs.
         let ready = unsafe { libc::poll(polls.as_mut_ptr(), polls.len() as libc::nfds_t, wait_ms) };
         if ready < 0 {
@@ -128,17 +132,8 @@ pub(crate) fn wait_any(fds: &[&EventFd], timeout: Option<Duration>) -> io::Resul
                 return Ok(Woken::Fd(i, count));
             }
         }
-        if ready == 0 {
-            return Ok(Woken::TimedOut);
-        }
-        // Interrupted, or another reader took the event first: wait out the rest.
-        if let Some(deadline) = deadline {
-            let left = deadline.saturating_sub(coarse_now());
-            if left.is_zero() {
-                return Ok(Woken::TimedOut);
-            }
-            wait_ms = poll_ms(left);
-        }
+        // Timed out, interrupted, or another reader took the event: the loop
+        // head decides from the deadline.
     }
 }
 
@@ -183,7 +178,7 @@ mod tests {
             wait_any(&[&e], Some(Duration::ZERO)).unwrap(),
             Woken::Fd(0, 2)
         );
-        let start = std::time::Instant::now();
+        let start = Instant::now();
         assert_eq!(
             wait_any(&[&e], Some(Duration::from_millis(30))).unwrap(),
             Woken::TimedOut
@@ -199,7 +194,7 @@ mod tests {
             std::thread::sleep(Duration::from_millis(30));
             signaller.signal(1).unwrap();
         });
-        let start = std::time::Instant::now();
+        let start = Instant::now();
         assert_eq!(
             wait_any(&[&e], Some(Duration::from_secs(10))).unwrap(),
             Woken::Fd(0, 1)

@@ -2,6 +2,7 @@
 //! accessed only through bounds-checked volatile reads and writes.
 
 use std::io;
+use std::marker::PhantomData;
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::ptr::NonNull;
 
@@ -114,6 +115,70 @@ impl Mapping {
     }
 }
 
+/// The first `SIZE` bytes of a [`Mapping`], proven to exist when the view is
+/// made: accesses at constant offsets are checked at compile time and cost
+/// nothing at run time.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SizedMapping<'a, const SIZE: usize> {
+    // INVARIANT: `ptr` is the page-aligned start of a live mapping of at least
+    // `SIZE` bytes, borrowed for `'a` so it cannot be unmapped meanwhile.
+    ptr: NonNull<u8>,
+    _mapping: PhantomData<&'a Mapping>,
+}
+
+// SAFETY: as for `Mapping`: only volatile single-value accesses.
+unsafe impl<const SIZE: usize> Send for SizedMapping<'_, SIZE> {}
+// SAFETY: as for `Mapping`.
+unsafe impl<const SIZE: usize> Sync for SizedMapping<'_, SIZE> {}
+
+impl Mapping {
+    /// A view of the first `SIZE` bytes, if the mapping is that long.
+    pub(crate) fn sized<const SIZE: usize>(&self) -> Option<SizedMapping<'_, SIZE>> {
+        // INVARIANT: checked here that the mapping holds `SIZE` bytes.
+        (SIZE <= self.len).then_some(SizedMapping {
+            ptr: self.ptr,
+            _mapping: PhantomData,
+        })
+    }
+}
+
+impl<const SIZE: usize> SizedMapping<'_, SIZE> {
+    /// Reads the little-endian `T` at `OFFSET`, volatile.
+    #[inline(always)]
+    pub(crate) fn read<T: MmioValue, const OFFSET: usize>(&self) -> T {
+        const {
+            assert!(
+                OFFSET.is_multiple_of(std::mem::size_of::<T>())
+                    && OFFSET + std::mem::size_of::<T>() <= SIZE,
+                "register outside the BAR view or misaligned"
+            )
+        };
+        // SAFETY: `OFFSET + size_of::<T>() <= SIZE <= len` (compile-time check
+        // above and the type invariant), so the pointer is in the live mapping;
+        // the base is page-aligned and `OFFSET` a multiple of the size, so it is
+        // aligned for `T`.
+        let ptr = unsafe { self.ptr.as_ptr().add(OFFSET) }.cast::<T>();
+        // SAFETY: in bounds and aligned; no reference to the memory is formed.
+        T::from_le(unsafe { ptr.read_volatile() })
+    }
+
+    /// Writes `value` little-endian at `OFFSET`, volatile.
+    #[inline(always)]
+    pub(crate) fn write<T: MmioValue, const OFFSET: usize>(&self, value: T) {
+        const {
+            assert!(
+                OFFSET.is_multiple_of(std::mem::size_of::<T>())
+                    && OFFSET + std::mem::size_of::<T>() <= SIZE,
+                "register outside the BAR view or misaligned"
+            )
+        };
+        // SAFETY: as in `read`.
+        let ptr = unsafe { self.ptr.as_ptr().add(OFFSET) }.cast::<T>();
+        // SAFETY: in bounds and aligned; no reference to the memory exists.
+        unsafe { ptr.write_volatile(value.to_le()) };
+    }
+}
+
 impl Drop for Mapping {
     fn drop(&mut self) {
         // SAFETY: `ptr`/`len` are exactly the mapping made in `map_shared` (type
@@ -164,6 +229,18 @@ mod tests {
             Some(0),
             "a refused write must not write"
         );
+    }
+
+    #[test]
+    fn sized_views_exist_only_when_the_mapping_is_long_enough() {
+        let bytes: Vec<u8> = (0u8..16).collect();
+        let (_file, map) = mapped_file(&bytes);
+        // The view is bounded by the length mapped, not the page around it.
+        assert!(map.sized::<32>().is_none());
+        let view = map.sized::<16>().unwrap();
+        assert_eq!(view.read::<u32, 4>(), 0x0706_0504);
+        view.write::<u16, 14>(0xbeef);
+        assert_eq!(map.read::<u16>(14), Some(0xbeef));
     }
 
     #[test]
