@@ -54,14 +54,27 @@ impl Artifact {
 }
 
 /// Builds every binary and example of the workspace, static.
-pub fn build_binaries() -> Result<Vec<Artifact>> {
-    let artifacts = cargo_json(&["build", "--bins", "--examples"])?;
+pub fn build_binaries(profile: Profile) -> Result<Vec<Artifact>> {
+    let mut args = vec!["build", "--bins", "--examples"];
+    if profile == Profile::Release {
+        args.push("--release");
+    }
+    let artifacts = cargo_json(&args)?;
     let wanted: Vec<Artifact> = artifacts
         .into_iter()
         .filter(|a| matches!(a.kind, Kind::Bin | Kind::Example))
         .collect();
     check_static(&wanted)?;
     Ok(wanted)
+}
+
+/// Which cargo profile guest binaries are built with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Profile {
+    /// The dev profile: what tests and the demo run.
+    Dev,
+    /// The release profile: what benchmarks measure.
+    Release,
 }
 
 /// Builds the test binaries of the workspace, static, and returns the

@@ -51,7 +51,7 @@ pub struct DemoArgs {
 pub fn run(args: &DemoArgs) -> Result<i32> {
     print_header();
     let prov = args.vm.provision()?;
-    let binaries = cargo_build::build_binaries()?;
+    let binaries = cargo_build::build_binaries(cargo_build::Profile::Dev)?;
     for step in STEPS {
         for (name, source) in step.needs {
             cargo_build::find(&binaries, name, source)?;

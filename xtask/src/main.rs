@@ -26,6 +26,7 @@ macro_rules! out {
 }
 
 mod apt;
+mod bench_cmd;
 mod cargo_build;
 mod cpio;
 mod demo;
@@ -70,6 +71,7 @@ Examples:
   cargo xtask test                                Host tests + guest tests
   cargo xtask test --guest-only -- edu            Guest tests whose names contain 'edu'
   cargo xtask demo                                The edu first-light demo
+  cargo xtask bench                               usrdrv against raw VFIO; writes docs/perf/guest-bench.md
   cargo xtask provision                           Fetch everything, print where it is";
 
 const VM_EXAMPLES: &str = "\
@@ -117,6 +119,37 @@ the demo took.
 Example:
   cargo xtask demo";
 
+const BENCH_HELP: &str = "\
+Builds the workspace for the guest with the dev profile optimized like
+release (opt-level 3, no debug assertions: the benchmark measures the library,
+not unoptimized code), boots the VM once, binds the edu device to vfio-pci and
+runs the edu_bench example. It measures usrdrv's hot paths, each next to a raw
+VFIO baseline on the same device, container and interrupt in the same process,
+alternating API and raw runs over several rounds:
+  - 32-bit MMIO read and write: Bar, and BarView (offsets checked at compile
+    time), against a volatile pointer (target ratio <= 1.05)
+  - map + unmap of a 4 KiB caller page: map_dma + unmap (what drop does) against
+    the MAP_DMA and UNMAP_DMA ioctls (target ratio <= 1.10)
+  - a 4 KiB DmaPool chunk taken and returned (target median <= 1 us, no system call)
+  - 16 MiB mapped in one call against 4096 calls of 4 KiB
+  - MSI wake-up latency, p50 and p99, with the interrupt on the waiter's CPU and
+    on the other: Interrupts::wait against a blocking eventfd read (target
+    ratio <= 1.2)
+  - 100,000 MSIs through the edu driver with no lost wake-up
+
+It streams the guest console, prints a table (API, raw, API/raw, target,
+pass/MISS) and writes it with the date, guest kernel, QEMU version, accelerator
+and host core count to docs/perf/guest-bench.md (skipped with --no-write or
+when the benchmark fails). Targets are reported, not asserted: the exit status
+is edu_bench's, non-zero only when something failed. About a minute under
+TCG on two cores, boot included (default --timeout 600). Figures vary between
+boots; compare ratios within one run.
+
+Examples:
+  cargo xtask bench
+  cargo xtask bench --no-write
+  cargo xtask bench --accel kvm";
+
 /// The command line.
 #[derive(Debug, Parser)]
 #[command(
@@ -145,6 +178,10 @@ enum Cmd {
     #[command(after_help = DEMO_HELP)]
     Demo(demo::DemoArgs),
 
+    /// Benchmark usrdrv against raw VFIO in the VM; write docs/perf/guest-bench.md
+    #[command(after_help = BENCH_HELP)]
+    Bench(bench_cmd::BenchArgs),
+
     /// Fetch QEMU, the guest kernel and busybox, and print where they are
     Provision(ProvisionArgs),
 }
@@ -163,6 +200,7 @@ fn main() -> ExitCode {
         Cmd::Vm(args) => vm_cmd::run(args),
         Cmd::Test(args) => test_cmd::run(args).map(|ok| if ok { 0 } else { 1 }),
         Cmd::Demo(args) => demo::run(args),
+        Cmd::Bench(args) => bench_cmd::run(args),
         Cmd::Provision(args) => provision(args).map(|()| 0),
     };
     match result {
@@ -241,6 +279,18 @@ mod tests {
     fn kernel_needs_modules() {
         assert!(Cli::try_parse_from(["xtask", "vm", "--kernel", "/k"]).is_err());
         assert!(Cli::try_parse_from(["xtask", "vm", "--kernel", "/k", "--modules", "/m"]).is_ok());
+    }
+
+    #[test]
+    fn bench_takes_the_vm_options_and_no_write() {
+        let cli = Cli::try_parse_from(["xtask", "bench", "--no-write", "--timeout", "60"])
+            .expect("parses");
+        let Cmd::Bench(args) = cli.command else {
+            panic!("not bench")
+        };
+        assert!(args.no_write);
+        assert_eq!(args.vm.timeout, Some(60));
+        assert!(Cli::try_parse_from(["xtask", "bench", "--", "x"]).is_err());
     }
 
     #[test]

@@ -113,7 +113,7 @@ fn report(host: Option<&HostResults>, guest: Option<&GuestResults>) -> bool {
 fn run_guest(args: &TestArgs) -> Result<GuestResults> {
     let prov = args.vm.provision()?;
     let tests = cargo_build::build_guest_tests()?;
-    let binaries = cargo_build::build_binaries()?;
+    let binaries = cargo_build::build_binaries(cargo_build::Profile::Dev)?;
     let mut selected: Vec<(&Artifact, ExpectedBinary)> = Vec::new();
     for test in &tests {
         let names = list_tests(test, &args.test_args)?;

@@ -45,7 +45,7 @@ pub fn run(args: &VmArgs) -> Result<i32> {
     let files = if args.no_build {
         Vec::new()
     } else {
-        guest_vm::binary_files(&cargo_build::build_binaries()?)
+        guest_vm::binary_files(&cargo_build::build_binaries(cargo_build::Profile::Dev)?)
     };
     let command = if args.command.is_empty() {
         DEFAULT_COMMAND.to_string()

@@ -214,7 +214,7 @@ impl Bar {
         matches!(self.access, Access::Mapped(_))
     }
 
-    #[inline]
+    #[inline(always)]
     fn is_revoked(&self) -> bool {
         self.revoked.load(Ordering::Relaxed)
     }
@@ -257,7 +257,7 @@ impl Bar {
     }
 
     /// Reads one value of type `T` at `offset`.
-    #[inline]
+    #[inline(always)]
     pub fn read<T: MmioValue>(&self, offset: u64) -> Result<T, MmioError> {
         match &self.access {
             // One bounds and alignment check, the mapping's own.
@@ -269,19 +269,31 @@ impl Bar {
             Access::File {
                 device,
                 region_offset,
-            } => {
-                self.check::<T>(offset)?;
-                let mut buf = vec![0u8; std::mem::size_of::<T>()];
-                device
-                    .read_exact_at(&mut buf, region_offset + offset)
-                    .map_err(|source| self.io_error::<T>(offset, source))?;
-                Ok(T::from_le_slice(&buf))
-            }
+            } => self.read_through_file(device, *region_offset, offset),
         }
     }
 
+    /// A read through the device file: a system call, kept out of line so the
+    /// mapped path stays small enough to inline.
+    #[cold]
+    #[inline(never)]
+    fn read_through_file<T: MmioValue>(
+        &self,
+        device: &File,
+        region_offset: u64,
+        offset: u64,
+    ) -> Result<T, MmioError> {
+        self.check::<T>(offset)?;
+        let mut buf = [0u8; 8];
+        let buf = &mut buf[..std::mem::size_of::<T>()];
+        device
+            .read_exact_at(buf, region_offset + offset)
+            .map_err(|source| self.io_error::<T>(offset, source))?;
+        Ok(T::from_le_slice(buf))
+    }
+
     /// Writes one value of type `T` at `offset`.
-    #[inline]
+    #[inline(always)]
     pub fn write<T: MmioValue>(&self, offset: u64, value: T) -> Result<(), MmioError> {
         match &self.access {
             Access::Mapped(map) if !self.is_revoked() => usize::try_from(offset)
@@ -292,28 +304,44 @@ impl Bar {
             Access::File {
                 device,
                 region_offset,
-            } => {
-                self.check::<T>(offset)?;
-                let mut buf = Vec::with_capacity(std::mem::size_of::<T>());
-                value.extend_le(&mut buf);
-                device
-                    .write_all_at(&buf, region_offset + offset)
-                    .map_err(|source| self.io_error::<T>(offset, source))
-            }
+            } => self.write_through_file(device, *region_offset, offset, value),
         }
     }
 
+    /// A write through the device file, out of line like `read_through_file`.
+    #[cold]
+    #[inline(never)]
+    fn write_through_file<T: MmioValue>(
+        &self,
+        device: &File,
+        region_offset: u64,
+        offset: u64,
+        value: T,
+    ) -> Result<(), MmioError> {
+        self.check::<T>(offset)?;
+        let mut buf = Vec::with_capacity(std::mem::size_of::<T>());
+        value.extend_le(&mut buf);
+        device
+            .write_all_at(&buf, region_offset + offset)
+            .map_err(|source| self.io_error::<T>(offset, source))
+    }
+
     /// A view of the first `SIZE` bytes for hot paths: register offsets become
-    /// constants checked at compile time, so an access costs one volatile
-    /// load or store and the revocation check. Needs a mapped BAR of at least
-    /// `SIZE` bytes.
+    /// constants checked at compile time, so an access is one volatile load or
+    /// store and cannot fail. Needs a mapped BAR of at least `SIZE` bytes.
+    ///
+    /// Revocation is checked when the view is taken, as a guard: take a view
+    /// per batch of accesses (it is free) and drop it before waiting. Accesses
+    /// through a view taken before a revocation stay safe (the mapping lives
+    /// until every handle is dropped); they just reach a device the kernel is
+    /// waiting to take back.
     ///
     /// ```no_run
     /// # let device = usrdrv::Device::open("0000:00:03.0".parse()?, usrdrv::dma::DmaMask::new(28)?)?;
     /// let bar0 = device.bar(0)?;
     /// let regs = bar0.view::<0x100>()?;
-    /// let id = regs.read32::<0x00>()?;
-    /// regs.write32::<0x04>(!id)?;
+    /// let id = regs.read32::<0x00>();
+    /// regs.write32::<0x04>(!id);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     ///
@@ -323,7 +351,7 @@ impl Bar {
     /// # let device = usrdrv::Device::open("0000:00:03.0".parse()?, usrdrv::dma::DmaMask::new(28)?)?;
     /// # let bar0 = device.bar(0)?;
     /// let regs = bar0.view::<0x100>()?;
-    /// regs.read32::<0x100>()?;
+    /// regs.read32::<0x100>();
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn view<const SIZE: usize>(&self) -> Result<BarView<'_, SIZE>, MmioError> {
@@ -332,13 +360,14 @@ impl Bar {
             size: SIZE,
             why,
         };
+        if self.is_revoked() {
+            return Err(MmioError::Revoked { bar: self.index });
+        }
         match &self.access {
             Access::Mapped(map) => Ok(BarView {
                 map: map
                     .sized::<SIZE>()
                     .ok_or_else(|| no_view("the BAR is smaller"))?,
-                revoked: &self.revoked,
-                index: self.index,
             }),
             Access::File { .. } => Err(no_view(
                 "the BAR is not mapped (accesses go through the device file)",
@@ -356,49 +385,49 @@ impl Bar {
     }
 
     /// Reads the byte at `offset`.
-    #[inline]
+    #[inline(always)]
     pub fn read8(&self, offset: u64) -> Result<u8, MmioError> {
         self.read(offset)
     }
 
     /// Reads the 16-bit value at `offset` (2-byte aligned).
-    #[inline]
+    #[inline(always)]
     pub fn read16(&self, offset: u64) -> Result<u16, MmioError> {
         self.read(offset)
     }
 
     /// Reads the 32-bit value at `offset` (4-byte aligned).
-    #[inline]
+    #[inline(always)]
     pub fn read32(&self, offset: u64) -> Result<u32, MmioError> {
         self.read(offset)
     }
 
     /// Reads the 64-bit value at `offset` (8-byte aligned), in one access.
-    #[inline]
+    #[inline(always)]
     pub fn read64(&self, offset: u64) -> Result<u64, MmioError> {
         self.read(offset)
     }
 
     /// Writes the byte at `offset`.
-    #[inline]
+    #[inline(always)]
     pub fn write8(&self, offset: u64, value: u8) -> Result<(), MmioError> {
         self.write(offset, value)
     }
 
     /// Writes the 16-bit value at `offset` (2-byte aligned).
-    #[inline]
+    #[inline(always)]
     pub fn write16(&self, offset: u64, value: u16) -> Result<(), MmioError> {
         self.write(offset, value)
     }
 
     /// Writes the 32-bit value at `offset` (4-byte aligned).
-    #[inline]
+    #[inline(always)]
     pub fn write32(&self, offset: u64, value: u32) -> Result<(), MmioError> {
         self.write(offset, value)
     }
 
     /// Writes the 64-bit value at `offset` (8-byte aligned), in one access.
-    #[inline]
+    #[inline(always)]
     pub fn write64(&self, offset: u64, value: u64) -> Result<(), MmioError> {
         self.write(offset, value)
     }
@@ -409,57 +438,43 @@ impl Bar {
 #[derive(Debug, Clone, Copy)]
 pub struct BarView<'a, const SIZE: usize> {
     map: SizedMapping<'a, SIZE>,
-    revoked: &'a AtomicBool,
-    index: u8,
 }
 
 impl<const SIZE: usize> BarView<'_, SIZE> {
-    #[inline(always)]
-    fn live(&self) -> Result<(), MmioError> {
-        if self.revoked.load(Ordering::Relaxed) {
-            Err(MmioError::Revoked { bar: self.index })
-        } else {
-            Ok(())
-        }
-    }
-
     /// Reads the `T` at `OFFSET`.
-    #[inline]
-    pub fn read<T: MmioValue, const OFFSET: usize>(&self) -> Result<T, MmioError> {
-        self.live()?;
-        Ok(self.map.read::<T, OFFSET>())
+    #[inline(always)]
+    pub fn read<T: MmioValue, const OFFSET: usize>(&self) -> T {
+        self.map.read::<T, OFFSET>()
     }
 
     /// Writes the `T` at `OFFSET`.
-    #[inline]
-    pub fn write<T: MmioValue, const OFFSET: usize>(&self, value: T) -> Result<(), MmioError> {
-        self.live()?;
+    #[inline(always)]
+    pub fn write<T: MmioValue, const OFFSET: usize>(&self, value: T) {
         self.map.write::<T, OFFSET>(value);
-        Ok(())
     }
 
     /// Reads the 32-bit register at `OFFSET`.
-    #[inline]
-    pub fn read32<const OFFSET: usize>(&self) -> Result<u32, MmioError> {
+    #[inline(always)]
+    pub fn read32<const OFFSET: usize>(&self) -> u32 {
         self.read::<u32, OFFSET>()
     }
 
     /// Writes the 32-bit register at `OFFSET`.
-    #[inline]
-    pub fn write32<const OFFSET: usize>(&self, value: u32) -> Result<(), MmioError> {
-        self.write::<u32, OFFSET>(value)
+    #[inline(always)]
+    pub fn write32<const OFFSET: usize>(&self, value: u32) {
+        self.write::<u32, OFFSET>(value);
     }
 
     /// Reads the 64-bit register at `OFFSET`.
-    #[inline]
-    pub fn read64<const OFFSET: usize>(&self) -> Result<u64, MmioError> {
+    #[inline(always)]
+    pub fn read64<const OFFSET: usize>(&self) -> u64 {
         self.read::<u64, OFFSET>()
     }
 
     /// Writes the 64-bit register at `OFFSET`.
-    #[inline]
-    pub fn write64<const OFFSET: usize>(&self, value: u64) -> Result<(), MmioError> {
-        self.write::<u64, OFFSET>(value)
+    #[inline(always)]
+    pub fn write64<const OFFSET: usize>(&self, value: u64) {
+        self.write::<u64, OFFSET>(value);
     }
 }
 
@@ -525,8 +540,8 @@ mod tests {
     fn views_need_a_mapped_bar_of_the_size_and_see_revocation() {
         let (_file, bars) = both_bars(&(0u8..64).collect::<Vec<_>>());
         let view = bars[0].view::<64>().unwrap();
-        assert_eq!(view.read32::<8>().unwrap(), 0x0b0a_0908);
-        view.write64::<56>(7).unwrap();
+        assert_eq!(view.read32::<8>(), 0x0b0a_0908);
+        view.write64::<56>(7);
         assert_eq!(bars[1].read64(56).unwrap(), 7);
         assert!(
             matches!(bars[0].view::<8192>(), Err(MmioError::NoView { .. })),
@@ -537,7 +552,10 @@ mod tests {
             "not mapped"
         );
         bars[0].revoked.store(true, Ordering::SeqCst);
-        assert!(matches!(view.read32::<0>(), Err(MmioError::Revoked { .. })));
+        assert!(
+            matches!(bars[0].view::<64>(), Err(MmioError::Revoked { .. })),
+            "checked when the view is taken"
+        );
     }
 
     #[test]

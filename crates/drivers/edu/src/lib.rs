@@ -233,6 +233,11 @@ impl Edu {
         Ok(())
     }
 
+    /// Disables the device's interrupts (back to polling).
+    pub fn disable_interrupts(&mut self) {
+        self.irqs = None;
+    }
+
     /// The enabled interrupts, if any (for their eventfd).
     pub fn interrupts(&self) -> Option<&Interrupts> {
         self.irqs.as_ref()

@@ -658,7 +658,10 @@ fn unprivileged_users_get_errors_that_say_what_to_do() {
     };
     // The group's node belongs to root: the error names it and the fixes.
     let said = run();
-    assert!(said.contains(&format!("open: error: permission denied opening {node}")), "{said}");
+    assert!(
+        said.contains(&format!("open: error: permission denied opening {node}")),
+        "{said}"
+    );
     assert!(said.contains("run as root"), "{said}");
     // Given the node, the user opens the device, but 1 MiB exceeds a 64 KiB memlock limit.
     std::os::unix::fs::chown(&node, Some(nobody), Some(nobody)).unwrap();
@@ -681,11 +684,19 @@ fn two_devices_share_one_iommu_domain() {
         let domain = IommuDomain::new(DmaMask::new(DMA_MASK_BITS).unwrap()).unwrap();
         let edu = Edu::from_device(Device::open_in(&domain, edu_address()).unwrap()).unwrap();
         let other = Device::open_in(&domain, nvme).unwrap();
-        assert_eq!(other.dma_mask(), DmaMask::new(DMA_MASK_BITS).unwrap(), "the domain's mask");
+        assert_eq!(
+            other.dma_mask(),
+            DmaMask::new(DMA_MASK_BITS).unwrap(),
+            "the domain's mask"
+        );
         // Memory allocated through the NVMe handle is reachable by edu: one IOVA space.
         let shared = other.alloc_dma(4096).unwrap();
         let own = edu.device().alloc_dma(4096).unwrap();
-        assert_ne!(shared.device_addr(), own.device_addr(), "one allocator hands out both");
+        assert_ne!(
+            shared.device_addr(),
+            own.device_addr(),
+            "one allocator hands out both"
+        );
         own.write_bytes(0, b"shared domain").unwrap();
         edu.buffer_to_window(&own, 0, 0, 13).unwrap();
         edu.window_to_buffer(0, &shared, 0, 13).unwrap();
