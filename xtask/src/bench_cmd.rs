@@ -237,10 +237,7 @@ pub fn report(machine: &Machine, results: &Results, date: &str) -> String {
     let _ = writeln!(s, "| QEMU | {} |", machine.qemu);
     let _ = writeln!(s, "| accelerator | {} |", machine.accel);
     let _ = writeln!(s, "| host cores | {} |", machine.host_cores);
-    let _ = writeln!(
-        s,
-        "| build | static, release profile (`--release`) |"
-    );
+    let _ = writeln!(s, "| build | static, release profile (`--release`) |");
     if let (Some(source), Some(gettime), Some(call)) = (
         env["clocksource"].as_str(),
         env["clock_gettime_ns"].as_f64(),
