@@ -15,7 +15,6 @@ use crate::error::{Error, IoContext, Result};
 use crate::guest_results::{after_marker, clean_line};
 use crate::guest_vm::{self, VmOptions};
 use crate::process;
-use crate::qemu::Accel;
 
 /// Default timeout, boot included. The benchmark itself runs for about half a
 /// minute under TCG on two cores; this leaves room for far slower machines.
@@ -127,10 +126,7 @@ impl Machine {
             kernel: kernel.to_string(),
             accel: format!(
                 "{}, {} vCPUs, {} of memory, {}",
-                match opts.accel {
-                    Accel::Tcg => "TCG",
-                    Accel::Kvm => "KVM",
-                },
+                opts.accel,
                 opts.smp,
                 opts.memory,
                 if opts.no_iommu {

@@ -195,10 +195,7 @@ pub fn boot(
     eprintln!(
         "xtask: booting Linux {} ({}, {} CPUs, {}, {}, edu + nvme; image {:.1} MiB; timeout {} s)",
         prov.kernel.version,
-        match opts.accel {
-            Accel::Tcg => "TCG",
-            Accel::Kvm => "KVM",
-        },
+        opts.accel,
         opts.smp,
         opts.memory,
         if opts.no_iommu {

@@ -35,6 +35,15 @@ pub enum Accel {
     Kvm,
 }
 
+impl std::fmt::Display for Accel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Tcg => "TCG",
+            Self::Kvm => "KVM",
+        })
+    }
+}
+
 /// How to start QEMU.
 #[derive(Debug, Clone)]
 pub struct QemuConfig {
