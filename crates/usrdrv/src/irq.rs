@@ -218,8 +218,12 @@ impl Interrupts {
     /// with [`IrqError::Revoked`] when the kernel asks for the device back.
     pub fn wait(&self, vector: usize, timeout: Option<Duration>) -> Result<Option<u64>, IrqError> {
         let fd = self.vector(vector)?;
-        let revoked = self.revoked_error();
-        self.device.check_revoked().map_err(|_| revoked())?;
+        let revoked = IrqError::Revoked {
+            address: self.device.address(),
+        };
+        if self.device.is_revoked() {
+            return Err(revoked);
+        }
         let sys = |source| IrqError::Sys {
             op: "waiting",
             kind: self.kind,
@@ -235,15 +239,10 @@ impl Interrupts {
             Woken::Fd(0, count) => Ok(Some(count)),
             Woken::Fd(_, _) => {
                 self.device.mark_revoked();
-                Err(revoked())
+                Err(revoked)
             }
             Woken::TimedOut => Ok(None),
         }
-    }
-
-    fn revoked_error(&self) -> impl Fn() -> IrqError + use<'_> {
-        let address = self.device.address();
-        move || IrqError::Revoked { address }
     }
 
     /// Returns how many times `vector` fired since the last wait, without waiting.

@@ -143,11 +143,6 @@ impl Device {
             .is_some_and(Revocation::is_revoked)
     }
 
-    /// `Err(())` once revoked.
-    pub(crate) fn check_revoked(&self) -> Result<(), ()> {
-        if self.is_revoked() { Err(()) } else { Ok(()) }
-    }
-
     /// The event a wait polls to learn of revocation, if the kernel offers it.
     pub(crate) fn revocation_event(&self) -> Option<&EventFd> {
         self.shared.revocation.as_ref().map(Revocation::event)
