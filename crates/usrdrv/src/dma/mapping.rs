@@ -78,6 +78,11 @@ impl DmaTarget for Box<[u8]> {
 /// Whole pages are mapped: the device can reach the rest of the first and last
 /// page too, so do not share those pages with unrelated secrets.
 ///
+/// If the kernel fails to unmap (or unmaps less than was mapped), an owned
+/// buffer is leaked rather than freed, so the device can never reach memory
+/// that is reused. A borrowed buffer goes back to its owner whatever happens:
+/// map owned buffers where that matters.
+///
 /// ```no_run
 /// use usrdrv::Device;
 /// use usrdrv::dma::{Direction, DmaMask};
@@ -176,8 +181,8 @@ impl<B: DmaTarget> DmaMapping<B> {
     }
 
     /// Unmaps (verifying the kernel unmapped exactly what was mapped) and gives
-    /// the buffer back. On error the buffer is leaked, never reused: the device
-    /// might still reach it.
+    /// the buffer back. On error an owned buffer is leaked, never reused: the
+    /// device might still reach it.
     pub fn unmap(mut self) -> Result<B, DmaError> {
         let buffer = self.buffer.take();
         // The unmapping system call orders the device's writes before what the
