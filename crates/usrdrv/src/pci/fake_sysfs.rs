@@ -1,35 +1,83 @@
 //! A sysfs tree laid out the way the kernel does, in a temporary directory,
-//! for tests of the code that reads and writes sysfs.
+//! for tests of code that reads and writes sysfs (this crate's, and with the
+//! `testing` feature other crates'). Pass [`FakeSysfs::root`] to
+//! [`Sysfs::at`](super::Sysfs::at).
+//!
+//! Writes to its attribute files succeed but change nothing, as if every
+//! driver refused the device: good for testing refusals and restores.
+//!
+//! Setup failures panic: this is test support.
 
 use std::fs;
 use std::os::unix::fs::symlink;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-/// Lays out a sysfs tree the way the kernel does, in a temporary directory.
-pub(crate) struct FakeSysfs {
+/// A fake `/sys` with `bus/pci/devices`, `bus/pci/drivers`,
+/// `kernel/iommu_groups`, `class/block` and `class/net`.
+#[derive(Debug)]
+pub struct FakeSysfs {
     dir: tempfile::TempDir,
 }
 
+impl Default for FakeSysfs {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn write(path: &Path, content: impl AsRef<[u8]>) {
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent).expect("create a fake sysfs directory");
+    }
+    fs::write(path, content).expect("write a fake sysfs file");
+}
+
+fn link(target: &str, at: &Path) {
+    if let Some(parent) = at.parent() {
+        fs::create_dir_all(parent).expect("create a fake sysfs directory");
+    }
+    symlink(target, at).expect("make a fake sysfs link");
+}
+
 impl FakeSysfs {
-    pub(crate) fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
+    /// An empty tree.
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("make a temporary directory");
         for d in [
             "bus/pci/devices",
             "bus/pci/drivers",
             "kernel/iommu_groups",
             "devices/pci0000:00",
+            "class/block",
+            "class/net",
         ] {
-            fs::create_dir_all(dir.path().join(d)).unwrap();
+            fs::create_dir_all(dir.path().join(d)).expect("create a fake sysfs directory");
         }
-        fs::write(dir.path().join("bus/pci/drivers_probe"), "").unwrap();
+        write(&dir.path().join("bus/pci/drivers_probe"), "");
         Self { dir }
     }
 
-    pub(crate) fn root(&self) -> &Path {
+    /// The directory to hand to `Sysfs::at`.
+    pub fn root(&self) -> &Path {
         self.dir.path()
     }
 
-    pub(crate) fn add(
+    /// The real (non-link) directory of the function at `addr`.
+    pub fn device_dir(&self, addr: &str) -> PathBuf {
+        self.root().join("devices/pci0000:00").join(addr)
+    }
+
+    /// Registers a PCI driver (its directory with `bind`/`unbind` files).
+    pub fn add_driver(&self, driver: &str) {
+        let dir = self.root().join("bus/pci/drivers").join(driver);
+        write(&dir.join("bind"), "");
+        write(&dir.join("unbind"), "");
+    }
+
+    /// Adds a function with its identity, driver (registered too) and IOMMU
+    /// group, a `resource` file with no BARs, NUMA node -1, and 64 bytes of
+    /// configuration space holding the IDs and class.
+    pub fn add(
         &self,
         addr: &str,
         vendor: u16,
@@ -38,26 +86,31 @@ impl FakeSysfs {
         driver: Option<&str>,
         group: Option<u32>,
     ) {
-        let real = self.root().join("devices/pci0000:00").join(addr);
-        fs::create_dir_all(&real).unwrap();
-        fs::write(real.join("vendor"), format!("{vendor:#06x}\n")).unwrap();
-        fs::write(real.join("device"), format!("{device:#06x}\n")).unwrap();
-        fs::write(real.join("class"), format!("{class:#08x}\n")).unwrap();
-        fs::write(real.join("driver_override"), "(null)\n").unwrap();
-        symlink(
-            format!("../../../devices/pci0000:00/{addr}"),
-            self.root().join("bus/pci/devices").join(addr),
-        )
-        .unwrap();
+        let real = self.device_dir(addr);
+        write(&real.join("vendor"), format!("{vendor:#06x}\n"));
+        write(&real.join("device"), format!("{device:#06x}\n"));
+        write(&real.join("class"), format!("{class:#08x}\n"));
+        write(&real.join("driver_override"), "(null)\n");
+        write(&real.join("numa_node"), "-1\n");
+        write(
+            &real.join("resource"),
+            "0x0000000000000000 0x0000000000000000 0x0000000000000000\n".repeat(7),
+        );
+        let mut config = vec![0u8; 64];
+        config[0..2].copy_from_slice(&vendor.to_le_bytes());
+        config[2..4].copy_from_slice(&device.to_le_bytes());
+        config[9..12].copy_from_slice(&class.to_le_bytes()[..3]);
+        write(&real.join("config"), config);
+        link(
+            &format!("../../../devices/pci0000:00/{addr}"),
+            &self.root().join("bus/pci/devices").join(addr),
+        );
         if let Some(driver) = driver {
-            let ddir = self.root().join("bus/pci/drivers").join(driver);
-            fs::create_dir_all(&ddir).unwrap();
-            fs::write(ddir.join("unbind"), "").unwrap();
-            symlink(
-                format!("../../../bus/pci/drivers/{driver}"),
-                real.join("driver"),
-            )
-            .unwrap();
+            self.add_driver(driver);
+            link(
+                &format!("../../../bus/pci/drivers/{driver}"),
+                &real.join("driver"),
+            );
         }
         if let Some(group) = group {
             let gdir = self
@@ -65,17 +118,57 @@ impl FakeSysfs {
                 .join("kernel/iommu_groups")
                 .join(group.to_string())
                 .join("devices");
-            fs::create_dir_all(&gdir).unwrap();
-            symlink(
-                format!("../../../../devices/pci0000:00/{addr}"),
-                gdir.join(addr),
-            )
-            .unwrap();
-            symlink(
-                format!("../../../kernel/iommu_groups/{group}"),
-                real.join("iommu_group"),
-            )
-            .unwrap();
+            link(
+                &format!("../../../../devices/pci0000:00/{addr}"),
+                &gdir.join(addr),
+            );
+            link(
+                &format!("../../../kernel/iommu_groups/{group}"),
+                &real.join("iommu_group"),
+            );
         }
+    }
+
+    /// Sets the function's `resource` lines: `(start, end, flags)` each.
+    pub fn set_resources(&self, addr: &str, resources: &[(u64, u64, u64)]) {
+        let text: String = resources
+            .iter()
+            .map(|(start, end, flags)| format!("{start:#018x} {end:#018x} {flags:#018x}\n"))
+            .collect();
+        write(&self.device_dir(addr).join("resource"), text);
+    }
+
+    /// Sets the function's configuration space bytes.
+    pub fn set_config(&self, addr: &str, config: &[u8]) {
+        write(&self.device_dir(addr).join("config"), config);
+    }
+
+    /// Sets the function's NUMA node.
+    pub fn set_numa_node(&self, addr: &str, node: i32) {
+        write(
+            &self.device_dir(addr).join("numa_node"),
+            format!("{node}\n"),
+        );
+    }
+
+    /// Gives the function a block device `name` (as an NVMe namespace would be).
+    pub fn add_block(&self, addr: &str, name: &str) {
+        let dir = self.device_dir(addr).join("nvme/nvme0").join(name);
+        fs::create_dir_all(&dir).expect("create a fake block device");
+        link(
+            &format!("../../devices/pci0000:00/{addr}/nvme/nvme0/{name}"),
+            &self.root().join("class/block").join(name),
+        );
+    }
+
+    /// Gives the function a network interface `name`, up or down.
+    pub fn add_net(&self, addr: &str, name: &str, up: bool) {
+        let dir = self.device_dir(addr).join("net").join(name);
+        write(&dir.join("operstate"), if up { "up\n" } else { "down\n" });
+        write(&dir.join("flags"), if up { "0x1003\n" } else { "0x1002\n" });
+        link(
+            &format!("../../devices/pci0000:00/{addr}/net/{name}"),
+            &self.root().join("class/net").join(name),
+        );
     }
 }

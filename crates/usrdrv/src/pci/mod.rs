@@ -2,10 +2,10 @@
 
 mod address;
 pub mod capabilities;
-#[cfg(test)]
-pub(crate) mod fake_sysfs;
+#[cfg(any(test, feature = "testing"))]
+pub mod fake_sysfs;
 mod sysfs;
 
 pub use address::{AddressError, PciAddress};
 pub use capabilities::{Capability, MsiInfo, MsixInfo};
-pub use sysfs::{PciFunction, Sysfs, SysfsError, VFIO_PCI_DRIVER};
+pub use sysfs::{PciFunction, Resource, Sysfs, SysfsError, Usage, VFIO_PCI_DRIVER};

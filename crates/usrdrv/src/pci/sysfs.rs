@@ -90,6 +90,84 @@ pub struct PciFunction {
     pub iommu_group: Option<u32>,
 }
 
+/// One entry of a function's `resource` file: a BAR, the ROM, or a bridge window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resource {
+    /// The line's index (0 to 5 are BARs, 6 the expansion ROM).
+    pub index: usize,
+    /// The first address.
+    pub start: u64,
+    /// The last address (inclusive).
+    pub end: u64,
+    /// The kernel's `IORESOURCE_*` flags.
+    pub flags: u64,
+}
+
+impl Resource {
+    const IO: u64 = 0x100;
+    const MEM: u64 = 0x200;
+    const PREFETCH: u64 = 0x2000;
+    const MEM_64: u64 = 0x0010_0000;
+
+    /// The size in bytes (0 for an unused entry).
+    pub fn size(&self) -> u64 {
+        if self.end > self.start || self.start != 0 {
+            self.end.wrapping_sub(self.start).wrapping_add(1)
+        } else {
+            0
+        }
+    }
+
+    /// Whether it is I/O port space (otherwise memory).
+    pub fn is_io(&self) -> bool {
+        self.flags & Self::IO != 0
+    }
+
+    /// Whether it is memory space.
+    pub fn is_memory(&self) -> bool {
+        self.flags & Self::MEM != 0
+    }
+
+    /// Whether it is prefetchable memory.
+    pub fn is_prefetchable(&self) -> bool {
+        self.flags & Self::PREFETCH != 0
+    }
+
+    /// Whether it is a 64-bit memory BAR.
+    pub fn is_64bit(&self) -> bool {
+        self.flags & Self::MEM_64 != 0
+    }
+}
+
+/// Something visible the kernel uses a device for, which taking the device
+/// away would break.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Usage {
+    /// A block device with a mounted filesystem.
+    Mounted {
+        /// The block device, e.g. `nvme0n1p1`.
+        block: String,
+        /// Where it is mounted.
+        mountpoint: String,
+    },
+    /// A network interface that is up.
+    InterfaceUp {
+        /// The interface, e.g. `eth0`.
+        interface: String,
+    },
+}
+
+impl std::fmt::Display for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Mounted { block, mountpoint } => {
+                write!(f, "/dev/{block} is mounted on {mountpoint}")
+            }
+            Self::InterfaceUp { interface } => write!(f, "network interface {interface} is up"),
+        }
+    }
+}
+
 /// A view of the PCI parts of a sysfs tree.
 ///
 /// ```no_run
@@ -188,6 +266,132 @@ impl Sysfs {
         read_addresses(&dir)
     }
 
+    /// The BARs, ROM and windows in the function's `resource` file.
+    pub fn resources(&self, address: PciAddress) -> Result<Vec<Resource>, SysfsError> {
+        let path = self.existing_device_dir(address)?.join("resource");
+        let text = read_text(&path)?;
+        let mut resources = Vec::new();
+        for (index, line) in text.lines().enumerate() {
+            let fields: Vec<u64> = line
+                .split_whitespace()
+                .filter_map(|f| u64::from_str_radix(f.trim_start_matches("0x"), 16).ok())
+                .collect();
+            let [start, end, flags] = fields[..] else {
+                return Err(SysfsError::Unexpected {
+                    path,
+                    content: line.to_owned(),
+                });
+            };
+            resources.push(Resource {
+                index,
+                start,
+                end,
+                flags,
+            });
+        }
+        Ok(resources)
+    }
+
+    /// The NUMA node the function is attached to, if the system has NUMA.
+    pub fn numa_node(&self, address: PciAddress) -> Result<Option<u32>, SysfsError> {
+        let path = self.existing_device_dir(address)?.join("numa_node");
+        match fs::read_to_string(&path) {
+            // -1 means no NUMA affinity.
+            Ok(text) => Ok(text
+                .trim()
+                .parse::<i64>()
+                .ok()
+                .and_then(|n| u32::try_from(n).ok())),
+            Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(SysfsError::Read { path, source }),
+        }
+    }
+
+    /// The configuration space as sysfs gives it: 256 or 4096 bytes to root,
+    /// the first 64 to other users.
+    pub fn config(&self, address: PciAddress) -> Result<Vec<u8>, SysfsError> {
+        let path = self.existing_device_dir(address)?.join("config");
+        fs::read(&path).map_err(|source| SysfsError::Read { path, source })
+    }
+
+    /// Whether a PCI driver of this name is registered (its module loaded).
+    pub fn driver_exists(&self, driver: &str) -> bool {
+        !driver.is_empty()
+            && !driver.contains('/')
+            && self.root.join("bus/pci/drivers").join(driver).is_dir()
+    }
+
+    /// Visible uses of the function that taking it from its driver would break:
+    /// mounted filesystems on its block devices (judged against `mounts`, the
+    /// text of `/proc/mounts`) and network interfaces that are up.
+    pub fn usages(&self, address: PciAddress, mounts: &str) -> Result<Vec<Usage>, SysfsError> {
+        let device = self.existing_device_dir(address)?;
+        let device = fs::canonicalize(&device).map_err(|source| SysfsError::Read {
+            path: device.clone(),
+            source,
+        })?;
+        let mut found = Vec::new();
+        for block in self.class_members("block", &device)? {
+            let dev = format!("/dev/{block}");
+            for line in mounts.lines() {
+                let mut fields = line.split_whitespace();
+                if let (Some(source), Some(mountpoint)) = (fields.next(), fields.next())
+                    && source == dev
+                {
+                    found.push(Usage::Mounted {
+                        block: block.clone(),
+                        mountpoint: mountpoint.to_owned(),
+                    });
+                }
+            }
+        }
+        for interface in self.class_members("net", &device)? {
+            let operstate = self
+                .root
+                .join("class/net")
+                .join(&interface)
+                .join("operstate");
+            let flags = self.root.join("class/net").join(&interface).join("flags");
+            let up = fs::read_to_string(&operstate).is_ok_and(|s| s.trim() == "up")
+                || fs::read_to_string(&flags)
+                    .ok()
+                    .and_then(|s| u64::from_str_radix(s.trim().trim_start_matches("0x"), 16).ok())
+                    .is_some_and(|f| f & 0x1 != 0);
+            if up {
+                found.push(Usage::InterfaceUp { interface });
+            }
+        }
+        Ok(found)
+    }
+
+    /// Members of `/sys/class/<class>` whose device lies under `device`.
+    fn class_members(&self, class: &str, device: &Path) -> Result<Vec<String>, SysfsError> {
+        let dir = self.root.join("class").join(class);
+        let entries = match fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(source) => return Err(SysfsError::Read { path: dir, source }),
+        };
+        let mut members = Vec::new();
+        for entry in entries.flatten() {
+            if fs::canonicalize(entry.path()).is_ok_and(|p| p.starts_with(device)) {
+                members.push(entry.file_name().to_string_lossy().into_owned());
+            }
+        }
+        members.sort();
+        Ok(members)
+    }
+
+    /// Releases `address` from its driver (the device is left with none).
+    /// Does nothing when it has none.
+    pub fn unbind(&self, address: PciAddress) -> Result<(), SysfsError> {
+        let dir = self.existing_device_dir(address)?;
+        if self.driver(address)?.is_some() {
+            write_sysfs(&dir.join("driver/unbind"), &address.to_string())?;
+        }
+        Ok(())
+    }
+
     /// Binds `address` to `driver` (for example [`VFIO_PCI_DRIVER`]).
     ///
     /// Uses `driver_override` and `drivers_probe`, which works for any device ID
@@ -267,12 +471,17 @@ fn read_addresses(dir: &Path) -> Result<Vec<PciAddress>, SysfsError> {
     Ok(addresses)
 }
 
-/// Reads a sysfs file holding one hexadecimal number such as `0x1234`.
-fn read_hex(path: &Path, max: u64) -> Result<u64, SysfsError> {
-    let text = fs::read_to_string(path).map_err(|source| SysfsError::Read {
+/// Reads a sysfs text file.
+fn read_text(path: &Path) -> Result<String, SysfsError> {
+    fs::read_to_string(path).map_err(|source| SysfsError::Read {
         path: path.to_owned(),
         source,
-    })?;
+    })
+}
+
+/// Reads a sysfs file holding one hexadecimal number such as `0x1234`.
+fn read_hex(path: &Path, max: u64) -> Result<u64, SysfsError> {
+    let text = read_text(path)?;
     let trimmed = text.trim();
     let digits = trimmed.strip_prefix("0x").unwrap_or(trimmed);
     u64::from_str_radix(digits, 16)
@@ -499,6 +708,115 @@ mod tests {
         assert_eq!(fs::read_to_string(unbind).unwrap(), "0000:00:02.0");
         let probe = fake.root().join("bus/pci/drivers_probe");
         assert_eq!(fs::read_to_string(probe).unwrap(), "0000:00:02.0");
+    }
+
+    #[test]
+    fn resources_numa_and_config_are_read() {
+        let fake = FakeSysfs::new();
+        fake.add(
+            "0000:00:02.0",
+            0x1b36,
+            0x0010,
+            0x010802,
+            Some("nvme"),
+            Some(2),
+        );
+        fake.set_resources(
+            "0000:00:02.0",
+            &[
+                (0xfebf_0000, 0xfebf_3fff, 0x0014_0204),
+                (0, 0, 0),
+                (0xc000, 0xc01f, 0x0004_0101),
+            ],
+        );
+        fake.set_numa_node("0000:00:02.0", 1);
+        let sysfs = Sysfs::at(fake.root());
+        let r = sysfs.resources(addr("0000:00:02.0")).unwrap();
+        assert_eq!(r.len(), 3);
+        assert_eq!(r[0].size(), 0x4000);
+        assert!(r[0].is_memory() && r[0].is_64bit() && !r[0].is_prefetchable());
+        assert_eq!(r[1].size(), 0);
+        assert!(r[2].is_io() && r[2].size() == 0x20);
+        assert_eq!(sysfs.numa_node(addr("0000:00:02.0")).unwrap(), Some(1));
+        let config = sysfs.config(addr("0000:00:02.0")).unwrap();
+        assert_eq!(&config[..4], &[0x36, 0x1b, 0x10, 0x00]);
+        fake.set_numa_node("0000:00:02.0", -1);
+        assert_eq!(sysfs.numa_node(addr("0000:00:02.0")).unwrap(), None);
+    }
+
+    #[test]
+    fn usages_find_mounted_filesystems_and_interfaces_that_are_up() {
+        let fake = FakeSysfs::new();
+        fake.add(
+            "0000:00:02.0",
+            0x1b36,
+            0x0010,
+            0x010802,
+            Some("nvme"),
+            Some(2),
+        );
+        fake.add(
+            "0000:00:03.0",
+            0x8086,
+            0x100e,
+            0x020000,
+            Some("e1000"),
+            Some(3),
+        );
+        fake.add_block("0000:00:02.0", "nvme0n1");
+        fake.add_block("0000:00:02.0", "nvme0n1p1");
+        fake.add_net("0000:00:03.0", "eth0", true);
+        let sysfs = Sysfs::at(fake.root());
+        let mounts = "proc /proc proc rw 0 0\n/dev/nvme0n1p1 /data ext4 rw 0 0\n";
+        assert_eq!(
+            sysfs.usages(addr("0000:00:02.0"), mounts).unwrap(),
+            vec![Usage::Mounted {
+                block: "nvme0n1p1".into(),
+                mountpoint: "/data".into()
+            }]
+        );
+        assert!(sysfs.usages(addr("0000:00:02.0"), "").unwrap().is_empty());
+        assert_eq!(
+            sysfs.usages(addr("0000:00:03.0"), mounts).unwrap(),
+            vec![Usage::InterfaceUp {
+                interface: "eth0".into()
+            }]
+        );
+        fake.add(
+            "0000:00:04.0",
+            0x8086,
+            0x100e,
+            0x020000,
+            Some("e1000"),
+            Some(4),
+        );
+        fake.add_net("0000:00:04.0", "eth1", false);
+        assert!(
+            sysfs
+                .usages(addr("0000:00:04.0"), mounts)
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn drivers_and_unbind() {
+        let fake = FakeSysfs::new();
+        fake.add(
+            "0000:00:02.0",
+            0x1b36,
+            0x0010,
+            0x010802,
+            Some("nvme"),
+            Some(2),
+        );
+        let sysfs = Sysfs::at(fake.root());
+        assert!(sysfs.driver_exists("nvme"));
+        assert!(!sysfs.driver_exists("vfio-pci"));
+        assert!(!sysfs.driver_exists("../nvme"));
+        sysfs.unbind(addr("0000:00:02.0")).unwrap();
+        let unbind = fake.root().join("bus/pci/drivers/nvme/unbind");
+        assert_eq!(fs::read_to_string(unbind).unwrap(), "0000:00:02.0");
     }
 
     #[test]
