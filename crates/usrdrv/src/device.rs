@@ -9,7 +9,7 @@ use crate::dma::{
     Direction, DmaBackend, DmaBuffer, DmaError, DmaMapping, DmaMask, DmaPool, DmaTarget,
     NamedBuffers,
 };
-use crate::irq::{self, Interrupts, IrqError, IrqInfo, IrqKind};
+use crate::irq::{Interrupts, IrqError, IrqInfo, IrqKind};
 use crate::mmio::Bar;
 use crate::pci::capabilities::{self, Capability};
 use crate::pci::{PciAddress, Sysfs};
@@ -139,7 +139,7 @@ impl Device {
 
     /// What the kernel says about interrupts of `kind` on this device.
     pub fn irq_info(&self, kind: IrqKind) -> Result<IrqInfo, IrqError> {
-        irq::irq_info(&self.vfio, kind)
+        self.vfio.irq_info(kind)
     }
 
     /// Enables `count` vectors of `kind`, each signalling its own eventfd.

@@ -392,6 +392,20 @@ impl Sysfs {
         Ok(())
     }
 
+    /// Gives `address` back to the driver the kernel would choose: clears
+    /// `driver_override`, releases it from its current driver and probes it.
+    /// Returns the driver it ends up with (none when no driver claims it).
+    pub fn reprobe(&self, address: PciAddress) -> Result<Option<String>, SysfsError> {
+        let dir = self.existing_device_dir(address)?;
+        write_sysfs(&dir.join("driver_override"), "\n")?;
+        self.unbind(address)?;
+        write_sysfs(
+            &self.root.join("bus/pci/drivers_probe"),
+            &address.to_string(),
+        )?;
+        self.driver(address)
+    }
+
     /// Binds `address` to `driver` (for example [`VFIO_PCI_DRIVER`]).
     ///
     /// Uses `driver_override` and `drivers_probe`, which works for any device ID

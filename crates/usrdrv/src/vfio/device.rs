@@ -179,6 +179,14 @@ impl Device {
         self.shared.flags & VFIO_DEVICE_FLAGS_RESET != 0
     }
 
+    /// What the kernel says about interrupts of `kind` on this device.
+    pub fn irq_info(
+        &self,
+        kind: crate::irq::IrqKind,
+    ) -> Result<crate::irq::IrqInfo, crate::irq::IrqError> {
+        crate::irq::irq_info(self, kind)
+    }
+
     /// What VFIO says about region `index`.
     pub fn region_info(&self, index: u32) -> Result<RegionInfo, VfioError> {
         let info = vfio_ioctl::device_get_region_info(self.shared.file.as_fd(), index).map_err(

@@ -88,8 +88,19 @@ pub(crate) fn blockers(sysfs: &Sysfs, id: u32) -> Result<Vec<(PciAddress, String
 }
 
 /// The IOMMU group of `address`, after checking the device is bound to vfio-pci
-/// and no member of its group is bound to another driver (naming any that are).
-pub(crate) fn usable_group(sysfs: &Sysfs, address: PciAddress) -> Result<u32, VfioError> {
+/// and no member of its group is bound to another driver (naming any that are):
+/// whether VFIO can open it, and if not, the error that says what is missing.
+///
+/// ```no_run
+/// use usrdrv::pci::Sysfs;
+///
+/// match usrdrv::vfio::usable_group(&Sysfs::system(), "0000:00:03.0".parse()?) {
+///     Ok(group) => println!("ready: /dev/vfio/{group}"),
+///     Err(why) => println!("not ready: {why}"),
+/// }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn usable_group(sysfs: &Sysfs, address: PciAddress) -> Result<u32, VfioError> {
     let driver = sysfs.driver(address)?;
     if driver.as_deref() != Some(VFIO_PCI_DRIVER) {
         return Err(VfioError::NotBoundToVfio { address, driver });

@@ -29,5 +29,5 @@ pub use device::{Device, RegionInfo};
 pub use domain::IommuDomain;
 pub use error::VfioError;
 pub use group::Group;
-pub(crate) use group::usable_group;
+pub use group::usable_group;
 pub use iommu_info::IommuInfo;
