@@ -21,6 +21,8 @@ const STATIC_FLAGS: &str = "-C target-feature=+crt-static";
 const EXCLUDED_PACKAGE: &str = "xtask";
 /// Guest test targets are integration tests named `guest*`.
 pub const GUEST_TEST_PREFIX: &str = "guest";
+/// Guest test targets named `guest_noiommu*` run in a boot without the IOMMU.
+pub const NO_IOMMU_TEST_PREFIX: &str = "guest_noiommu";
 
 /// What kind of target an artifact was built from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,6 +52,12 @@ impl Artifact {
     /// `package/name`, the label used in reports and guest paths.
     pub fn label(&self) -> String {
         format!("{}/{}", self.package, self.name)
+    }
+
+    /// Whether this guest test binary runs in the boot without the IOMMU
+    /// (its target name starts with `guest_noiommu`).
+    pub fn wants_no_iommu(&self) -> bool {
+        self.name.starts_with(NO_IOMMU_TEST_PREFIX)
     }
 }
 

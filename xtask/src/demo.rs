@@ -24,6 +24,12 @@ pub struct DemoStep {
 /// The demo, in order. A failing step stops it.
 pub const STEPS: &[DemoStep] = &[
     DemoStep {
+        title: "the usrdrv command: every PCI device with its driver, IOMMU group and VFIO \
+                readiness, then edu handed to vfio-pci",
+        command: "usrdrv list && usrdrv bind $(pci-find 1234 11e8) && usrdrv list --vendor 1234",
+        needs: &[("usrdrv", "crates/usrdrv-cli/src/main.rs")],
+    },
+    DemoStep {
         title: "edu first light: find the edu device, bind it to vfio-pci, open it through VFIO \
                 and read its ID register",
         command: "edu_first_light",
@@ -124,7 +130,8 @@ mod tests {
         assert!(s.contains("\nedu_first_light\nstatus=$?\n"));
         assert!(s.contains("exit $status"));
         let n = STEPS.len();
-        assert!(s.contains(&format!("==> step 1/{n}: edu first light")));
+        assert!(s.contains(&format!("==> step 1/{n}: the usrdrv command")));
+        assert!(s.contains(": edu first light"));
         assert!(s.contains(&format!("==> step {n}/{n}: ")));
         assert!(s.contains("\nedu_demo\nstatus=$?\n"));
     }

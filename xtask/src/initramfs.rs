@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use crate::cpio::CpioWriter;
 use crate::error::{Error, IoContext, Result};
-use crate::modules::{GUEST_MODULES, ModuleDb};
+use crate::modules::{GUEST_MODULES, ModuleDb, OPTIONAL_GUEST_MODULES};
 use crate::provision::Kernel;
 
 /// `/init`: mounts, loads modules, prints the markers, runs the command.
@@ -62,7 +62,8 @@ pub fn write(out: &Path, image: &GuestImage<'_>) -> Result<u64> {
     let builtin_path = modules_dir.join("modules.builtin");
     // A kernel without modules.builtin simply has none built in that we need.
     let builtin = std::fs::read_to_string(&builtin_path).unwrap_or_default();
-    let selection = ModuleDb::parse(&dep, &builtin).resolve(GUEST_MODULES)?;
+    let selection = ModuleDb::parse(&dep, &builtin)
+        .resolve_with_optional(GUEST_MODULES, OPTIONAL_GUEST_MODULES)?;
 
     let file = File::create(out).ctx("create", out)?;
     let mut w = CpioWriter::new(BufWriter::new(file));

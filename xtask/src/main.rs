@@ -94,8 +94,9 @@ const TEST_HELP: &str = "\
 Steps: (1) cargo test --workspace on the host; (2) build the guest test
 binaries (integration tests whose name starts with guest, such as
 crates/*/tests/guest_*.rs) static, and list their ignored tests on the host;
-(3) boot the VM once and run each binary with --ignored --test-threads=1;
-(4) print a per-binary report and a last line 'summary: N passed, N failed'.
+(3) boot the VM once and run each binary with --ignored --test-threads=1,
+then, if there are guest_noiommu* binaries, boot again without the IOMMU
+(as with --no-iommu) and run those the same way; (4) print a per-binary report and a last line 'summary: N passed, N failed'.
 A test that reported nothing counts as failed (did not run). Exits non-zero
 if anything failed or if there were no guest tests.
 
@@ -105,6 +106,8 @@ as root, with the edu device (1234:11e8, no kernel driver) and an NVMe
 controller (1b36:0010, serial usrdrv-nvme0, 64 MiB, bound to the nvme
 driver); find devices by vendor and device ID, not by address. All binaries
 share one boot, one after another: leave devices usable for the next one.
+Tests of a machine without an IOMMU go in crates/<crate>/tests/
+guest_noiommu_<topic>.rs: they run in the second boot.
 
 Examples:
   cargo xtask test

@@ -17,6 +17,11 @@ pub const GUEST_MODULES: &[&str] = &[
     "uio_pci_generic",
 ];
 
+/// Modules loaded when the kernel has them, skipped otherwise: ext4 (and the
+/// crc32c it asks for when mounting) so tests can mount a filesystem on the
+/// NVMe namespace.
+pub const OPTIONAL_GUEST_MODULES: &[&str] = &["crc32c_generic", "ext4"];
+
 /// Compressed module suffixes that the rig does not unpack (yet).
 const COMPRESSED: &[&str] = &[".ko.xz", ".ko.zst", ".ko.gz"];
 
@@ -81,6 +86,22 @@ impl ModuleDb {
             .map(module_name)
             .collect();
         Self { entries, builtin }
+    }
+
+    /// Resolves `wanted` (names in any `-`/`_` spelling) to the files they
+    /// and their dependencies need, adding those of `optional` the kernel has.
+    pub fn resolve_with_optional(
+        &self,
+        wanted: &[&str],
+        optional: &[&str],
+    ) -> Result<ModuleSelection> {
+        let present: Vec<&str> = optional
+            .iter()
+            .copied()
+            .filter(|name| self.entries.contains_key(&normalize(name)))
+            .collect();
+        let all: Vec<&str> = wanted.iter().copied().chain(present).collect();
+        self.resolve(&all)
     }
 
     /// Resolves `wanted` (names in any `-`/`_` spelling) to the files they
@@ -188,7 +209,9 @@ kernel/sound/unrelated.ko: kernel/lib/crc64.ko
 
     #[test]
     fn closure_of_the_guest_modules() {
-        let sel = db().resolve(GUEST_MODULES).expect("resolves");
+        let sel = db()
+            .resolve_with_optional(GUEST_MODULES, OPTIONAL_GUEST_MODULES)
+            .expect("resolves");
         assert_eq!(
             sel.files,
             [
@@ -254,5 +277,14 @@ kernel/sound/unrelated.ko: kernel/lib/crc64.ko
         let db = ModuleDb::parse("kernel/a/foo.ko: kernel/a/gone.ko\n", "");
         let err = db.resolve(&["foo"]).expect_err("must fail");
         assert!(err.to_string().contains("gone.ko"), "{err}");
+    }
+
+    #[test]
+    fn optional_modules_are_added_when_present_and_skipped_when_not() {
+        let sel = db()
+            .resolve_with_optional(&["vfio"], &["vfio_pci", "no_such_module"])
+            .expect("absent optional modules are not an error");
+        assert!(sel.load.contains(&"vfio_pci".to_string()));
+        assert!(!sel.load.iter().any(|m| m == "no_such_module"));
     }
 }

@@ -1,12 +1,13 @@
 //! `cargo xtask test`: host tests, then every guest test binary in one VM
-//! boot, then a per-binary report and one `summary: N passed, N failed`
-//! line.
+//! boot (and the `guest_noiommu*` ones in a second boot without the IOMMU),
+//! then a per-binary report and one `summary: N passed, N failed` line.
 //!
 //! Guest tests are integration tests named `guest*` (`crates/*/tests/
 //! guest_*.rs`) whose tests are all `#[ignore = "..."]`: a host `cargo test`
 //! builds them and skips them; the guest runs them with
 //! `--ignored --test-threads=1`.
 
+use std::collections::BTreeMap;
 use std::process::Command;
 
 use crate::cargo_build::{self, Artifact};
@@ -48,10 +49,63 @@ struct GuestResults {
     reports: Vec<BinaryReport>,
     /// Why the guest half could not run (or ran nothing).
     error: Option<String>,
-    /// Why the VM stopped early.
-    vm_problem: Option<String>,
+    /// Why a VM run stopped early (one line per boot that did).
+    vm_problems: Vec<String>,
     /// Boot and run times.
     timing: Option<String>,
+}
+
+/// One VM boot of the guest test run and the binaries it runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Boot<T> {
+    /// Boot without the emulated IOMMU.
+    no_iommu: bool,
+    binaries: Vec<T>,
+}
+
+impl<T> Boot<T> {
+    fn name(&self) -> &'static str {
+        if self.no_iommu {
+            "no-IOMMU boot"
+        } else {
+            "IOMMU boot"
+        }
+    }
+}
+
+/// Splits the guest test binaries into boots: the `guest_noiommu*` ones
+/// (`wants_no_iommu`) into a boot without the IOMMU, the others into the
+/// usual boot (`no_iommu` is `--no-iommu`: then one boot serves both).
+/// Boots without binaries are left out; the usual boot comes first.
+fn plan_boots<T>(
+    binaries: Vec<T>,
+    wants_no_iommu: impl Fn(&T) -> bool,
+    no_iommu: bool,
+) -> Vec<Boot<T>> {
+    let (without, with): (Vec<T>, Vec<T>) = binaries.into_iter().partition(|b| wants_no_iommu(b));
+    let boots = if no_iommu {
+        let mut all = with;
+        all.extend(without);
+        vec![Boot {
+            no_iommu: true,
+            binaries: all,
+        }]
+    } else {
+        vec![
+            Boot {
+                no_iommu: false,
+                binaries: with,
+            },
+            Boot {
+                no_iommu: true,
+                binaries: without,
+            },
+        ]
+    };
+    boots
+        .into_iter()
+        .filter(|b| !b.binaries.is_empty())
+        .collect()
 }
 
 /// Runs `cargo xtask test`; returns whether everything passed.
@@ -93,7 +147,7 @@ fn report(host: Option<&HostResults>, guest: Option<&GuestResults>) -> bool {
             None => outln!("guest tests:"),
         }
         out!("{}", guest_results::render(&guest.reports));
-        if let Some(problem) = &guest.vm_problem {
+        for problem in &guest.vm_problems {
             outln!("  the VM run failed: {problem}");
         }
         if let Some(error) = &guest.error {
@@ -109,7 +163,8 @@ fn report(host: Option<&HostResults>, guest: Option<&GuestResults>) -> bool {
     failed == 0
 }
 
-/// Builds, lists, boots once and judges the guest tests.
+/// Builds, lists, boots (once, or twice when there are `guest_noiommu*`
+/// binaries) and judges the guest tests.
 fn run_guest(args: &TestArgs) -> Result<GuestResults> {
     let prov = args.vm.provision()?;
     let tests = cargo_build::build_guest_tests()?;
@@ -146,36 +201,75 @@ fn run_guest(args: &TestArgs) -> Result<GuestResults> {
             ..GuestResults::default()
         });
     }
-    let count: usize = selected.iter().map(|(_, e)| e.tests.len()).sum();
-    eprintln!(
-        "xtask: {count} guest tests in {} binaries: {}",
-        selected.len(),
-        selected
-            .iter()
-            .map(|(_, e)| e.label.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    let mut files = guest_vm::binary_files(&binaries);
-    files.extend(selected.iter().map(|(a, _)| GuestFile {
-        guest_path: guest_vm::test_path(a),
-        host_path: a.executable.clone(),
-    }));
-    let artifacts: Vec<&Artifact> = selected.iter().map(|(a, _)| *a).collect();
-    let script = guest_script(&artifacts, &args.test_args);
-    let run = guest_vm::boot(&args.vm, &prov, files, script, DEFAULT_TIMEOUT)?;
-    if run.ending == crate::qemu::Ending::Interrupted {
-        return Err(Error::Interrupted);
+    let boots = plan_boots(selected, |(a, _)| a.wants_no_iommu(), args.vm.no_iommu);
+    let several = boots.len() > 1;
+    let mut results = GuestResults::default();
+    let mut timings = Vec::new();
+    for (i, boot) in boots.into_iter().enumerate() {
+        let name = boot.name();
+        let count: usize = boot.binaries.iter().map(|(_, e)| e.tests.len()).sum();
+        eprintln!(
+            "xtask: {count} guest tests in {} binaries{}: {}",
+            boot.binaries.len(),
+            if several {
+                format!(" ({name}, {} of 2)", i + 1)
+            } else {
+                String::new()
+            },
+            boot.binaries
+                .iter()
+                .map(|(_, e)| e.label.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let mut files = guest_vm::binary_files(&binaries);
+        files.extend(boot.binaries.iter().map(|(a, _)| GuestFile {
+            guest_path: guest_vm::test_path(a),
+            host_path: a.executable.clone(),
+        }));
+        let artifacts: Vec<&Artifact> = boot.binaries.iter().map(|(a, _)| *a).collect();
+        let script = guest_script(&artifacts, &args.test_args);
+        let expected: Vec<ExpectedBinary> = boot.binaries.into_iter().map(|(_, e)| e).collect();
+        let opts = VmOptions {
+            no_iommu: boot.no_iommu,
+            ..args.vm.clone()
+        };
+        let label = |text: String| {
+            if several {
+                format!("{name}: {text}")
+            } else {
+                text
+            }
+        };
+        let (logs, vm_problem) = match guest_vm::boot(&opts, &prov, files, script, DEFAULT_TIMEOUT)
+        {
+            Ok(run) if run.ending == crate::qemu::Ending::Interrupted => {
+                return Err(Error::Interrupted);
+            }
+            Ok(run) => {
+                timings.push(label(run.timing().replace("command:", "tests:")));
+                (
+                    guest_results::parse_guest_console(&run.transcript),
+                    run.problem(),
+                )
+            }
+            Err(Error::Interrupted) => return Err(Error::Interrupted),
+            // Its binaries count as not run; the other boot still runs.
+            Err(e) => (BTreeMap::new(), Some(format!("could not boot: {e}"))),
+        };
+        results.reports.extend(guest_results::evaluate(
+            &expected,
+            &logs,
+            vm_problem.as_deref(),
+        ));
+        if let Some(problem) = vm_problem {
+            results.vm_problems.push(label(problem));
+        }
     }
-    let logs = guest_results::parse_guest_console(&run.transcript);
-    let vm_problem = run.problem();
-    let expected: Vec<ExpectedBinary> = selected.into_iter().map(|(_, e)| e).collect();
-    Ok(GuestResults {
-        reports: guest_results::evaluate(&expected, &logs, vm_problem.as_deref()),
-        error: None,
-        vm_problem,
-        timing: Some(run.timing().replace("command:", "tests:")),
-    })
+    if !timings.is_empty() {
+        results.timing = Some(timings.join("; "));
+    }
+    Ok(results)
 }
 
 /// The ignored tests of a guest test binary, from `--list --ignored` on the
@@ -242,6 +336,71 @@ mod tests {
         assert_eq!(logs["usrdrv/guest_vfio"].exit_status, Some(0));
     }
 
+    fn artifact(name: &str) -> Artifact {
+        Artifact {
+            name: name.to_string(),
+            package: "usrdrv-cli".to_string(),
+            kind: Kind::Test,
+            executable: format!("/host/{name}-123").into(),
+        }
+    }
+
+    fn names<'a>(boot: &Boot<&'a Artifact>) -> Vec<&'a str> {
+        boot.binaries.iter().map(|a| a.name.as_str()).collect()
+    }
+
+    #[test]
+    fn noiommu_binaries_get_their_own_boot_without_the_iommu() {
+        let all = [
+            artifact("guest_vfio"),
+            artifact("guest_noiommu_doctor"),
+            artifact("guest_cli_doctor"),
+            artifact("guest_noiommu_list"),
+        ];
+        assert!(all[1].wants_no_iommu() && !all[0].wants_no_iommu());
+        // `guest_noiommu` is a prefix of the target name, not a substring.
+        assert!(!artifact("guest_cli_noiommu").wants_no_iommu());
+        assert!(!artifact("guest_no_iommu").wants_no_iommu());
+
+        let boots = plan_boots(all.iter().collect(), |a| a.wants_no_iommu(), false);
+        assert_eq!(boots.len(), 2);
+        assert!(!boots[0].no_iommu);
+        assert_eq!(names(&boots[0]), ["guest_vfio", "guest_cli_doctor"]);
+        assert_eq!(boots[0].name(), "IOMMU boot");
+        assert!(boots[1].no_iommu);
+        assert_eq!(
+            names(&boots[1]),
+            ["guest_noiommu_doctor", "guest_noiommu_list"]
+        );
+        assert_eq!(boots[1].name(), "no-IOMMU boot");
+    }
+
+    #[test]
+    fn a_boot_without_binaries_is_skipped() {
+        let usual = [artifact("guest_vfio"), artifact("guest_edu")];
+        let boots = plan_boots(usual.iter().collect(), |a| a.wants_no_iommu(), false);
+        assert_eq!(boots.len(), 1);
+        assert!(!boots[0].no_iommu);
+        assert_eq!(names(&boots[0]), ["guest_vfio", "guest_edu"]);
+
+        // A filter that leaves only no-IOMMU binaries: only that boot.
+        let only = [artifact("guest_noiommu_doctor")];
+        let boots = plan_boots(only.iter().collect(), |a| a.wants_no_iommu(), false);
+        assert_eq!(boots.len(), 1);
+        assert!(boots[0].no_iommu);
+
+        assert!(plan_boots(Vec::<&Artifact>::new(), |a| a.wants_no_iommu(), false).is_empty());
+    }
+
+    #[test]
+    fn with_no_iommu_requested_one_boot_runs_everything() {
+        let all = [artifact("guest_noiommu_doctor"), artifact("guest_vfio")];
+        let boots = plan_boots(all.iter().collect(), |a| a.wants_no_iommu(), true);
+        assert_eq!(boots.len(), 1);
+        assert!(boots[0].no_iommu);
+        assert_eq!(names(&boots[0]), ["guest_vfio", "guest_noiommu_doctor"]);
+    }
+
     #[test]
     fn report_counts_host_and_guest() {
         let host = HostResults {
@@ -268,5 +427,47 @@ mod tests {
             ..GuestResults::default()
         };
         assert!(!report(Some(&host), Some(&no_tests)));
+    }
+
+    #[test]
+    fn both_boots_join_one_report() {
+        // The second boot's binary crashed; the first one's passed.
+        let first = guest_results::parse_guest_console(&[
+            "usrdrv-test-begin: usrdrv/guest_vfio".to_string(),
+            "test a ... ok".to_string(),
+            "test result: ok. 1 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.00s".to_string(),
+            "usrdrv-test-end: usrdrv/guest_vfio status=0".to_string(),
+        ]);
+        let second = guest_results::parse_guest_console(&[
+            "usrdrv-test-begin: usrdrv-cli/guest_noiommu_doctor".to_string(),
+            "test b ... ".to_string(),
+            "usrdrv-test-end: usrdrv-cli/guest_noiommu_doctor status=139".to_string(),
+        ]);
+        let expect = |label: &str, tests: &[&str]| ExpectedBinary {
+            label: label.to_string(),
+            tests: tests.iter().map(|t| t.to_string()).collect(),
+        };
+        let mut reports =
+            guest_results::evaluate(&[expect("usrdrv/guest_vfio", &["a"])], &first, None);
+        reports.extend(guest_results::evaluate(
+            &[expect("usrdrv-cli/guest_noiommu_doctor", &["b", "c"])],
+            &second,
+            None,
+        ));
+        // A boot that never happened: its binary counts as not run.
+        reports.extend(guest_results::evaluate(
+            &[expect("usrdrv-cli/guest_noiommu_list", &["d"])],
+            &BTreeMap::new(),
+            Some("no-IOMMU boot: could not boot: no kernel"),
+        ));
+        let guest = GuestResults {
+            reports,
+            vm_problems: vec!["no-IOMMU boot: could not boot: no kernel".to_string()],
+            ..GuestResults::default()
+        };
+        let passed: usize = guest.reports.iter().map(|r| r.passed.len()).sum();
+        let failed: usize = guest.reports.iter().map(|r| r.failed_count()).sum();
+        assert_eq!((passed, failed), (1, 3));
+        assert!(!report(None, Some(&guest)));
     }
 }

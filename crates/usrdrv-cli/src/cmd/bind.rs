@@ -1,0 +1,212 @@
+//! `usrdrv bind`, `unbind` and `restore`: moving a device between drivers
+//! through `driver_override` and `drivers_probe`, remembering where it came
+//! from, refusing to break what the kernel visibly uses, and never leaving a
+//! device without a driver when something fails.
+
+use serde::Serialize;
+use usrdrv::pci::{PciAddress, VFIO_PCI_DRIVER};
+
+use crate::context::Context;
+use crate::error::CliError;
+use crate::output;
+use crate::state::Remembered;
+
+/// Arguments of `usrdrv bind`.
+#[derive(Debug, clap::Args)]
+pub struct BindArgs {
+    /// The device, DDDD:BB:DD.F or BB:DD.F.
+    pub address: String,
+    /// The driver to bind to.
+    #[arg(long, default_value = VFIO_PCI_DRIVER)]
+    pub driver: String,
+    /// Bind every device of the IOMMU group (VFIO needs the whole group).
+    #[arg(long)]
+    pub group: bool,
+    /// Bind even if other group members are on other drivers or the device is
+    /// in use (mounted filesystems, interfaces up).
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// Arguments of `usrdrv unbind` and `usrdrv restore`.
+#[derive(Debug, clap::Args)]
+pub struct AddressArgs {
+    /// The device, DDDD:BB:DD.F or BB:DD.F.
+    pub address: String,
+}
+
+/// One driver change, as reported (schema `usrdrv.bind/1`).
+#[derive(Debug, Serialize)]
+struct Change {
+    address: String,
+    from: Option<String>,
+    to: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    schema: &'static str,
+    changes: Vec<Change>,
+}
+
+fn report(ctx: &Context, changes: Vec<Change>) -> Result<i32, CliError> {
+    if ctx.json {
+        output::print_json(&Report {
+            schema: "usrdrv.bind/1",
+            changes,
+        })?;
+        return Ok(0);
+    }
+    let mut text = String::new();
+    for c in &changes {
+        let from = c.from.as_deref().unwrap_or("no driver");
+        let to = c.to.as_deref().unwrap_or("no driver");
+        if c.from == c.to {
+            text.push_str(&format!("{}: already on {to}\n", c.address));
+        } else {
+            text.push_str(&format!("{}: {from} -> {to}\n", c.address));
+        }
+    }
+    output::print(&text)?;
+    Ok(0)
+}
+
+/// Runs `usrdrv bind`.
+pub fn bind(ctx: &Context, args: &BindArgs) -> Result<i32, CliError> {
+    let address: PciAddress = args.address.parse()?;
+    let sysfs = &ctx.sysfs;
+    let function = sysfs.function(address)?;
+    if !sysfs.driver_exists(&args.driver) {
+        return Err(CliError::NoSuchDriver {
+            driver: args.driver.clone(),
+            drivers_dir: ctx.sysfs_path("bus/pci/drivers"),
+        });
+    }
+    let mut targets = vec![address];
+    if let Some(group) = function.iommu_group
+        && args.driver == VFIO_PCI_DRIVER
+    {
+        let mut others = Vec::new();
+        for member in sysfs.iommu_group_members(group)? {
+            if member == address {
+                continue;
+            }
+            match sysfs.driver(member)? {
+                Some(driver) if driver != VFIO_PCI_DRIVER => others.push((member, driver)),
+                _ => {}
+            }
+        }
+        if args.group {
+            targets.extend(others.iter().map(|(a, _)| *a));
+        } else if !others.is_empty() && !args.force {
+            return Err(CliError::GroupInUse {
+                address,
+                group,
+                members: others,
+            });
+        }
+    }
+    if !args.force {
+        let mounts = ctx.mounts();
+        for target in &targets {
+            let usages = sysfs.usages(*target, &mounts)?;
+            if !usages.is_empty() {
+                return Err(CliError::InUse {
+                    address: *target,
+                    usages: usages.iter().map(ToString::to_string).collect(),
+                });
+            }
+        }
+    }
+    let mut remembered = Remembered::load(&ctx.state_dir)?;
+    let mut changes = Vec::new();
+    for target in targets {
+        let from = sysfs.driver(target)?;
+        if from.as_deref() == Some(args.driver.as_str()) {
+            changes.push(Change {
+                address: target.to_string(),
+                from: from.clone(),
+                to: from,
+            });
+            continue;
+        }
+        remembered.remember(target, from.clone());
+        if let Err(err) = sysfs.bind(target, &args.driver) {
+            // The library already put this one back; put back the ones changed before it.
+            for done in &changes {
+                if let Ok(done_address) = done.address.parse::<PciAddress>()
+                    && done.from != done.to
+                {
+                    let _ = sysfs.reprobe(done_address);
+                }
+            }
+            return Err(err.into());
+        }
+        changes.push(Change {
+            address: target.to_string(),
+            from,
+            to: Some(args.driver.clone()),
+        });
+    }
+    remembered.save()?;
+    report(ctx, changes)
+}
+
+/// Runs `usrdrv unbind`.
+pub fn unbind(ctx: &Context, args: &AddressArgs) -> Result<i32, CliError> {
+    let address: PciAddress = args.address.parse()?;
+    let from = ctx.sysfs.driver(address)?;
+    let mut remembered = Remembered::load(&ctx.state_dir)?;
+    if from.is_some() {
+        remembered.remember(address, from.clone());
+        remembered.save()?;
+        ctx.sysfs.unbind(address)?;
+    }
+    report(
+        ctx,
+        vec![Change {
+            address: address.to_string(),
+            from,
+            to: None,
+        }],
+    )
+}
+
+/// Runs `usrdrv restore`.
+pub fn restore(ctx: &Context, args: &AddressArgs) -> Result<i32, CliError> {
+    let address: PciAddress = args.address.parse()?;
+    let from = ctx.sysfs.driver(address)?;
+    let mut remembered = Remembered::load(&ctx.state_dir)?;
+    let Some(original) = remembered.get(address) else {
+        return Err(CliError::NothingToRestore {
+            address,
+            state: remembered.path().to_owned(),
+        });
+    };
+    let now = match &original {
+        // Back to whatever the kernel picks, which is the driver it had.
+        Some(driver) if from.as_deref() != Some(driver.as_str()) => {
+            let now = ctx.sysfs.reprobe(address)?;
+            if now.as_deref() != Some(driver.as_str()) {
+                // The kernel chose otherwise (or nothing): ask for it by name.
+                ctx.sysfs.bind(address, driver)?;
+            }
+            ctx.sysfs.driver(address)?
+        }
+        Some(_) => from.clone(),
+        None => {
+            ctx.sysfs.unbind(address)?;
+            None
+        }
+    };
+    remembered.forget(address);
+    remembered.save()?;
+    report(
+        ctx,
+        vec![Change {
+            address: address.to_string(),
+            from,
+            to: now,
+        }],
+    )
+}

@@ -1,0 +1,78 @@
+//! The command's errors: one line that says what failed and what to do.
+
+use std::path::PathBuf;
+
+use usrdrv::pci::{AddressError, PciAddress, SysfsError};
+
+/// Why a command failed (exit status 1).
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// A PCI address did not parse (shows the accepted forms).
+    #[error(transparent)]
+    Address(#[from] AddressError),
+    /// Reading or changing sysfs failed (names the file).
+    #[error(transparent)]
+    Sysfs(#[from] SysfsError),
+    /// A DMA operation failed.
+    #[error(transparent)]
+    Usrdrv(#[from] usrdrv::Error),
+    /// No such driver is registered.
+    #[error("no PCI driver named '{driver}' is loaded: check the name (`ls {}`), or load its module (`modprobe {driver}`)", .drivers_dir.display())]
+    NoSuchDriver {
+        /// The name given.
+        driver: String,
+        /// Where drivers are listed.
+        drivers_dir: PathBuf,
+    },
+    /// The device's group has members on other drivers.
+    #[error(
+        "{address} shares IOMMU group {group} with {}: VFIO needs the whole group. Bind them too (`usrdrv bind --group {address}`), or use --force to bind this one anyway",
+        describe(.members)
+    )]
+    GroupInUse {
+        /// The device.
+        address: PciAddress,
+        /// Its group.
+        group: u32,
+        /// The other members and their drivers.
+        members: Vec<(PciAddress, String)>,
+    },
+    /// The kernel is visibly using the device.
+    #[error("{address} is in use: {}. Stop using it first (unmount, `ip link set ... down`), or use --force", .usages.join("; "))]
+    InUse {
+        /// The device.
+        address: PciAddress,
+        /// What uses it.
+        usages: Vec<String>,
+    },
+    /// Nothing is remembered about the device's previous driver.
+    #[error("nothing to restore for {address}: usrdrv did not change its driver (or the record in {} is gone); use `usrdrv bind --driver NAME {address}`", .state.display())]
+    NothingToRestore {
+        /// The device.
+        address: PciAddress,
+        /// The state file.
+        state: PathBuf,
+    },
+    /// The remembered-drivers file could not be read or written.
+    #[error("cannot {action} {}", .path.display())]
+    State {
+        /// read or write.
+        action: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Writing the output failed.
+    #[error("cannot write the output")]
+    Output(#[source] std::io::Error),
+}
+
+fn describe(members: &[(PciAddress, String)]) -> String {
+    members
+        .iter()
+        .map(|(a, d)| format!("{a} (bound to {d})"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}

@@ -1,0 +1,142 @@
+//! `usrdrv bind`, `unbind`, `restore` and `list` against the real kernel in the
+//! usrdrv VM (edu and NVMe), run by `cargo xtask test`.
+
+use std::process::{Command, Output};
+
+use usrdrv::pci::{PciAddress, Sysfs};
+
+fn usrdrv(args: &[&str]) -> Output {
+    Command::new("usrdrv")
+        .args(args)
+        .output()
+        .expect("usrdrv is in the VM's PATH")
+}
+
+fn ok(args: &[&str]) -> serde_json::Value {
+    let mut all = args.to_vec();
+    all.push("--json");
+    let out = usrdrv(&all);
+    assert!(
+        out.status.success(),
+        "usrdrv {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("JSON")
+}
+
+fn find(vendor: u16, device: u16) -> PciAddress {
+    Sysfs::system().find(vendor, device).expect("scan sysfs")[0]
+}
+
+fn driver(address: PciAddress) -> Option<String> {
+    Sysfs::system().driver(address).expect("read the driver")
+}
+
+#[test]
+#[ignore = "needs the usrdrv VM: run by `cargo xtask test`"]
+fn nvme_goes_to_vfio_and_back_to_its_driver() {
+    let nvme = find(0x1b36, 0x0010);
+    let addr = nvme.to_string();
+    assert_eq!(driver(nvme).as_deref(), Some("nvme"));
+    let listed = ok(&["list", "--vendor", "1b36"]);
+    assert_eq!(
+        listed["devices"][0]["vfio"]["missing"][0],
+        "bound to nvme, not vfio-pci"
+    );
+
+    let bound = ok(&["bind", &addr]);
+    assert_eq!(bound["changes"][0]["from"], "nvme");
+    assert_eq!(bound["changes"][0]["to"], "vfio-pci");
+    assert_eq!(driver(nvme).as_deref(), Some("vfio-pci"));
+    let listed = ok(&["list", "--vendor", "1b36"]);
+    assert_eq!(listed["devices"][0]["vfio"]["ready"], true);
+    let group = listed["devices"][0]["iommu_group"].as_u64().unwrap();
+    assert!(std::path::Path::new(&format!("/dev/vfio/{group}")).exists());
+
+    // A second bind remembers nothing new; restore goes back to nvme.
+    ok(&["bind", &addr]);
+    let restored = ok(&["restore", &addr]);
+    assert_eq!(restored["changes"][0]["to"], "nvme");
+    assert_eq!(driver(nvme).as_deref(), Some("nvme"));
+    let out = usrdrv(&["restore", &addr]);
+    assert_eq!(out.status.code(), Some(1), "nothing left to restore");
+}
+
+#[test]
+#[ignore = "needs the usrdrv VM: run by `cargo xtask test`"]
+fn edu_unbind_bind_restore_round_trip() {
+    let edu = find(0x1234, 0x11e8);
+    let addr = edu.to_string();
+    // Start from no driver, as the VM boots.
+    if driver(edu).is_some() {
+        ok(&["unbind", &addr]);
+        let _ = std::fs::write(format!("/sys/bus/pci/devices/{addr}/driver_override"), "\n");
+        let _ = std::fs::remove_file("/run/usrdrv/drivers.json");
+    }
+    assert_eq!(driver(edu), None);
+    ok(&["bind", &addr]);
+    assert_eq!(driver(edu).as_deref(), Some("vfio-pci"));
+    ok(&["unbind", &addr]);
+    assert_eq!(driver(edu), None);
+    ok(&["bind", "--driver", "uio_pci_generic", &addr]);
+    assert_eq!(driver(edu).as_deref(), Some("uio_pci_generic"));
+    // Restore goes back to what it had before usrdrv first touched it: nothing.
+    ok(&["restore", &addr]);
+    assert_eq!(driver(edu), None);
+}
+
+#[test]
+#[ignore = "needs the usrdrv VM: run by `cargo xtask test`"]
+fn a_mounted_nvme_is_refused_unless_forced() {
+    let nvme = find(0x1b36, 0x0010);
+    let addr = nvme.to_string();
+    std::fs::create_dir_all("/mnt/usrdrv-test").unwrap();
+    // Put a filesystem on the namespace and mount it (busybox has mke2fs).
+    let block = std::fs::read_dir("/sys/class/block")
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|n| n.starts_with("nvme") && !n.contains('p'))
+        .expect("the NVMe namespace's block device");
+    let dev = format!("/dev/{block}");
+    let status = Command::new("mke2fs").arg(&dev).output().unwrap().status;
+    assert!(status.success(), "mke2fs {dev}");
+    let status = Command::new("mount")
+        .args([&dev, "/mnt/usrdrv-test"])
+        .status()
+        .unwrap();
+    assert!(status.success(), "mount {dev}");
+    let out = usrdrv(&["bind", &addr]);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    let _ = Command::new("umount").arg("/mnt/usrdrv-test").status();
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!("{dev} is mounted on /mnt/usrdrv-test")),
+        "{err}"
+    );
+    assert_eq!(driver(nvme).as_deref(), Some("nvme"), "nothing changed");
+}
+
+#[test]
+#[ignore = "needs the usrdrv VM: run by `cargo xtask test`"]
+fn bad_input_is_one_line_and_changes_nothing() {
+    let nvme = find(0x1b36, 0x0010);
+    for (args, want) in [
+        (vec!["bind", "nonsense"], "DDDD:BB:DD.F"),
+        (
+            vec!["bind", "0000:0f:1f.7"],
+            "no PCI device at 0000:0f:1f.7",
+        ),
+        (
+            vec!["bind", "--driver", "not-a-driver", &nvme.to_string()],
+            "no PCI driver named 'not-a-driver'",
+        ),
+    ] {
+        let out = usrdrv(&args);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    }
+    assert_eq!(driver(nvme).as_deref(), Some("nvme"));
+}
