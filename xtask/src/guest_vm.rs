@@ -170,6 +170,7 @@ pub fn boot(
     let initramfs = run_dir.path().join("initramfs.cpio");
     let image = GuestImage {
         busybox: &prov.busybox,
+        pci_ids: prov.pci_ids.as_deref(),
         kernel: &prov.kernel,
         files,
         command,

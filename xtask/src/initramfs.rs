@@ -46,6 +46,8 @@ pub struct GuestFile {
 pub struct GuestImage<'a> {
     /// The static busybox.
     pub busybox: &'a Path,
+    /// A `pci.ids` to install as `/usr/share/misc/pci.ids`, if any.
+    pub pci_ids: Option<&'a Path>,
     /// The kernel whose modules to include.
     pub kernel: &'a Kernel,
     /// Executables to add (mode 0755).
@@ -81,6 +83,9 @@ pub fn write(out: &Path, image: &GuestImage<'_>) -> Result<u64> {
         w.symlink(&format!("bin/{applet}"), "busybox").map_err(io)?;
     }
     w.file("init", 0o755, INIT.as_bytes()).map_err(io)?;
+    if let Some(pci_ids) = image.pci_ids {
+        add_host_file(&mut w, "usr/share/misc/pci.ids", pci_ids, out)?;
+    }
     w.file("bin/vfio-bind", 0o755, VFIO_BIND.as_bytes())
         .map_err(io)?;
     w.file("bin/pci-find", 0o755, PCI_FIND.as_bytes())
@@ -131,7 +136,11 @@ fn add_host_file<W: Write>(
 ) -> Result<()> {
     let mut file = File::open(host).ctx("open", host)?;
     let len = file.metadata().ctx("read the size of", host)?.len();
-    let mode = if guest.ends_with(".ko") { 0o644 } else { 0o755 };
+    let mode = if guest.ends_with(".ko") || guest.ends_with(".ids") {
+        0o644
+    } else {
+        0o755
+    };
     w.file_from(guest, mode, &mut file, len)
         .map_err(|e| Error::io("write", out, e))
 }
@@ -186,6 +195,7 @@ kernel/other.ko:
         };
         let image = GuestImage {
             busybox: &busybox,
+            pci_ids: None,
             kernel: &kernel,
             files: vec![GuestFile {
                 guest_path: "/usr/bin/usrdrv".to_string(),

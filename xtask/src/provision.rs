@@ -56,6 +56,8 @@ pub struct Provisioned {
     pub busybox: PathBuf,
     /// `qemu-system-x86_64`.
     pub qemu: PathBuf,
+    /// A `pci.ids` for device names in the guest, when one could be had.
+    pub pci_ids: Option<PathBuf>,
 }
 
 /// The workspace root (the parent of the xtask crate).
@@ -111,11 +113,13 @@ pub fn provision(sources: &Sources) -> Result<Provisioned> {
         }
         None => debian_busybox(&cache, &mut apt)?,
     };
+    let pci_ids = pci_ids(&cache, &mut apt);
     Ok(Provisioned {
         cache,
         kernel,
         busybox,
         qemu,
+        pci_ids,
     })
 }
 
@@ -261,6 +265,49 @@ fn kernel_in(root: &Path) -> Result<Kernel> {
         version,
         modules_dir,
     })
+}
+
+/// Where distributions keep `pci.ids` (the host's is used when present).
+const HOST_PCI_IDS: &[&str] = &["/usr/share/misc/pci.ids", "/usr/share/hwdata/pci.ids"];
+
+/// A `pci.ids` for the guest: the host's, else Debian's `pci.ids` package in
+/// the cache. Optional: without one the guest shows numbers, not names, so a
+/// failure here is a warning.
+fn pci_ids(cache: &Path, apt: &mut Apt) -> Option<PathBuf> {
+    if let Some(host) = HOST_PCI_IDS.iter().map(Path::new).find(|p| p.is_file()) {
+        return Some(host.to_path_buf());
+    }
+    let dir = cache.join("pci-ids");
+    let file = dir.join("pci.ids");
+    if file.is_file() {
+        return Some(file);
+    }
+    let fetched = (|| -> Result<PathBuf> {
+        eprintln!(
+            "xtask: provisioning pci.ids (device names) into {}",
+            dir.display()
+        );
+        let tmp = temp_in(cache, "pci-ids")?;
+        let deb = apt.download("pci.ids", tmp.path())?;
+        let unpacked = tmp.path().join("root");
+        apt::unpack(&deb, &unpacked)?;
+        let staged = tmp.path().join("pci-ids");
+        fs::create_dir(&staged).ctx("create", &staged)?;
+        let from = unpacked.join("usr/share/misc/pci.ids");
+        fs::copy(&from, staged.join("pci.ids")).ctx("copy", &from)?;
+        if dir.exists() {
+            fs::remove_dir_all(&dir).ctx("remove", &dir)?;
+        }
+        fs::rename(&staged, &dir).ctx("move pci.ids into", &dir)?;
+        Ok(file.clone())
+    })();
+    match fetched {
+        Ok(file) => Some(file),
+        Err(err) => {
+            eprintln!("xtask: warning: no pci.ids for the guest ({err}); devices show as numbers");
+            None
+        }
+    }
 }
 
 /// The cached static busybox, downloading it on first use.
