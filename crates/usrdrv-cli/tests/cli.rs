@@ -318,19 +318,63 @@ fn unbind_remembers_and_restore_needs_a_record() {
 
 #[test]
 fn permission_problems_name_the_file() {
-    if is_root() {
-        // Root ignores file modes: this case only arises for other users.
-        return;
-    }
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+
+    // Run as nobody against a world-readable tree whose attribute files only
+    // root may write: the bind must fail naming the file, and change nothing.
     let (fake, scratch) = machine();
-    let over = fake.device_dir("0000:00:01.0").join("driver_override");
-    std::fs::set_permissions(&over, std::os::unix::fs::PermissionsExt::from_mode(0o444)).unwrap();
-    let out = usrdrv(&fake, scratch.path(), &["bind", "0000:00:01.0"]);
+    let open_up = |dir: &Path| {
+        for entry in walk(dir) {
+            let mode = if entry.is_dir() { 0o755 } else { 0o644 };
+            std::fs::set_permissions(&entry, std::fs::Permissions::from_mode(mode)).expect("chmod");
+        }
+    };
+    open_up(fake.root());
+    open_up(scratch.path());
+    let binary = scratch.path().join("usrdrv");
+    std::fs::copy(env!("CARGO_BIN_EXE_usrdrv"), &binary).expect("copy the binary");
+    std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let mut cmd = Command::new(&binary);
+    cmd.args(["bind", "0000:00:01.0", "--sysfs"])
+        .arg(fake.root())
+        .arg("--procfs")
+        .arg(scratch.path().join("proc"))
+        .arg("--state-dir")
+        .arg(scratch.path().join("state"));
+    if is_root() {
+        cmd.uid(65534).gid(65534);
+    }
+    let out = cmd.output().expect("run usrdrv as nobody");
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    let file = fake.device_dir("0000:00:01.0").join("driver_override");
     assert!(
-        stderr(&out).contains("permission denied writing"),
-        "{}",
-        stderr(&out)
+        err.contains(&format!("permission denied writing {}", file.display()))
+            && err.contains("needs root"),
+        "{err}"
     );
+    assert_eq!(
+        std::fs::read_to_string(&file).expect("read"),
+        "(null)\n",
+        "nothing changed"
+    );
+}
+
+/// Every directory and file below `dir` (links not followed), `dir` included.
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut all = vec![dir.to_path_buf()];
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                all.extend(walk(&path));
+            } else if entry.file_type().is_ok_and(|t| t.is_file()) {
+                all.push(path);
+            }
+        }
+    }
+    all
 }
 
 fn is_root() -> bool {
