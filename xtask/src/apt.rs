@@ -82,8 +82,8 @@ impl Apt {
         }
     }
 
-    /// Downloads the `.deb` of `package` into `dir` (nothing is installed)
-    /// and returns its path.
+    /// Downloads the `.deb` of `package` (or `package=version`) into `dir`
+    /// (nothing is installed) and returns its path.
     pub fn download(&mut self, package: &str, dir: &Path) -> Result<PathBuf> {
         Self::require_apt()?;
         loop {
@@ -91,7 +91,9 @@ impl Apt {
             cmd.args(["download", package]).current_dir(dir);
             let out = process::output(&mut cmd)?;
             if out.status.success() {
-                return find_deb(dir, package);
+                // `name=version` downloads `name_version_arch.deb`.
+                let name = package.split('=').next().unwrap_or(package);
+                return find_deb(dir, name);
             }
             let stderr = String::from_utf8_lossy(&out.stderr);
             let not_found = stderr.contains("Unable to locate")

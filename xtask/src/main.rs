@@ -42,6 +42,7 @@ mod process;
 mod provision;
 mod qemu;
 mod test_cmd;
+mod usrdma;
 mod vm_cmd;
 
 use std::process::ExitCode;

@@ -124,7 +124,7 @@ pub fn provision(sources: &Sources) -> Result<Provisioned> {
 }
 
 /// Takes the exclusive cache lock, telling the user when it has to wait.
-fn lock_cache(cache: &Path) -> Result<File> {
+pub(crate) fn lock_cache(cache: &Path) -> Result<File> {
     let path = cache.join("lock");
     let file = File::options()
         .create(true)
@@ -161,7 +161,7 @@ fn remove_stale_temp_dirs(cache: &Path) {
 }
 
 /// A temporary directory inside the cache, removed on drop.
-fn temp_in(cache: &Path, what: &str) -> Result<tempfile::TempDir> {
+pub(crate) fn temp_in(cache: &Path, what: &str) -> Result<tempfile::TempDir> {
     tempfile::Builder::new()
         .prefix(&format!(".tmp-{what}-"))
         .tempdir_in(cache)

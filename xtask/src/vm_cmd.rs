@@ -4,6 +4,8 @@
 use crate::cargo_build;
 use crate::error::Result;
 use crate::guest_vm::{self, VmOptions};
+use crate::provision::Provisioned;
+use crate::usrdma;
 
 /// Default timeout of `vm`, in seconds.
 pub const DEFAULT_TIMEOUT: u64 = 300;
@@ -34,6 +36,12 @@ pub struct VmArgs {
     #[arg(long)]
     pub no_build: bool,
 
+    /// Also build the usrdma kernel module (kmod/usrdma) against the guest
+    /// kernel and its test program: /lib/modules/usrdma.ko (insmod it) and
+    /// /usr/bin/usrdma-test in the guest.
+    #[arg(long)]
+    pub usrdma: bool,
+
     /// The shell command line to run in the guest (by busybox sh, as root).
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,
@@ -42,11 +50,16 @@ pub struct VmArgs {
 /// Runs `cargo xtask vm`; returns the guest command's exit status.
 pub fn run(args: &VmArgs) -> Result<i32> {
     let prov = args.vm.provision()?;
-    let files = if args.no_build {
+    let mut files = if args.no_build {
         Vec::new()
     } else {
         guest_vm::binary_files(&cargo_build::build_binaries(cargo_build::Profile::Dev)?)
     };
+    // Kept alive until the image is written.
+    let usrdma = usrdma_files(args, &prov)?;
+    if let Some(built) = &usrdma {
+        files.extend(built.files.iter().cloned());
+    }
     let command = if args.command.is_empty() {
         DEFAULT_COMMAND.to_string()
     } else {
@@ -65,4 +78,12 @@ pub fn run(args: &VmArgs) -> Result<i32> {
         run.timing()
     );
     Ok(status)
+}
+
+/// With `--usrdma`: the module and its test program for the image.
+fn usrdma_files(args: &VmArgs, prov: &Provisioned) -> Result<Option<usrdma::Built>> {
+    if !args.usrdma {
+        return Ok(None);
+    }
+    usrdma::build(prov, args.vm.sources.kernel.is_none()).map(Some)
 }

@@ -1,0 +1,147 @@
+/* SPDX-License-Identifier: (GPL-2.0 WITH Linux-syscall-note) OR MIT */
+/*
+ * usrdma_uapi.h - the ioctl ABI of the usrdma kernel module.
+ *
+ * This header is the single definition of the ABI: the module includes it,
+ * user space (C directly, Rust through generated or mirrored definitions
+ * checked against it) uses it as is. It depends only on <linux/types.h>
+ * and <linux/ioctl.h>.
+ *
+ * Every structure starts with __u32 argsz (the size of the structure as
+ * the caller knows it) and __u32 flags. The kernel accepts any argsz of at
+ * least the version-1 size: a shorter structure is rejected with EINVAL, a
+ * longer one must have all bytes past the end the kernel knows set to zero
+ * (E2BIG otherwise). Output is written only up to argsz. Unknown flags and
+ * non-zero reserved fields are rejected with EINVAL. Every size is in bytes,
+ * every device address is what the device puts on the bus (an IOVA; without
+ * an IOMMU a physical address). No kernel virtual address is ever reported.
+ *
+ * Node: /dev/usrdma/DDDD:BB:DD.F, one per PCI function bound to usrdma.
+ * Opening needs CAP_SYS_RAWIO; one open file per function at a time (EBUSY).
+ *
+ * mmap offsets of the node:
+ *   BAR n (0..5):  USRDMA_BAR_OFFSET(n), length up to the BAR's size
+ *   buffer:        the mmap_offset returned by ALLOC and LIST
+ * Mappings must be MAP_SHARED.
+ */
+#ifndef _UAPI_USRDMA_H
+#define _UAPI_USRDMA_H
+
+#include <linux/types.h>
+#include <linux/ioctl.h>
+
+#define USRDMA_API_VERSION	1
+
+#define USRDMA_IOCTL_TYPE	0xDA
+
+#define USRDMA_NAME_LEN		32	/* including the terminating NUL */
+
+/* mmap offsets */
+#define USRDMA_BAR_SHIFT	40
+#define USRDMA_BAR_OFFSET(n)	((__u64)(n) << USRDMA_BAR_SHIFT)
+#define USRDMA_BUF_OFFSET_BASE	((__u64)8 << USRDMA_BAR_SHIFT)
+
+/*
+ * USRDMA_GET_INFO: describe the device and the API.
+ * out: api_version, pci_domain/bus/devfn, dma_mask_bits, num_buffers
+ * (buffers on this device, all owners), bar_size[6] (0: no memory BAR).
+ */
+struct usrdma_info {
+	__u32 argsz;
+	__u32 flags;		/* in: 0 */
+	__u32 api_version;	/* out: USRDMA_API_VERSION */
+	__u32 pci_domain;	/* out */
+	__u8  pci_bus;		/* out */
+	__u8  pci_devfn;	/* out */
+	__u16 reserved0;	/* in: 0 */
+	__u32 dma_mask_bits;	/* out: the current DMA mask */
+	__u32 num_buffers;	/* out */
+	__u32 reserved1;	/* in: 0 */
+	__u64 bar_size[6];	/* out: size of each memory BAR that can be mapped */
+};
+
+/*
+ * USRDMA_SET_DMA_MASK: the number of address bits the device can drive
+ * (12..64). The default after open is 32. New buffers get device
+ * addresses below 2^bits. EBUSY when a buffer of this device lies above
+ * the new mask; EIO when the platform cannot honour the mask.
+ */
+struct usrdma_dma_mask {
+	__u32 argsz;
+	__u32 flags;		/* in: 0 */
+	__u32 bits;		/* in */
+	__u32 reserved;		/* in: 0 */
+};
+
+/* usrdma_alloc.flags */
+#define USRDMA_BUF_WC		(1u << 0)	/* write-combining CPU mapping */
+#define USRDMA_BUF_PERSISTENT	(1u << 1)	/* survives close; freed by FREE or unload */
+#define USRDMA_BUF_FLAGS	(USRDMA_BUF_WC | USRDMA_BUF_PERSISTENT)
+
+/*
+ * USRDMA_ALLOC: a coherent DMA buffer. size is rounded up to whole pages
+ * (at most 1 GiB). name is a NUL-terminated printable string, unique per
+ * device (EEXIST), or empty for an anonymous buffer. Non-persistent buffers
+ * are freed when the file is released (close of the last reference, or
+ * process death).
+ */
+struct usrdma_alloc {
+	__u32 argsz;
+	__u32 flags;		/* in: USRDMA_BUF_* */
+	__u64 size;		/* in: requested; out: allocated (page multiple) */
+	char  name[USRDMA_NAME_LEN];	/* in */
+	__u32 id;		/* in: 0; out: non-zero */
+	__u32 reserved;		/* in: 0 */
+	__u64 dma_addr;		/* in: 0; out: device address */
+	__u64 mmap_offset;	/* in: 0; out: offset to mmap the buffer at */
+};
+
+/* usrdma_free.flags */
+#define USRDMA_FREE_BY_NAME	(1u << 0)	/* use name, not id */
+
+/*
+ * USRDMA_FREE: free a buffer by id, or by name with USRDMA_FREE_BY_NAME.
+ * Its mappings in the open file are removed first (later accesses fault).
+ * ENOENT when there is no such buffer.
+ */
+struct usrdma_free {
+	__u32 argsz;
+	__u32 flags;		/* in: USRDMA_FREE_* */
+	__u32 id;		/* in, without USRDMA_FREE_BY_NAME (else 0) */
+	__u32 reserved;		/* in: 0 */
+	char  name[USRDMA_NAME_LEN];	/* in, with USRDMA_FREE_BY_NAME (else all 0) */
+};
+
+/* One buffer, as reported by USRDMA_LIST. */
+struct usrdma_buf_entry {
+	__u32 id;
+	__u32 flags;		/* USRDMA_BUF_* */
+	__u64 size;
+	__u64 dma_addr;
+	__u64 mmap_offset;
+	__s32 owner_pid;	/* allocating process, in the caller's pid namespace; 0 if not visible */
+	__u32 reserved;
+	char  name[USRDMA_NAME_LEN];
+};
+
+/*
+ * USRDMA_LIST: the buffers of this device. in: capacity (entries the
+ * array at entries can hold), entries (user pointer). out: count (all
+ * buffers; only min(count, capacity) entries are written).
+ */
+struct usrdma_list {
+	__u32 argsz;
+	__u32 flags;		/* in: 0 */
+	__u32 capacity;		/* in */
+	__u32 count;		/* in: 0; out */
+	__u64 entries;		/* in: pointer to struct usrdma_buf_entry[capacity] */
+};
+
+#define USRDMA_GET_INFO		_IOWR(USRDMA_IOCTL_TYPE, 0x00, struct usrdma_info)
+#define USRDMA_SET_DMA_MASK	_IOWR(USRDMA_IOCTL_TYPE, 0x01, struct usrdma_dma_mask)
+#define USRDMA_ALLOC		_IOWR(USRDMA_IOCTL_TYPE, 0x02, struct usrdma_alloc)
+#define USRDMA_FREE		_IOWR(USRDMA_IOCTL_TYPE, 0x03, struct usrdma_free)
+#define USRDMA_LIST		_IOWR(USRDMA_IOCTL_TYPE, 0x04, struct usrdma_list)
+/* Reserved for the next steps: 0x05 MAP_USER, 0x06 UNMAP_USER, 0x07 SYNC, 0x08 SET_IRQ. */
+
+#endif /* _UAPI_USRDMA_H */

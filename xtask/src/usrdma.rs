@@ -1,0 +1,224 @@
+//! `cargo xtask vm --usrdma`: the no-IOMMU kernel companion in the guest.
+//!
+//! Builds `kmod/usrdma` against the guest kernel's headers and its test
+//! program (`kmod/usrdma/test/usrdma_test.c`) with the host's `gcc -static`,
+//! for the image: `/lib/modules/usrdma.ko` (not loaded; `insmod` it) and
+//! `/usr/bin/usrdma-test`. Nothing here runs unless `--usrdma` is given.
+//!
+//! The headers of the provisioned Debian kernel (`linux-headers-<version>`
+//! and the `linux-headers-*-common` and `linux-kbuild-*` packages it
+//! depends on, at the same package version) are downloaded and unpacked
+//! into `<cache>/kernel-headers`, never installed. Their Makefile includes
+//! the common tree by absolute path, and absolute symlinks point into
+//! `/usr`: both are rewritten to point inside the unpacked tree.
+
+use std::fs;
+use std::path::{Component, Path, PathBuf};
+use std::process::Command;
+
+use crate::apt::{self, Apt};
+use crate::error::{Error, IoContext, Result};
+use crate::initramfs::GuestFile;
+use crate::process;
+use crate::provision::{self, Provisioned};
+
+/// Where the module lands in the guest.
+pub const GUEST_MODULE: &str = "/lib/modules/usrdma.ko";
+/// Where the test program lands in the guest.
+pub const GUEST_TEST: &str = "/usr/bin/usrdma-test";
+
+/// Marker written into a finished headers tree: the kernel version.
+const HEADERS_STAMP: &str = "usrdrv-headers.txt";
+
+/// The built module and test program; the files live as long as this.
+#[derive(Debug)]
+pub struct Built {
+    _dir: tempfile::TempDir,
+    /// The guest files to add to the image.
+    pub files: Vec<GuestFile>,
+}
+
+/// Builds the module against the guest kernel and the test program.
+/// `debian` says whether the kernel is the provisioned Debian one (its
+/// headers are fetched) or the user's (`--modules DIR`: `DIR/build` must be
+/// its kbuild tree).
+pub fn build(prov: &Provisioned, debian: bool) -> Result<Built> {
+    let source = provision::workspace_root().join("kmod/usrdma");
+    let kdir = if debian {
+        debian_headers(&prov.cache, &prov.kernel.version)?
+    } else {
+        let build = prov.kernel.modules_dir.join("build");
+        if !build.join("Makefile").is_file() {
+            return Err(Error::Setup(format!(
+                "--usrdma needs the kernel's kbuild tree at {}",
+                build.display()
+            )));
+        }
+        build
+    };
+    let dir = tempfile::Builder::new()
+        .prefix("usrdrv-usrdma-")
+        .tempdir()
+        .ctx("create a temporary directory for", &source)?;
+    // Build a copy: kbuild writes its objects next to the sources.
+    let build_dir = dir.path().join("usrdma");
+    fs::create_dir(&build_dir).ctx("create", &build_dir)?;
+    for entry in fs::read_dir(&source).ctx("read", &source)?.flatten() {
+        let path = entry.path();
+        if path.is_file() {
+            fs::copy(&path, build_dir.join(entry.file_name())).ctx("copy", &path)?;
+        }
+    }
+    eprintln!(
+        "xtask: building usrdma.ko for Linux {}",
+        prov.kernel.version
+    );
+    let mut make = Command::new("make");
+    make.arg("-C")
+        .arg(&kdir)
+        .arg(format!("M={}", build_dir.display()))
+        .arg("modules");
+    process::run(&mut make)?;
+
+    let test = dir.path().join("usrdma-test");
+    let mut gcc = Command::new("gcc");
+    gcc.args(["-static", "-O2", "-Wall", "-Wextra", "-Werror", "-I"])
+        .arg(&source)
+        .arg("-o")
+        .arg(&test)
+        .arg(source.join("test/usrdma_test.c"));
+    process::run(&mut gcc)?;
+
+    let files = vec![
+        GuestFile {
+            guest_path: GUEST_MODULE.to_string(),
+            host_path: build_dir.join("usrdma.ko"),
+        },
+        GuestFile {
+            guest_path: GUEST_TEST.to_string(),
+            host_path: test,
+        },
+    ];
+    Ok(Built { _dir: dir, files })
+}
+
+/// The kbuild tree of the provisioned Debian kernel `version`, fetched on
+/// first use into `<cache>/kernel-headers`.
+fn debian_headers(cache: &Path, version: &str) -> Result<PathBuf> {
+    let root = cache.join("kernel-headers");
+    let kdir = root.join(format!("usr/src/linux-headers-{version}"));
+    let fresh = |root: &Path| {
+        fs::read_to_string(root.join(HEADERS_STAMP)).is_ok_and(|s| s.trim() == version)
+    };
+    if fresh(&root) {
+        return Ok(kdir);
+    }
+    let _lock = provision::lock_cache(cache)?;
+    if fresh(&root) {
+        return Ok(kdir);
+    }
+    let package = format!("linux-headers-{version}");
+    eprintln!(
+        "xtask: provisioning the kernel headers {package} into {}",
+        root.display()
+    );
+    let mut apt = Apt::new();
+    let tmp = provision::temp_in(cache, "headers")?;
+    let unpacked = tmp.path().join("root");
+    let main_dir = tmp.path().join("main");
+    fs::create_dir(&main_dir).ctx("create", &main_dir)?;
+    let deb = apt.download(&package, &main_dir)?;
+    let depends = deb_field(&deb, "Depends")?;
+    let deb_version = deb_field(&deb, "Version")?;
+    apt::unpack(&deb, &unpacked)?;
+    // The common headers and kbuild come from the same source package:
+    // take exactly the same version.
+    for name in header_dependencies(&depends) {
+        let dir = tmp.path().join(&name);
+        fs::create_dir(&dir).ctx("create", &dir)?;
+        let deb = apt.download(&format!("{name}={deb_version}"), &dir)?;
+        apt::unpack(&deb, &unpacked)?;
+    }
+    fix_up_headers(&unpacked, version)?;
+    let stamp = unpacked.join(HEADERS_STAMP);
+    fs::write(&stamp, format!("{version}\n")).ctx("write", &stamp)?;
+    if root.exists() {
+        fs::remove_dir_all(&root).ctx("remove", &root)?;
+    }
+    fs::rename(&unpacked, &root).ctx("move the kernel headers into", &root)?;
+    Ok(kdir)
+}
+
+/// One control field of a `.deb`.
+fn deb_field(deb: &Path, field: &str) -> Result<String> {
+    let mut cmd = Command::new("dpkg-deb");
+    cmd.arg("-f").arg(deb).arg(field);
+    let out = process::output(&mut cmd)?;
+    process::check_status(&cmd, out.status, "")?;
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// The header and kbuild packages in a `Depends:` field (the compiler
+/// package only pulls in gcc, which the host has).
+fn header_dependencies(depends: &str) -> Vec<String> {
+    depends
+        .split(',')
+        .filter_map(|d| d.split_whitespace().next())
+        .filter(|name| name.starts_with("linux-headers-") || name.starts_with("linux-kbuild-"))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Makes the unpacked headers self-contained: the Makefile's absolute
+/// `include /usr/src/...` becomes relative (make runs in that directory),
+/// and absolute symlinks to paths inside the tree become relative.
+fn fix_up_headers(unpacked: &Path, version: &str) -> Result<()> {
+    let makefile = unpacked.join(format!("usr/src/linux-headers-{version}/Makefile"));
+    let text = fs::read_to_string(&makefile).ctx("read", &makefile)?;
+    let fixed: String = text
+        .lines()
+        .map(|line| match line.strip_prefix("include /usr/src/") {
+            Some(rest) => format!("include ../{rest}\n"),
+            None => format!("{line}\n"),
+        })
+        .collect();
+    fs::write(&makefile, fixed).ctx("write", &makefile)?;
+    relativize_symlinks(unpacked, unpacked)
+}
+
+/// Rewrites absolute symlinks under `dir` whose targets exist in `root`.
+fn relativize_symlinks(root: &Path, dir: &Path) -> Result<()> {
+    for entry in fs::read_dir(dir).ctx("read", dir)?.flatten() {
+        let path = entry.path();
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
+        if kind.is_dir() {
+            relativize_symlinks(root, &path)?;
+        } else if kind.is_symlink() {
+            let target = fs::read_link(&path).ctx("read the link", &path)?;
+            let Ok(inside) = target.strip_prefix("/") else {
+                continue;
+            };
+            if !root.join(inside).exists() {
+                continue;
+            }
+            let link_dir = path
+                .parent()
+                .and_then(|p| p.strip_prefix(root).ok())
+                .unwrap_or(Path::new(""));
+            let ups = link_dir
+                .components()
+                .filter(|c| matches!(c, Component::Normal(_)))
+                .count();
+            let mut relative = PathBuf::new();
+            for _ in 0..ups {
+                relative.push("..");
+            }
+            relative.push(inside);
+            fs::remove_file(&path).ctx("remove", &path)?;
+            std::os::unix::fs::symlink(&relative, &path).ctx("create the link", &path)?;
+        }
+    }
+    Ok(())
+}
