@@ -209,8 +209,12 @@ impl Device {
     /// A pool of `count` chunks of `chunk_size` bytes (rounded up to 64) carved
     /// from one DMA buffer: taking and returning a chunk makes no system call.
     pub fn dma_pool(&self, chunk_size: usize, count: usize) -> Result<DmaPool, DmaError> {
-        let chunk_size = DmaPool::chunk_size_for(chunk_size).ok_or(DmaError::Empty)?;
-        let total = chunk_size.checked_mul(count).ok_or(DmaError::Empty)?;
+        let too_large = || DmaError::TooLarge {
+            what: "the pool",
+            size: u64::MAX,
+        };
+        let chunk_size = DmaPool::chunk_size_for(chunk_size).ok_or_else(too_large)?;
+        let total = chunk_size.checked_mul(count).ok_or_else(too_large)?;
         let buffer = self.alloc(total, false)?;
         Ok(DmaPool::new(buffer, chunk_size, count))
     }

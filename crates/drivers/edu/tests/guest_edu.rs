@@ -433,6 +433,13 @@ fn unbinding_revokes_the_device_and_waiters_are_told() {
 #[ignore = "needs the usrdrv VM: run by `cargo xtask test`"]
 fn pool_chunks_are_distinct_reusable_and_reach_the_device() {
     let edu = open();
+    assert!(matches!(
+        edu.device().dma_pool(4096, usize::MAX),
+        Err(DmaError::TooLarge {
+            what: "the pool",
+            ..
+        })
+    ));
     let pool = edu.device().dma_pool(4000, 16).unwrap();
     assert_eq!(pool.chunk_size(), 4032, "rounded up to 64 bytes");
     let chunks: Vec<_> = (0..16).map(|_| pool.alloc().unwrap()).collect();

@@ -87,6 +87,19 @@ pub enum DmaError {
     /// An empty buffer.
     #[error("cannot map or allocate an empty buffer for DMA")]
     Empty,
+    /// A size that does not fit the address space.
+    #[error(
+        "{what} is too large ({size:#x} bytes or more do not fit the address space): ask for less"
+    )]
+    TooLarge {
+        /// What was asked for.
+        what: &'static str,
+        /// The size, or `u64::MAX` when it overflowed.
+        size: u64,
+    },
+    /// DMA through an IOMMU domain before any device was opened in it.
+    #[error("the IOMMU domain has no device yet: open a device in it (Device::open_in) before DMA")]
+    NoDevice,
     /// An access outside a DMA buffer.
     #[error("{len}-byte access at offset {offset:#x} is outside the {size:#x}-byte DMA buffer")]
     OutOfBounds {

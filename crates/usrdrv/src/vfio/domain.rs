@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use vfio_bindings::bindings::vfio::{VFIO_DMA_MAP_FLAG_READ, VFIO_DMA_MAP_FLAG_WRITE};
@@ -47,6 +48,9 @@ pub(crate) struct Domain {
     groups: Mutex<HashMap<u32, Arc<Group>>>,
     /// Known once the first group is attached and the IOMMU model set.
     space: Mutex<Option<AddressSpace>>,
+    /// The IOMMU's smallest page, set with `space` (read without its lock on
+    /// every mapping).
+    page_size: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -57,6 +61,9 @@ struct AddressSpace {
     /// the common map/unmap of one page then skips the allocator's tree.
     recycled_pages: Vec<u64>,
 }
+
+/// The page size assumed until the IOMMU reports its own.
+const DEFAULT_PAGE_SIZE: u64 = 4096;
 
 /// How many single-page addresses are kept for reuse.
 const RECYCLED_PAGES: usize = 256;
@@ -103,6 +110,7 @@ impl IommuDomain {
                 mask,
                 groups: Mutex::new(HashMap::new()),
                 space: Mutex::new(None),
+                page_size: AtomicU64::new(DEFAULT_PAGE_SIZE),
             }),
         })
     }
@@ -167,6 +175,7 @@ impl Domain {
         })?;
         let iovas = IovaAllocator::new(&info.iova_ranges, self.mask.bits(), info.min_page_size())
             .map_err(VfioError::AddressSpace)?;
+        self.page_size.store(iovas.page_size(), Ordering::Relaxed);
         *space = Some(AddressSpace {
             info,
             iovas,
@@ -175,16 +184,16 @@ impl Domain {
         Ok(())
     }
 
-    fn page_size(&self) -> u64 {
-        lock(&self.space)
-            .as_ref()
-            .map_or(4096, |s| s.iovas.page_size())
+    fn page_size(&self) -> usize {
+        usize::try_from(self.page_size.load(Ordering::Relaxed)).unwrap_or(4096)
     }
 
     /// Reserves `size` bytes of device addresses aligned to `align`.
     fn alloc_iova(&self, size: u64, align: u64) -> Result<u64, DmaError> {
         let mut space = lock(&self.space);
-        let space = space.as_mut().ok_or(DmaError::Empty)?;
+        // A `Domain` reaches the DMA types only through a device opened in
+        // it, which set the address space up.
+        let space = space.as_mut().ok_or(DmaError::NoDevice)?;
         Ok(space.alloc(size, align)?)
     }
 
@@ -247,7 +256,7 @@ impl DmaBackend for Domain {
         if size == 0 {
             return Err(DmaError::Empty);
         }
-        let page = usize::try_from(self.page_size()).unwrap_or(4096);
+        let page = self.page_size();
         let memory_error = |source| DmaError::Memory { size, source };
         // Hugepages when asked and the system has them; ordinary pages otherwise.
         let memory = match size.checked_next_multiple_of(HUGE_PAGE_SIZE) {
@@ -290,10 +299,14 @@ impl DmaBackend for Domain {
         len: usize,
         direction: Direction,
     ) -> Result<UserMapping, DmaError> {
-        let page = usize::try_from(self.page_size()).unwrap_or(4096);
-        let end = addr.checked_add(len).ok_or(DmaError::Empty)?;
+        let page = self.page_size();
+        let too_large = || DmaError::TooLarge {
+            what: "the buffer",
+            size: len as u64,
+        };
+        let end = addr.checked_add(len).ok_or_else(too_large)?;
         let first_page = addr - addr % page;
-        let last_page_end = end.checked_next_multiple_of(page).ok_or(DmaError::Empty)?;
+        let last_page_end = end.checked_next_multiple_of(page).ok_or_else(too_large)?;
         let span = (last_page_end - first_page) as u64;
         let iova = self.map(first_page, span, page as u64, direction)?;
         Ok(UserMapping {
