@@ -137,11 +137,141 @@ struct usrdma_list {
 	__u64 entries;		/* in: pointer to struct usrdma_buf_entry[capacity] */
 };
 
+/* usrdma_map_user.flags: the direction (at least one bit) */
+#define USRDMA_DIR_TO_DEVICE	(1u << 0)	/* the device reads the memory */
+#define USRDMA_DIR_FROM_DEVICE	(1u << 1)	/* the device writes the memory */
+#define USRDMA_DIR_MASK		(USRDMA_DIR_TO_DEVICE | USRDMA_DIR_FROM_DEVICE)
+
+/* One run of device addresses, as reported by USRDMA_MAP_USER. */
+struct usrdma_sg_entry {
+	__u64 dma_addr;
+	__u64 length;
+};
+
+/* usrdma_map_user.out_flags */
+#define USRDMA_MAP_BOUNCED	(1u << 0)	/* the device sees a bounce buffer */
+
+/*
+ * USRDMA_MAP_USER: map the caller's memory [addr, addr + length) for DMA
+ * in the direction of flags. The pages are pinned (FOLL_LONGTERM, and
+ * FOLL_WRITE when the device writes) and mapped under the device's DMA
+ * mask. When a page lies above the mask the whole range is bounced
+ * instead: the device gets one coherent buffer below the mask, and the
+ * data moves at USRDMA_SYNC (and, for FROM_DEVICE, at USRDMA_UNMAP_USER);
+ * out_flags then has USRDMA_MAP_BOUNCED. Pinned pages count against
+ * RLIMIT_MEMLOCK unless the caller has CAP_IPC_LOCK (ENOMEM past it).
+ *
+ * The entries cover exactly the caller's bytes, in order: the first starts
+ * at the device address of addr. capacity must be at least the number of
+ * pages the range touches (EINVAL otherwise, with count set to that number
+ * and nothing mapped). out: handle (non-zero), count (entries written).
+ * EFAULT for an address that is not mapped, EINVAL for length 0, an
+ * overflowing range, or more than 1 GiB; ENOSPC past 65536 mappings.
+ */
+struct usrdma_map_user {
+	__u32 argsz;
+	__u32 flags;		/* in: USRDMA_DIR_* */
+	__u64 addr;		/* in: user address of the first byte */
+	__u64 length;		/* in: bytes */
+	__u64 entries;		/* in: pointer to struct usrdma_sg_entry[capacity] */
+	__u32 capacity;		/* in */
+	__u32 count;		/* in: 0; out */
+	__u32 handle;		/* in: 0; out */
+	__u32 out_flags;	/* in: 0; out: USRDMA_MAP_* */
+};
+
+/*
+ * USRDMA_UNMAP_USER: undo USRDMA_MAP_USER by handle (ENOENT if unknown).
+ * A bounced FROM_DEVICE mapping is copied back to the caller's memory
+ * first; the pages are unpinned (and marked dirty when the device wrote).
+ */
+struct usrdma_unmap_user {
+	__u32 argsz;
+	__u32 flags;		/* in: 0 */
+	__u32 handle;		/* in */
+	__u32 reserved;		/* in: 0 */
+};
+
+/* usrdma_sync.flags: exactly one of FOR_CPU / FOR_DEVICE, optionally BUFFER */
+#define USRDMA_SYNC_FOR_CPU	(1u << 0)	/* before the CPU reads what the device wrote */
+#define USRDMA_SYNC_FOR_DEVICE	(1u << 1)	/* before the device reads what the CPU wrote */
+#define USRDMA_SYNC_BUFFER	(1u << 2)	/* handle is a buffer id (coherent: only checked) */
+
+/*
+ * USRDMA_SYNC: hand [offset, offset + length) of a mapping (or buffer)
+ * to the CPU or to the device: dma_sync_sg_for_cpu/device, or the copy of
+ * a bounced mapping. EINVAL when the range is outside it, ENOENT when the
+ * handle is unknown.
+ */
+struct usrdma_sync {
+	__u32 argsz;
+	__u32 flags;		/* in: USRDMA_SYNC_* */
+	__u32 handle;		/* in */
+	__u32 reserved;		/* in: 0 */
+	__u64 offset;		/* in */
+	__u64 length;		/* in */
+};
+
+/* usrdma_irq.type */
+#define USRDMA_IRQ_NONE		0	/* disable interrupts */
+#define USRDMA_IRQ_INTX		1	/* legacy line: count 1, masked by the handler */
+#define USRDMA_IRQ_MSI		2	/* count 1..32 vectors */
+#define USRDMA_IRQ_MSIX		3	/* count 1..2048 vectors */
+
+/*
+ * USRDMA_SET_IRQ: signal one eventfd per vector. Replaces any earlier
+ * setting (type NONE with count 0 just disables). An INTx interrupt is
+ * masked at the device (PCI_COMMAND_INTX_DISABLE) before its eventfd is
+ * signalled, as uio_pci_generic does; USRDMA_IRQ_UNMASK unmasks it. EINVAL
+ * when the device has no such interrupt or not that many vectors.
+ */
+struct usrdma_irq {
+	__u32 argsz;
+	__u32 flags;		/* in: 0 */
+	__u32 type;		/* in: USRDMA_IRQ_* */
+	__u32 count;		/* in: vectors (0 with NONE) */
+	__u64 eventfds;		/* in: pointer to __s32[count] */
+};
+
+/* USRDMA_IRQ_UNMASK: unmask INTx after handling it (EINVAL unless INTx). */
+struct usrdma_irq_unmask {
+	__u32 argsz;
+	__u32 flags;		/* in: 0 */
+};
+
+/*
+ * USRDMA_RESET: reset the function (pci_try_reset_function: the config
+ * space is saved and restored). ENOTTY when it has no reset method,
+ * EAGAIN when the device is busy.
+ */
+struct usrdma_reset {
+	__u32 argsz;
+	__u32 flags;		/* in: 0 */
+};
+
+/*
+ * Read-only sysfs attributes on the PCI device (/sys/bus/pci/devices/ADDR/),
+ * for tools that must not take the single open:
+ *   usrdma_buffers  one line per buffer, space-separated:
+ *                   id name size dma_addr flags owner_pid
+ *                   (name "-" when empty; size, dma_addr, flags in 0x hex;
+ *                   owner_pid in the initial pid namespace, 0 when gone)
+ *   usrdma_stats    one "key value" line each (decimal): opened (0/1),
+ *                   buffers, buffer_bytes, user_mappings, pinned_pages,
+ *                   bounce_bytes, irqs (vectors set up), irq_count
+ *                   (interrupts signalled since load)
+ */
+
 #define USRDMA_GET_INFO		_IOWR(USRDMA_IOCTL_TYPE, 0x00, struct usrdma_info)
 #define USRDMA_SET_DMA_MASK	_IOWR(USRDMA_IOCTL_TYPE, 0x01, struct usrdma_dma_mask)
 #define USRDMA_ALLOC		_IOWR(USRDMA_IOCTL_TYPE, 0x02, struct usrdma_alloc)
 #define USRDMA_FREE		_IOWR(USRDMA_IOCTL_TYPE, 0x03, struct usrdma_free)
 #define USRDMA_LIST		_IOWR(USRDMA_IOCTL_TYPE, 0x04, struct usrdma_list)
-/* Reserved for the next steps: 0x05 MAP_USER, 0x06 UNMAP_USER, 0x07 SYNC, 0x08 SET_IRQ. */
+#define USRDMA_MAP_USER		_IOWR(USRDMA_IOCTL_TYPE, 0x05, struct usrdma_map_user)
+#define USRDMA_UNMAP_USER	_IOWR(USRDMA_IOCTL_TYPE, 0x06, struct usrdma_unmap_user)
+#define USRDMA_SYNC		_IOWR(USRDMA_IOCTL_TYPE, 0x07, struct usrdma_sync)
+#define USRDMA_SET_IRQ		_IOWR(USRDMA_IOCTL_TYPE, 0x08, struct usrdma_irq)
+#define USRDMA_IRQ_UNMASK	_IOWR(USRDMA_IOCTL_TYPE, 0x09, struct usrdma_irq_unmask)
+#define USRDMA_RESET		_IOWR(USRDMA_IOCTL_TYPE, 0x0a, struct usrdma_reset)
 
 #endif /* _UAPI_USRDMA_H */

@@ -64,6 +64,7 @@ mod error;
 pub mod irq;
 pub mod mmio;
 pub mod pci;
+pub mod usrdma;
 #[allow(unsafe_code)]
 mod sys;
 pub mod vfio;

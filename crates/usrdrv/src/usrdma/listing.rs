@@ -1,0 +1,1 @@
+//! Placeholder: the system-wide listing of usrdma buffers from sysfs.
