@@ -19,6 +19,7 @@ use crate::guest_vm::{self, VmOptions};
 use crate::host_tests::{self, HostResults};
 use crate::initramfs::{GuestFile, sh_quote};
 use crate::process;
+use crate::usrdma;
 
 /// Default timeout of the guest test run, in seconds (boot included).
 pub const DEFAULT_TIMEOUT: u64 = 900;
@@ -169,6 +170,8 @@ fn run_guest(args: &TestArgs) -> Result<GuestResults> {
     let prov = args.vm.provision()?;
     let tests = cargo_build::build_guest_tests()?;
     let binaries = cargo_build::build_binaries(cargo_build::Profile::Dev)?;
+    // The usrdma module, for the suites that run over it (both boots).
+    let module = usrdma::build(&prov, args.vm.sources.kernel.is_none())?;
     let mut selected: Vec<(&Artifact, ExpectedBinary)> = Vec::new();
     for test in &tests {
         let names = list_tests(test, &args.test_args)?;
@@ -223,6 +226,7 @@ fn run_guest(args: &TestArgs) -> Result<GuestResults> {
                 .join(", ")
         );
         let mut files = guest_vm::binary_files(&binaries);
+        files.extend(module.files.iter().cloned());
         files.extend(boot.binaries.iter().map(|(a, _)| GuestFile {
             guest_path: guest_vm::test_path(a),
             host_path: a.executable.clone(),
@@ -294,7 +298,11 @@ fn guest_script(tests: &[&Artifact], test_args: &[String]) -> String {
         .iter()
         .map(|a| format!(" {}", sh_quote(a)))
         .collect();
-    let mut script = String::from("export RUST_BACKTRACE=1\ncd /tmp\n");
+    let mut script = format!(
+        "export RUST_BACKTRACE=1\ncd /tmp\n\
+         insmod {} || echo 'xtask: the usrdma module did not load'\n",
+        usrdma::GUEST_MODULE
+    );
     for test in tests {
         let label = test.label();
         script.push_str(&format!(

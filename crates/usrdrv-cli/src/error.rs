@@ -3,6 +3,9 @@
 use std::path::PathBuf;
 
 use usrdrv::pci::{AddressError, PciAddress, SysfsError};
+use usrdrv::usrdma::listing::ListingError;
+
+use crate::usrdma_view::LOAD_HINT;
 
 /// Why a command failed (exit status 1).
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +26,27 @@ pub enum CliError {
         driver: String,
         /// Where drivers are listed.
         drivers_dir: PathBuf,
+    },
+    /// Reading the usrdma module's sysfs attributes failed (names the file
+    /// and, for bad content, the line).
+    #[error(transparent)]
+    Usrdma(#[from] ListingError),
+    /// `bind --driver usrdma` without the module loaded.
+    #[error("the usrdma driver is not loaded ({} does not exist): {LOAD_HINT}, then bind again", .driver_dir.display())]
+    UsrdmaNotLoaded {
+        /// Where the driver would be registered.
+        driver_dir: PathBuf,
+    },
+    /// The usrdma module is loaded but did not take the device.
+    #[error(
+        "{address} did not bind to usrdma (its driver is now {}): the module refused it; `dmesg | grep usrdma` says why",
+        .now.as_deref().unwrap_or("none")
+    )]
+    UsrdmaRefused {
+        /// The device.
+        address: PciAddress,
+        /// The driver bound after the attempt and the restore.
+        now: Option<String>,
     },
     /// The device's group has members on other drivers.
     #[error(

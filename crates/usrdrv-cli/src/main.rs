@@ -12,18 +12,21 @@ mod error;
 mod names;
 mod output;
 mod state;
+mod usrdma_view;
 
 use context::Context;
 use output::{ColorChoice, Style};
 
 const AFTER_HELP: &str = "\
 Examples:
-  usrdrv list                         every PCI function, its driver, IOMMU group, VFIO readiness
-  usrdrv list --class 01 --json       storage controllers, as JSON
-  usrdrv info 0000:03:00.0            BARs, capabilities, interrupts, group, what VFIO reports
-  usrdrv bind 0000:03:00.0            hand a device to vfio-pci (remembering its driver)
-  usrdrv restore 0000:03:00.0         give it back to the driver it had
-  usrdrv doctor                       can user-space drivers run here? what to fix
+  usrdrv list                               every PCI function, its driver, IOMMU group, VFIO readiness
+  usrdrv list --class 01 --json             storage controllers, as JSON
+  usrdrv info 0000:03:00.0                  BARs, capabilities, interrupts, group, what VFIO reports
+  usrdrv bind 0000:03:00.0                  hand a device to vfio-pci (remembering its driver)
+  usrdrv bind 0000:03:00.0 --driver usrdma  no IOMMU: hand it to the usrdma module instead
+  usrdrv restore 0000:03:00.0               give it back to the driver it had
+  usrdrv buffers                            DMA buffers the usrdma module holds, on every device
+  usrdrv doctor                             can user-space drivers run here? what to fix
 
 Addresses are DDDD:BB:DD.F (0000:03:00.0) or BB:DD.F (domain 0).
 Exit status: 0 success, 1 failure (or, for doctor, a blocking finding), 2 usage error.
@@ -83,7 +86,7 @@ enum Command {
     Info(cmd::info::InfoArgs),
     /// Hand a device to vfio-pci (or another driver), remembering the one it had.
     #[command(
-        after_help = "Examples:\n  usrdrv bind 0000:03:00.0\n  usrdrv bind --group 0000:03:00.0          every device of its IOMMU group\n  usrdrv bind --driver uio_pci_generic 0000:03:00.0"
+        after_help = "Examples:\n  usrdrv bind 0000:03:00.0\n  usrdrv bind --group 0000:03:00.0          every device of its IOMMU group\n  usrdrv bind --driver usrdma 0000:03:00.0  no IOMMU: the usrdma module (`modprobe usrdma` first)\n  usrdrv bind --driver uio_pci_generic 0000:03:00.0"
     )]
     Bind(cmd::bind::BindArgs),
     /// Release a device from its driver, remembering the driver.
@@ -98,9 +101,11 @@ enum Command {
         after_help = "Examples:\n  usrdrv doctor\n  usrdrv doctor --json"
     )]
     Doctor(cmd::doctor::DoctorArgs),
-    /// List named DMA buffers.
-    #[command(after_help = "Example:\n  usrdrv buffers --json")]
-    Buffers,
+    /// List the DMA buffers the usrdma module holds (devices bound to usrdma, no IOMMU).
+    #[command(
+        after_help = "Examples:\n  usrdrv buffers                    every device bound to usrdma\n  usrdrv buffers 0000:03:00.0 --json\n\nRead from /sys/bus/pci/devices/ADDR/usrdma_buffers: the devices are not opened.\nOver VFIO, named buffers belong to the process that made them and are not listed."
+    )]
+    Buffers(cmd::buffers::BuffersArgs),
 }
 
 fn main() -> ExitCode {
@@ -126,7 +131,7 @@ fn main() -> ExitCode {
         Command::Unbind(args) => cmd::bind::unbind(&ctx, args),
         Command::Restore(args) => cmd::bind::restore(&ctx, args),
         Command::Doctor(args) => cmd::doctor::run(&ctx, args),
-        Command::Buffers => cmd::buffers::run(&ctx),
+        Command::Buffers(args) => cmd::buffers::run(&ctx, args),
     };
     match result {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),

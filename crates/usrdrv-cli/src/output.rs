@@ -141,6 +141,23 @@ impl Table {
     }
 }
 
+/// A size in the largest binary unit that divides it (BARs are
+/// powers of two, DMA buffers whole pages): `64 KiB`, `1536 B`.
+pub fn human_size(bytes: u64) -> String {
+    const UNITS: [(u64, &str); 4] = [
+        (1 << 40, "TiB"),
+        (1 << 30, "GiB"),
+        (1 << 20, "MiB"),
+        (1 << 10, "KiB"),
+    ];
+    for (unit, name) in UNITS {
+        if bytes >= unit && bytes.is_multiple_of(unit) {
+            return format!("{} {name}", bytes / unit);
+        }
+    }
+    format!("{bytes} B")
+}
+
 /// Writes `text` to stdout.
 pub fn print(text: &str) -> Result<(), CliError> {
     let mut stdout = io::stdout().lock();
@@ -171,5 +188,15 @@ mod tests {
         let coloured = t.render(&Style { color: true });
         assert!(coloured.contains("\x1b[32my\x1b[0m"));
         assert!(coloured.contains("\x1b[31mz\x1b[0m"));
+    }
+
+    #[test]
+    fn sizes_read_in_binary_units() {
+        assert_eq!(human_size(1 << 20), "1 MiB");
+        assert_eq!(human_size(16 << 10), "16 KiB");
+        assert_eq!(human_size(256), "256 B");
+        assert_eq!(human_size(3 << 30), "3 GiB");
+        assert_eq!(human_size(1536), "1536 B");
+        assert_eq!(human_size(0), "0 B");
     }
 }

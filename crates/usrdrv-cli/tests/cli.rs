@@ -1,5 +1,6 @@
 //! The `usrdrv` binary against fake sysfs trees: list, bind, unbind, restore,
-//! buffers, and every kind of bad input. Nothing here touches the real system.
+//! buffers (with nothing on usrdma: tests/usrdma.rs has the rest), and every
+//! kind of bad input. Nothing here touches the real system.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -395,8 +396,9 @@ fn buffers_says_where_names_live() {
     let out = usrdrv(&fake, scratch.path(), &["buffers", "--json"]);
     assert!(out.status.success());
     let got = json(&out);
-    assert_eq!(got["schema"], "usrdrv.buffers/1");
+    assert_eq!(got["schema"], "usrdrv.buffers/2");
     assert_eq!(got["buffers"].as_array().unwrap().len(), 0);
+    assert_eq!(got["devices"].as_array().unwrap().len(), 0);
     let text = stdout(&usrdrv(&fake, scratch.path(), &["buffers"]));
     assert!(
         text.contains("belong to the process that made them"),

@@ -299,6 +299,10 @@ fn without_an_iommu_doctor_fails_and_says_how_to_turn_it_on() {
     );
     assert!(fix.contains("GRUB_CMDLINE_LINUX"), "{fix}");
     assert!(fix.contains("firmware"), "{fix}");
+    assert!(
+        fix.contains("usrdrv bind ADDR --driver usrdma"),
+        "the no-IOMMU alternative: {fix}"
+    );
     // Remapping goes with the IOMMU; the modules are there.
     assert_eq!(finding(&report, "interrupt-remapping")["status"], "fail");
     assert_eq!(finding(&report, "vfio-modules")["status"], "ok");

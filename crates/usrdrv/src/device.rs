@@ -9,11 +9,12 @@ use crate::dma::{
     Direction, DmaBackend, DmaBuffer, DmaError, DmaMapping, DmaMask, DmaPool, DmaTarget,
     NamedBuffers,
 };
-use crate::irq::{Interrupts, IrqError, IrqInfo, IrqKind};
+use crate::irq::{Interrupts, IrqControl, IrqError, IrqInfo, IrqKind};
 use crate::mmio::Bar;
 use crate::pci::capabilities::{self, Capability};
 use crate::pci::{PciAddress, Sysfs};
-use crate::vfio::{self, IommuDomain, VfioError};
+use crate::usrdma::{self, dma::UsrdmaDma};
+use crate::vfio::{self, IommuDomain};
 
 /// Offset of the PCI command register in configuration space.
 const PCI_COMMAND: u64 = 0x04;
@@ -25,6 +26,10 @@ const PCI_COMMAND_MASTER: u16 = 0x0004;
 /// Opening declares the device's DMA mask: every device address usrdrv gives
 /// the driver fits under it. Handles derived from the device (BARs, DMA buffers,
 /// mappings) keep what they need alive, so they can outlive it.
+///
+/// The kernel interface underneath is chosen by the driver the device is bound
+/// to: VFIO (`vfio-pci`) on machines with an IOMMU, the usrdma module
+/// (`usrdma`) on machines without one. Driver code is the same for both.
 ///
 /// ```no_run
 /// use usrdrv::Device;
@@ -38,30 +43,95 @@ const PCI_COMMAND_MASTER: u16 = 0x0004;
 /// ```
 #[derive(Debug)]
 pub struct Device {
-    vfio: vfio::Device,
-    domain: IommuDomain,
+    kernel: Kernel,
     dma: Arc<dyn DmaBackend>,
     bus_master: AtomicBool,
 }
 
+/// The kernel interface a [`Device`] is driven through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Backend {
+    /// VFIO with an IOMMU (`vfio-pci`).
+    Vfio,
+    /// The usrdma module, without an IOMMU (`usrdma`).
+    Usrdma,
+}
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Vfio => "VFIO",
+            Self::Usrdma => "usrdma",
+        })
+    }
+}
+
+/// The open kernel objects behind a [`Device`].
+#[derive(Debug)]
+enum Kernel {
+    Vfio {
+        device: vfio::Device,
+        domain: IommuDomain,
+    },
+    Usrdma {
+        device: usrdma::Device,
+        dma: Arc<UsrdmaDma>,
+    },
+}
+
 impl Device {
-    /// Opens the device at `address` (bound to vfio-pci) in an IOMMU domain of
-    /// its own, with device addresses below `mask`.
+    /// Opens the device at `address` with device addresses below `mask`,
+    /// through whichever backend its driver is: `usrdma` → the usrdma module;
+    /// otherwise VFIO, in an IOMMU domain of its own (the device must be bound
+    /// to vfio-pci; the error says how).
     pub fn open(address: PciAddress, mask: DmaMask) -> Result<Self, Error> {
-        vfio::usable_group(&Sysfs::system(), address)?;
+        let sysfs = Sysfs::system();
+        match sysfs.driver(address)?.as_deref() {
+            Some(usrdma::USRDMA_DRIVER) => Self::open_usrdma(address, mask),
+            _ => Self::open_vfio(&sysfs, address, mask),
+        }
+    }
+
+    /// Opens the device at `address` through `backend`, whatever it is bound
+    /// to (a device on the wrong driver is an error that says how to rebind).
+    pub fn open_with(backend: Backend, address: PciAddress, mask: DmaMask) -> Result<Self, Error> {
+        match backend {
+            Backend::Vfio => Self::open_vfio(&Sysfs::system(), address, mask),
+            Backend::Usrdma => Self::open_usrdma(address, mask),
+        }
+    }
+
+    fn open_vfio(sysfs: &Sysfs, address: PciAddress, mask: DmaMask) -> Result<Self, Error> {
+        vfio::usable_group(sysfs, address)?;
         let domain = IommuDomain::new(mask)?;
         Self::open_in(&domain, address)
     }
 
-    /// Opens the device at `address` in `domain`, sharing its device address
-    /// space (and DMA mask) with the other devices there.
+    fn open_usrdma(address: PciAddress, mask: DmaMask) -> Result<Self, Error> {
+        let device = usrdma::Device::open(address)?;
+        let dma = Arc::new(UsrdmaDma::new(device.clone(), mask)?);
+        Ok(Self {
+            kernel: Kernel::Usrdma {
+                device,
+                dma: Arc::clone(&dma),
+            },
+            dma,
+            // The module turns bus mastering on at open.
+            bus_master: AtomicBool::new(true),
+        })
+    }
+
+    /// Opens the device at `address` (bound to vfio-pci) in `domain`, sharing
+    /// its device address space (and DMA mask) with the other devices there.
     pub fn open_in(domain: &IommuDomain, address: PciAddress) -> Result<Self, Error> {
         let group = vfio::usable_group(&Sysfs::system(), address)?;
         let group = domain.group(group)?;
         let vfio = vfio::Device::open_in_group(&group, address)?;
         Ok(Self {
-            vfio,
-            domain: domain.clone(),
+            kernel: Kernel::Vfio {
+                device: vfio,
+                domain: domain.clone(),
+            },
             dma: domain.backend(),
             bus_master: AtomicBool::new(false),
         })
@@ -69,12 +139,26 @@ impl Device {
 
     /// The device's PCI address.
     pub fn address(&self) -> PciAddress {
-        self.vfio.address()
+        match &self.kernel {
+            Kernel::Vfio { device, .. } => device.address(),
+            Kernel::Usrdma { device, .. } => device.address(),
+        }
     }
 
-    /// The IOMMU domain the device is in.
-    pub fn domain(&self) -> &IommuDomain {
-        &self.domain
+    /// The kernel interface underneath.
+    pub fn backend(&self) -> Backend {
+        match &self.kernel {
+            Kernel::Vfio { .. } => Backend::Vfio,
+            Kernel::Usrdma { .. } => Backend::Usrdma,
+        }
+    }
+
+    /// The IOMMU domain the device is in (VFIO only).
+    pub fn domain(&self) -> Option<&IommuDomain> {
+        match &self.kernel {
+            Kernel::Vfio { domain, .. } => Some(domain),
+            Kernel::Usrdma { .. } => None,
+        }
     }
 
     /// The DMA mask device addresses are kept under.
@@ -82,35 +166,61 @@ impl Device {
         self.dma.mask()
     }
 
-    /// The VFIO device underneath, for what this type does not cover.
-    pub fn vfio(&self) -> &vfio::Device {
-        &self.vfio
+    /// The VFIO device underneath, for what this type does not cover (VFIO only).
+    pub fn vfio(&self) -> Option<&vfio::Device> {
+        match &self.kernel {
+            Kernel::Vfio { device, .. } => Some(device),
+            Kernel::Usrdma { .. } => None,
+        }
+    }
+
+    /// The usrdma device underneath (usrdma only).
+    pub fn usrdma(&self) -> Option<&usrdma::Device> {
+        match &self.kernel {
+            Kernel::Vfio { .. } => None,
+            Kernel::Usrdma { device, .. } => Some(device),
+        }
     }
 
     /// BAR `index` (`0..=5`), ready for register access.
     pub fn bar(&self, index: u8) -> Result<Bar, Error> {
-        Ok(self.vfio.bar(index)?)
+        Ok(match &self.kernel {
+            Kernel::Vfio { device, .. } => device.bar(index)?,
+            Kernel::Usrdma { device, .. } => device.bar(index)?,
+        })
     }
 
     /// Reads configuration space at `offset` into `buf`.
     pub fn read_config(&self, offset: u64, buf: &mut [u8]) -> Result<(), Error> {
-        Ok(self.vfio.read_config(offset, buf)?)
+        match &self.kernel {
+            Kernel::Vfio { device, .. } => device.read_config(offset, buf)?,
+            Kernel::Usrdma { device, .. } => device.read_config(offset, buf)?,
+        }
+        Ok(())
     }
 
     /// Writes `buf` to configuration space at `offset`.
     pub fn write_config(&self, offset: u64, buf: &[u8]) -> Result<(), Error> {
-        Ok(self.vfio.write_config(offset, buf)?)
+        match &self.kernel {
+            Kernel::Vfio { device, .. } => device.write_config(offset, buf)?,
+            Kernel::Usrdma { device, .. } => device.write_config(offset, buf)?,
+        }
+        Ok(())
     }
 
     /// The device's configuration space: 256 bytes, or 4096 for PCI Express.
     pub fn config_space(&self) -> Result<Vec<u8>, Error> {
-        let size = self
-            .vfio
-            .region_info(vfio_bindings::bindings::vfio::VFIO_PCI_CONFIG_REGION_INDEX)?
-            .size;
-        let mut config = vec![0u8; usize::try_from(size.min(4096)).unwrap_or(256)];
-        self.vfio.read_config(0, &mut config)?;
-        Ok(config)
+        match &self.kernel {
+            Kernel::Vfio { device, .. } => {
+                let size = device
+                    .region_info(vfio_bindings::bindings::vfio::VFIO_PCI_CONFIG_REGION_INDEX)?
+                    .size;
+                let mut config = vec![0u8; usize::try_from(size.min(4096)).unwrap_or(256)];
+                device.read_config(0, &mut config)?;
+                Ok(config)
+            }
+            Kernel::Usrdma { device, .. } => Ok(device.config_space()?),
+        }
     }
 
     /// The device's capabilities (standard and extended), in list order.
@@ -128,18 +238,32 @@ impl Device {
 
     /// Resets the device, if it supports reset.
     pub fn reset(&self) -> Result<(), Error> {
-        Ok(self.vfio.reset()?)
+        match &self.kernel {
+            Kernel::Vfio { device, .. } => device.reset()?,
+            Kernel::Usrdma { device, .. } => device.reset()?,
+        }
+        Ok(())
     }
 
     /// Whether the kernel has asked for the device back (unbind, hot-unplug):
     /// register accesses and new DMA fail from then on; drop every handle.
     pub fn is_revoked(&self) -> bool {
-        self.vfio.is_revoked()
+        match &self.kernel {
+            Kernel::Vfio { device, .. } => device.is_revoked(),
+            Kernel::Usrdma { device, .. } => device.is_revoked(),
+        }
+    }
+
+    fn irq_control(&self) -> Arc<dyn IrqControl> {
+        match &self.kernel {
+            Kernel::Vfio { device, .. } => Arc::new(device.clone()),
+            Kernel::Usrdma { device, .. } => Arc::new(device.clone()),
+        }
     }
 
     /// What the kernel says about interrupts of `kind` on this device.
     pub fn irq_info(&self, kind: IrqKind) -> Result<IrqInfo, IrqError> {
-        self.vfio.irq_info(kind)
+        self.irq_control().info(kind)
     }
 
     /// Enables `count` vectors of `kind`, each signalling its own eventfd.
@@ -152,14 +276,17 @@ impl Device {
             return Err(IrqError::Revoked { address });
         }
         if kind != IrqKind::Intx {
-            self.enable_bus_master().map_err(|e| IrqError::Sys {
-                op: "enabling bus mastering (MSI messages are DMA writes)",
-                kind,
-                address,
-                source: std::io::Error::other(e),
+            self.enable_bus_master().map_err(|e| match e {
+                DmaError::Revoked { address } => IrqError::Revoked { address },
+                e => IrqError::Sys {
+                    op: "enabling bus mastering (MSI messages are DMA writes)",
+                    kind,
+                    address,
+                    source: std::io::Error::other(e),
+                },
             })?;
         }
-        Interrupts::enable(&self.vfio, kind, count)
+        Interrupts::enable(self.irq_control(), kind, count)
     }
 
     /// Turns on bus mastering (the device may start DMA), once.
@@ -172,16 +299,13 @@ impl Device {
         if self.bus_master.load(Ordering::Acquire) {
             return Ok(());
         }
-        let fail = |e: VfioError| DmaError::BusMaster {
+        let fail = |e: Error| DmaError::BusMaster {
             source: Box::new(e),
         };
         let mut command = [0u8; 2];
-        self.vfio
-            .read_config(PCI_COMMAND, &mut command)
-            .map_err(fail)?;
+        self.read_config(PCI_COMMAND, &mut command).map_err(fail)?;
         let value = u16::from_le_bytes(command) | PCI_COMMAND_MASTER;
-        self.vfio
-            .write_config(PCI_COMMAND, &value.to_le_bytes())
+        self.write_config(PCI_COMMAND, &value.to_le_bytes())
             .map_err(fail)?;
         self.bus_master.store(true, Ordering::Release);
         Ok(())
@@ -223,12 +347,75 @@ impl Device {
     pub fn named_buffers(&self) -> Result<NamedBuffers, DmaError> {
         self.enable_bus_master()?;
         let backend = Arc::clone(&self.dma);
-        Ok(NamedBuffers::new(Box::new(move |size| {
+        Ok(NamedBuffers::new(Box::new(move |name, size| {
             Ok(DmaBuffer::new(
-                backend.alloc(size, false)?,
+                backend.alloc_named(name, size)?,
                 Arc::clone(&backend),
             ))
         })))
+    }
+
+    fn usrdma_dma(&self, what: &'static str) -> Result<&Arc<UsrdmaDma>, DmaError> {
+        match &self.kernel {
+            Kernel::Usrdma { dma, .. } => Ok(dma),
+            Kernel::Vfio { .. } => Err(DmaError::NeedsUsrdma { what }),
+        }
+    }
+
+    /// Allocates a persistent named buffer (usrdma only): it outlives this
+    /// process and stays listed (`usrdrv buffers`) until
+    /// [`Device::free_persistent`] or until the module is unloaded; a later
+    /// process maps it with [`Device::attach_persistent`]. Dropping the
+    /// returned handle only unmaps it from this process.
+    ///
+    /// ```no_run
+    /// # use usrdrv::{Device, dma::DmaMask};
+    /// let device = Device::open("0000:00:03.0".parse()?, DmaMask::new(28)?)?;
+    /// let log = device.alloc_persistent("fw-log", 64 * 1024)?;
+    /// // ... later, in another process:
+    /// let again = device.attach_persistent("fw-log")?;
+    /// assert_eq!(again.device_addr(), log.device_addr());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn alloc_persistent(&self, name: &str, size: usize) -> Result<DmaBuffer, DmaError> {
+        let dma = self.usrdma_dma("persistent buffers")?;
+        crate::dma::check_name(name)?;
+        let allocation = dma.alloc_with(name, size, crate::sys::usrdma_ioctl::BUF_PERSISTENT)?;
+        Ok(DmaBuffer::new(
+            allocation,
+            Arc::clone(dma) as Arc<dyn DmaBackend>,
+        ))
+    }
+
+    /// Maps the persistent buffer `name` of this device, which an earlier
+    /// process allocated (usrdma only).
+    pub fn attach_persistent(&self, name: &str) -> Result<DmaBuffer, DmaError> {
+        let dma = self.usrdma_dma("persistent buffers")?;
+        let entry = dma
+            .list()?
+            .into_iter()
+            .find(|e| crate::sys::usrdma_ioctl::name_of(&e.name) == name)
+            .ok_or_else(|| DmaError::NoSuchName {
+                name: name.to_owned(),
+            })?;
+        let keep = entry.flags & crate::sys::usrdma_ioctl::BUF_PERSISTENT != 0;
+        if !keep {
+            // Another process's private buffer: freed when it exits.
+            return Err(DmaError::NotPersistent {
+                name: name.to_owned(),
+            });
+        }
+        let allocation = dma.attach(&entry, true)?;
+        Ok(DmaBuffer::new(
+            allocation,
+            Arc::clone(dma) as Arc<dyn DmaBackend>,
+        ))
+    }
+
+    /// Frees the persistent buffer `name` (usrdma only); mappings of it in
+    /// this process are removed first (later accesses fault).
+    pub fn free_persistent(&self, name: &str) -> Result<(), DmaError> {
+        self.usrdma_dma("persistent buffers")?.free_by_name(name)
     }
 
     /// Maps the caller's `buffer` for DMA in `direction`; the result holds the

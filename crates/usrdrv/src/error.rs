@@ -13,6 +13,9 @@ pub enum Error {
     /// A VFIO operation failed.
     #[error(transparent)]
     Vfio(#[from] crate::vfio::VfioError),
+    /// A usrdma operation failed.
+    #[error(transparent)]
+    Usrdma(#[from] crate::usrdma::UsrdmaError),
     /// A DMA operation failed.
     #[error(transparent)]
     Dma(#[from] crate::dma::DmaError),

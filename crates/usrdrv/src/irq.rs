@@ -5,6 +5,7 @@
 use std::fmt;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::Arc;
 use std::time::Duration;
 
 use vfio_bindings::bindings::vfio::{
@@ -127,9 +128,33 @@ pub enum IrqError {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct Interrupts {
-    device: vfio::Device,
+    device: Arc<dyn IrqControl>,
     kind: IrqKind,
     vectors: Vec<EventFd>,
+}
+
+/// What a kernel interface offers for interrupts: the seam between
+/// [`Interrupts`] and VFIO or usrdma.
+pub(crate) trait IrqControl: Send + Sync + fmt::Debug {
+    /// The device.
+    fn address(&self) -> PciAddress;
+    /// What the kernel says about `kind`.
+    fn info(&self, kind: IrqKind) -> Result<IrqInfo, IrqError>;
+    /// Makes vector `i` of `kind` signal `eventfds[i]`; an empty list disables.
+    fn set_eventfds(&self, kind: IrqKind, eventfds: &[i32]) -> io::Result<()>;
+    /// Unmasks INTx after the kernel masked it on delivery.
+    fn unmask_intx(&self) -> io::Result<()>;
+    /// Whether the device was taken back.
+    fn is_revoked(&self) -> bool;
+    /// The event a wait polls to learn of revocation, if any.
+    fn revocation_event(&self) -> Option<&EventFd>;
+    /// Records a revocation a waiter saw.
+    fn mark_revoked(&self);
+    /// Asks the kernel whether the device was taken back, for a waiter whose
+    /// vector fired (a kernel may signal the eventfds as it revokes).
+    fn revoked_now(&self) -> bool {
+        self.is_revoked()
+    }
 }
 
 impl fmt::Debug for Interrupts {
@@ -145,7 +170,7 @@ impl fmt::Debug for Interrupts {
 impl Interrupts {
     /// Enables `count` vectors of `kind` on `device`.
     pub(crate) fn enable(
-        device: &vfio::Device,
+        device: Arc<dyn IrqControl>,
         kind: IrqKind,
         count: u32,
     ) -> Result<Self, IrqError> {
@@ -158,7 +183,10 @@ impl Interrupts {
                 source,
             }
         };
-        let info = irq_info(device, kind)?;
+        if device.is_revoked() {
+            return Err(IrqError::Revoked { address });
+        }
+        let info = device.info(kind)?;
         if count == 0 || count > info.count {
             return Err(IrqError::NotEnoughVectors {
                 address,
@@ -175,17 +203,11 @@ impl Interrupts {
             .iter()
             .map(|e| std::os::fd::AsRawFd::as_raw_fd(&e.as_fd()))
             .collect();
-        crate::sys::vfio_ioctl::device_set_irqs(
-            device.as_fd(),
-            kind.vfio_index(),
-            VFIO_IRQ_SET_DATA_EVENTFD | VFIO_IRQ_SET_ACTION_TRIGGER,
-            0,
-            count,
-            &fds,
-        )
-        .map_err(sys("VFIO_DEVICE_SET_IRQS"))?;
+        device
+            .set_eventfds(kind, &fds)
+            .map_err(sys("binding the eventfds"))?;
         Ok(Self {
-            device: device.clone(),
+            device,
             kind,
             vectors,
         })
@@ -236,6 +258,10 @@ impl Interrupts {
         }
         .map_err(sys)?;
         match woken {
+            Woken::Fd(0, _) if self.device.revoked_now() => {
+                self.device.mark_revoked();
+                Err(revoked)
+            }
             Woken::Fd(0, count) => Ok(Some(count)),
             Woken::Fd(_, _) => {
                 self.device.mark_revoked();
@@ -261,15 +287,7 @@ impl Interrupts {
         if self.kind != IrqKind::Intx {
             return Ok(());
         }
-        crate::sys::vfio_ioctl::device_set_irqs(
-            self.device.as_fd(),
-            self.kind.vfio_index(),
-            VFIO_IRQ_SET_DATA_NONE | VFIO_IRQ_SET_ACTION_UNMASK,
-            0,
-            1,
-            &[],
-        )
-        .map_err(|source| IrqError::Sys {
+        self.device.unmask_intx().map_err(|source| IrqError::Sys {
             op: "unmasking",
             kind: self.kind,
             address: self.device.address(),
@@ -287,30 +305,69 @@ impl Interrupts {
 impl Drop for Interrupts {
     fn drop(&mut self) {
         // Disable: no more eventfd signalling, the device's vectors torn down.
-        let _ = crate::sys::vfio_ioctl::device_set_irqs(
-            self.device.as_fd(),
-            self.kind.vfio_index(),
-            VFIO_IRQ_SET_DATA_NONE | VFIO_IRQ_SET_ACTION_TRIGGER,
-            0,
-            0,
-            &[],
-        );
+        let _ = self.device.set_eventfds(self.kind, &[]);
     }
 }
 
-/// What the kernel says about `kind` on `device`.
-pub(crate) fn irq_info(device: &vfio::Device, kind: IrqKind) -> Result<IrqInfo, IrqError> {
-    let info = crate::sys::vfio_ioctl::device_get_irq_info(device.as_fd(), kind.vfio_index())
-        .map_err(|source| IrqError::Sys {
-            op: "VFIO_DEVICE_GET_IRQ_INFO",
-            kind,
-            address: device.address(),
-            source,
-        })?;
-    let usable = info.flags & VFIO_IRQ_INFO_EVENTFD != 0;
-    Ok(IrqInfo {
-        count: if usable { info.count } else { 0 },
-        maskable: info.flags & VFIO_IRQ_INFO_MASKABLE != 0,
-        automasked: info.flags & VFIO_IRQ_INFO_AUTOMASKED != 0,
-    })
+impl IrqControl for vfio::Device {
+    fn address(&self) -> PciAddress {
+        vfio::Device::address(self)
+    }
+
+    fn info(&self, kind: IrqKind) -> Result<IrqInfo, IrqError> {
+        let info = crate::sys::vfio_ioctl::device_get_irq_info(self.as_fd(), kind.vfio_index())
+            .map_err(|source| IrqError::Sys {
+                op: "VFIO_DEVICE_GET_IRQ_INFO",
+                kind,
+                address: self.address(),
+                source,
+            })?;
+        let usable = info.flags & VFIO_IRQ_INFO_EVENTFD != 0;
+        Ok(IrqInfo {
+            count: if usable { info.count } else { 0 },
+            maskable: info.flags & VFIO_IRQ_INFO_MASKABLE != 0,
+            automasked: info.flags & VFIO_IRQ_INFO_AUTOMASKED != 0,
+        })
+    }
+
+    fn set_eventfds(&self, kind: IrqKind, eventfds: &[i32]) -> io::Result<()> {
+        let action = if eventfds.is_empty() {
+            VFIO_IRQ_SET_DATA_NONE | VFIO_IRQ_SET_ACTION_TRIGGER
+        } else {
+            VFIO_IRQ_SET_DATA_EVENTFD | VFIO_IRQ_SET_ACTION_TRIGGER
+        };
+        let count = u32::try_from(eventfds.len())
+            .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+        crate::sys::vfio_ioctl::device_set_irqs(
+            self.as_fd(),
+            kind.vfio_index(),
+            action,
+            0,
+            count,
+            eventfds,
+        )
+    }
+
+    fn unmask_intx(&self) -> io::Result<()> {
+        crate::sys::vfio_ioctl::device_set_irqs(
+            self.as_fd(),
+            IrqKind::Intx.vfio_index(),
+            VFIO_IRQ_SET_DATA_NONE | VFIO_IRQ_SET_ACTION_UNMASK,
+            0,
+            1,
+            &[],
+        )
+    }
+
+    fn is_revoked(&self) -> bool {
+        vfio::Device::is_revoked(self)
+    }
+
+    fn revocation_event(&self) -> Option<&EventFd> {
+        vfio::Device::revocation_event(self)
+    }
+
+    fn mark_revoked(&self) {
+        vfio::Device::mark_revoked(self);
+    }
 }

@@ -64,12 +64,13 @@ mod error;
 pub mod irq;
 pub mod mmio;
 pub mod pci;
-pub mod usrdma;
+mod revocation;
 #[allow(unsafe_code)]
 mod sys;
+pub mod usrdma;
 pub mod vfio;
 
-pub use device::Device;
+pub use device::{Backend, Device};
 
 /// The README's examples, compiled as doctests so they stay true.
 #[cfg(doctest)]

@@ -176,7 +176,7 @@ fn capabilities_interrupts_and_reset_of_edu_and_nvme() {
     assert_eq!(capabilities::msi(&config).unwrap().vectors, 1);
     assert!(capabilities::msix(&config).is_none());
     assert_eq!(edu.irq_info(IrqKind::Msi).unwrap().count, 1);
-    assert!(!edu.vfio().supports_reset(), "edu has no reset");
+    assert!(!edu.vfio().unwrap().supports_reset(), "edu has no reset");
     assert!(matches!(
         edu.reset(),
         Err(usrdrv::Error::Vfio(VfioError::ResetUnsupported { .. }))
@@ -211,7 +211,7 @@ fn capabilities_interrupts_and_reset_of_edu_and_nvme() {
         assert_eq!(irqs.len(), 4);
         drop(irqs);
         assert!(
-            device.vfio().supports_reset(),
+            device.vfio().unwrap().supports_reset(),
             "QEMU's NVMe has function-level reset"
         );
         device.reset().unwrap();

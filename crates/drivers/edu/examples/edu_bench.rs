@@ -441,6 +441,13 @@ fn print_table(rows: &[Row]) {
 
 // ---------------------------------------------------------------- MMIO
 
+/// The VFIO device under `device`: the raw baselines speak VFIO directly.
+fn vfio_of(device: &Device) -> Result<&usrdrv::vfio::Device> {
+    Ok(device
+        .vfio()
+        .ok_or("the raw baselines need the device on VFIO (bind it to vfio-pci)")?)
+}
+
 /// 32-bit reads and writes of the liveness register: `Bar` (offsets checked
 /// at each access) and `BarView` (offsets checked at compile time) against a
 /// volatile pointer into BAR 0 mapped by hand from the same device file.
@@ -448,12 +455,9 @@ fn mmio(edu: &Edu, clock: &Clock, plan: Plan) -> Result<[Row; 4]> {
     let device = edu.device();
     let bar = device.bar(0)?;
     let view = bar.view::<{ regs::BAR0_LEN as usize }>()?;
-    let region = device.vfio().region_info(0)?;
-    let raw_bar = RawBar::map(
-        device.vfio().as_fd(),
-        region.offset,
-        usize::try_from(region.size)?,
-    )?;
+    let vfio = vfio_of(device)?;
+    let region = vfio.region_info(0)?;
+    let raw_bar = RawBar::map(vfio.as_fd(), region.offset, usize::try_from(region.size)?)?;
     let reg = raw_bar
         .reg32(LIVENESS as usize)
         .ok_or("the liveness register is outside BAR 0")?;
@@ -567,7 +571,10 @@ fn mmio(edu: &Edu, clock: &Clock, plan: Plan) -> Result<[Row; 4]> {
 /// `VFIO_IOMMU_MAP_DMA` + `VFIO_IOMMU_UNMAP_DMA` on the same container.
 fn map_unmap(device: &Device, clock: &Clock, plan: Plan) -> Result<Row> {
     let page = PageMemory::new(PAGE)?;
-    let container = device.domain().container().as_fd();
+    let domain = device
+        .domain()
+        .ok_or("the raw baselines need the device on VFIO (bind it to vfio-pci)")?;
+    let container = domain.container().as_fd();
     let n = plan.map_pairs;
     let mut samples: [Vec<f64>; 2] = Default::default();
     for round in 0..plan.map_rounds {
@@ -837,12 +844,9 @@ fn msi_latency(edu: &Edu, clock: &Clock, plan: Plan, placement: IrqPlacement) ->
     let irq_cpu = placement.cpu();
     let device = edu.device();
     let address = device.address();
-    let region = device.vfio().region_info(0)?;
-    let raw_bar = RawBar::map(
-        device.vfio().as_fd(),
-        region.offset,
-        usize::try_from(region.size)?,
-    )?;
+    let vfio = vfio_of(device)?;
+    let region = vfio.region_info(0)?;
+    let raw_bar = RawBar::map(vfio.as_fd(), region.offset, usize::try_from(region.size)?)?;
     let raise = raw_bar
         .reg32(regs::IRQ_RAISE.offset() as usize)
         .ok_or("IRQ_RAISE outside BAR 0")?;
@@ -875,7 +879,7 @@ fn msi_latency(edu: &Edu, clock: &Clock, plan: Plan, placement: IrqPlacement) ->
                     drop(irqs);
                 }
                 _ => {
-                    let irq = RawIrq::enable(device.vfio().as_fd(), VFIO_PCI_MSI_IRQ_INDEX)?;
+                    let irq = RawIrq::enable(vfio_of(device)?.as_fd(), VFIO_PCI_MSI_IRQ_INDEX)?;
                     steered &= steer_irq(address, irq_cpu).is_some();
                     with_watchdog(&irq, |progress| {
                         for i in 0..warmup + plan.msi_per_round {

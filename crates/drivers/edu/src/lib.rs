@@ -397,7 +397,7 @@ impl Edu {
         mapping: &DmaMapping<B>,
         window_offset: u64,
     ) -> Result<(), EduError> {
-        mapping.sync_for_device();
+        mapping.sync_for_device()?;
         let mut at = window_offset;
         for entry in mapping.sg_list() {
             self.transfer(Transfer::ToDevice, entry.device_addr, at, entry.len as u64)?;
@@ -422,7 +422,7 @@ impl Edu {
             )?;
             at += entry.len as u64;
         }
-        mapping.sync_for_cpu();
+        mapping.sync_for_cpu()?;
         Ok(())
     }
 }

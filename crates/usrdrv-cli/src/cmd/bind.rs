@@ -2,24 +2,34 @@
 //! through `driver_override` and `drivers_probe`, remembering where it came
 //! from, refusing to break what the kernel visibly uses, and never leaving a
 //! device without a driver when something fails.
+//!
+//! Binding to vfio-pci checks the device's IOMMU group (VFIO needs all of
+//! it); binding to usrdma (the module for machines without an IOMMU) does
+//! not, but says when the module is missing. Both report the device node a
+//! driver then opens.
+
+use std::path::PathBuf;
 
 use serde::Serialize;
-use usrdrv::pci::{PciAddress, VFIO_PCI_DRIVER};
+use usrdrv::pci::{PciAddress, SysfsError, VFIO_PCI_DRIVER};
 
 use crate::context::Context;
 use crate::error::CliError;
 use crate::output;
 use crate::state::Remembered;
+use crate::usrdma_view::{self, USRDMA_DRIVER};
 
 /// Arguments of `usrdrv bind`.
 #[derive(Debug, clap::Args)]
 pub struct BindArgs {
     /// The device, DDDD:BB:DD.F or BB:DD.F.
     pub address: String,
-    /// The driver to bind to.
+    /// The driver to bind to: vfio-pci (with an IOMMU), usrdma (without
+    /// one: the kmod/usrdma module), or any other PCI driver.
     #[arg(long, default_value = VFIO_PCI_DRIVER)]
     pub driver: String,
-    /// Bind every device of the IOMMU group (VFIO needs the whole group).
+    /// Bind every device of the IOMMU group (VFIO needs the whole group;
+    /// other drivers ignore this).
     #[arg(long)]
     pub group: bool,
     /// Bind even if other group members are on other drivers or the device is
@@ -41,6 +51,33 @@ struct Change {
     address: String,
     from: Option<String>,
     to: Option<String>,
+    /// The node a driver opens now: `/dev/usrdma/ADDR` on usrdma,
+    /// `/dev/vfio/GROUP` on vfio-pci; `None` otherwise.
+    node: Option<String>,
+}
+
+impl Change {
+    fn new(ctx: &Context, address: PciAddress, from: Option<String>, to: Option<String>) -> Self {
+        let node = node(ctx, address, to.as_deref()).map(|p| p.display().to_string());
+        Self {
+            address: address.to_string(),
+            from,
+            to,
+            node,
+        }
+    }
+}
+
+/// The device node of `address` on `driver`, when the driver has one usrdrv knows.
+fn node(ctx: &Context, address: PciAddress, driver: Option<&str>) -> Option<PathBuf> {
+    match driver? {
+        USRDMA_DRIVER => Some(usrdma_view::node(ctx, address)),
+        VFIO_PCI_DRIVER => {
+            let group = ctx.sysfs.iommu_group(address).ok().flatten()?;
+            Some(ctx.devfs.join("vfio").join(group.to_string()))
+        }
+        _ => None,
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -66,6 +103,16 @@ fn report(ctx: &Context, changes: Vec<Change>) -> Result<i32, CliError> {
         } else {
             text.push_str(&format!("{}: {from} -> {to}\n", c.address));
         }
+        if let Some(node) = &c.node {
+            let missing = if PathBuf::from(node).exists() {
+                ""
+            } else if c.to.as_deref() == Some(USRDMA_DRIVER) {
+                " (not there: is devtmpfs mounted on /dev? `dmesg | grep usrdma` shows what the module did)"
+            } else {
+                " (not there yet)"
+            };
+            text.push_str(&format!("  device node: {node}{missing}\n"));
+        }
     }
     output::print(&text)?;
     Ok(0)
@@ -76,6 +123,11 @@ pub fn bind(ctx: &Context, args: &BindArgs) -> Result<i32, CliError> {
     let address: PciAddress = args.address.parse()?;
     let sysfs = &ctx.sysfs;
     let function = sysfs.function(address)?;
+    if args.driver == USRDMA_DRIVER && !usrdma_view::loaded(ctx) {
+        return Err(CliError::UsrdmaNotLoaded {
+            driver_dir: ctx.sysfs_path("bus/pci/drivers").join(USRDMA_DRIVER),
+        });
+    }
     if !sysfs.driver_exists(&args.driver) {
         return Err(CliError::NoSuchDriver {
             driver: args.driver.clone(),
@@ -123,11 +175,7 @@ pub fn bind(ctx: &Context, args: &BindArgs) -> Result<i32, CliError> {
     for target in targets {
         let from = sysfs.driver(target)?;
         if from.as_deref() == Some(args.driver.as_str()) {
-            changes.push(Change {
-                address: target.to_string(),
-                from: from.clone(),
-                to: from,
-            });
+            changes.push(Change::new(ctx, target, from.clone(), from));
             continue;
         }
         remembered.remember(target, from.clone());
@@ -140,16 +188,26 @@ pub fn bind(ctx: &Context, args: &BindArgs) -> Result<i32, CliError> {
                     let _ = sysfs.reprobe(done_address);
                 }
             }
-            return Err(err.into());
+            return Err(match err {
+                SysfsError::BindFailed { address, now, .. } if args.driver == USRDMA_DRIVER => {
+                    CliError::UsrdmaRefused { address, now }
+                }
+                other => other.into(),
+            });
         }
-        changes.push(Change {
-            address: target.to_string(),
-            from,
-            to: Some(args.driver.clone()),
-        });
+        changes.push(Change::new(ctx, target, from, Some(args.driver.clone())));
     }
     remembered.save()?;
-    report(ctx, changes)
+    let code = report(ctx, changes)?;
+    if args.driver == USRDMA_DRIVER
+        && let Some(group) = function.iommu_group
+        && !ctx.json
+    {
+        output::print(&format!(
+            "note: {address} is in IOMMU group {group}: with an IOMMU, vfio-pci (`usrdrv bind {address}`) isolates the device's DMA; usrdma does not\n"
+        ))?;
+    }
+    Ok(code)
 }
 
 /// Runs `usrdrv unbind`.
@@ -162,14 +220,7 @@ pub fn unbind(ctx: &Context, args: &AddressArgs) -> Result<i32, CliError> {
         remembered.save()?;
         ctx.sysfs.unbind(address)?;
     }
-    report(
-        ctx,
-        vec![Change {
-            address: address.to_string(),
-            from,
-            to: None,
-        }],
-    )
+    report(ctx, vec![Change::new(ctx, address, from, None)])
 }
 
 /// Runs `usrdrv restore`.
@@ -201,12 +252,5 @@ pub fn restore(ctx: &Context, args: &AddressArgs) -> Result<i32, CliError> {
     };
     remembered.forget(address);
     remembered.save()?;
-    report(
-        ctx,
-        vec![Change {
-            address: address.to_string(),
-            from,
-            to: now,
-        }],
-    )
+    report(ctx, vec![Change::new(ctx, address, from, now)])
 }

@@ -1,6 +1,7 @@
 //! `usrdrv info ADDR`: one device in detail: identity, BARs, capabilities,
 //! interrupt support, NUMA node, IOMMU group members and, when the device is
-//! bound to vfio-pci and can be opened, what VFIO reports about it.
+//! bound to vfio-pci and can be opened, what VFIO reports about it; when it is
+//! bound to the usrdma module, its node, counters and buffers.
 //!
 //! Everything is gathered into one [`Report`] first; the text and the JSON
 //! (schema `usrdrv.info/1`) are both printed from it.
@@ -16,7 +17,10 @@ use usrdrv::vfio::{Device, VfioError, usable_group};
 use crate::context::Context;
 use crate::error::CliError;
 use crate::names::PciNames;
-use crate::output::{self, Table, Tone};
+use crate::output::{self, Table, Tone, human_size};
+use crate::usrdma_view::USRDMA_DRIVER;
+
+mod usrdma;
 
 /// Arguments of `usrdrv info`.
 #[derive(Debug, clap::Args)]
@@ -33,7 +37,11 @@ needs the whole configuration space, which sysfs gives only to root (others see 
 When the device is bound to vfio-pci, info opens it through VFIO (as root, or with access to
 /dev/vfio/N) to show the regions, interrupt counts and reset support VFIO reports, then closes
 it: vfio-pci may reset the device on that open and close. A device whose IOMMU group another
-process has open is left alone (the VFIO section says the group is busy).")]
+process has open is left alone (the VFIO section says the group is busy).
+
+When the device is bound to usrdma (the module for machines without an IOMMU), a usrdma section
+shows its node, counters and DMA buffers, read from the module's sysfs attributes without
+opening the device.")]
 pub struct InfoArgs {
     /// The device, DDDD:BB:DD.F or BB:DD.F.
     pub address: String,
@@ -76,6 +84,8 @@ struct Report {
     /// `None` when the device has no IOMMU group.
     iommu_group_members: Option<Vec<Member>>,
     vfio: Vfio,
+    /// `None` unless the device is bound to usrdma.
+    usrdma: Option<usrdma::Usrdma>,
 }
 
 #[derive(Debug, Serialize)]
@@ -258,6 +268,7 @@ fn gather(ctx: &Context, address: PciAddress) -> Result<Report, CliError> {
         Some(group) => Some(members(ctx, group)?),
         None => None,
     };
+    let usrdma = usrdma::gather(ctx, address, function.driver.as_deref());
     Ok(Report {
         schema: SCHEMA,
         address: address.to_string(),
@@ -279,6 +290,7 @@ fn gather(ctx: &Context, address: PciAddress) -> Result<Report, CliError> {
         interrupts,
         iommu_group_members,
         vfio,
+        usrdma,
     })
 }
 
@@ -424,6 +436,12 @@ fn vfio(ctx: &Context, address: PciAddress, group: Option<u32>) -> Vfio {
 
 fn unavailable(address: PciAddress, err: &VfioError) -> Unavailable {
     let (reason, message) = match err {
+        VfioError::NotBoundToVfio { driver, .. } if driver.as_deref() == Some(USRDMA_DRIVER) => (
+            "not_bound_to_vfio_pci",
+            format!(
+                "bound to {USRDMA_DRIVER}, not {VFIO_PCI_DRIVER}: see the usrdma section (`usrdrv bind {address}` moves it to VFIO)"
+            ),
+        ),
         VfioError::NotBoundToVfio { driver, .. } => (
             "not_bound_to_vfio_pci",
             format!(
@@ -476,22 +494,6 @@ fn region_name(index: u32) -> String {
         8 => "VGA".to_owned(),
         n => format!("region {n}"),
     }
-}
-
-/// A size in the largest binary unit that divides it (BARs are powers of two).
-fn human_size(bytes: u64) -> String {
-    const UNITS: [(u64, &str); 4] = [
-        (1 << 40, "TiB"),
-        (1 << 30, "GiB"),
-        (1 << 20, "MiB"),
-        (1 << 10, "KiB"),
-    ];
-    for (unit, name) in UNITS {
-        if bytes >= unit && bytes.is_multiple_of(unit) {
-            return format!("{} {name}", bytes / unit);
-        }
-    }
-    format!("{bytes} B")
 }
 
 fn yes_no(value: bool) -> String {
@@ -728,6 +730,9 @@ fn render(ctx: &Context, r: &Report) -> String {
             out.push_str(&format!("  {}\n", style.paint(Tone::Dim, message)));
         }
     }
+    if let Some(u) = &r.usrdma {
+        out.push_str(&usrdma::render(style, u));
+    }
     out
 }
 
@@ -746,15 +751,6 @@ fn member_name(names: &PciNames, m: &Member) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sizes_read_in_binary_units() {
-        assert_eq!(human_size(1 << 20), "1 MiB");
-        assert_eq!(human_size(16 << 10), "16 KiB");
-        assert_eq!(human_size(256), "256 B");
-        assert_eq!(human_size(3 << 30), "3 GiB");
-        assert_eq!(human_size(1536), "1536 B");
-    }
 
     #[test]
     fn interrupts_distinguish_absent_from_unknown() {

@@ -17,6 +17,12 @@ pub(crate) struct Allocation {
     pub(crate) memory: DmaMemory,
     /// The device address of the first byte; the buffer is contiguous for the device.
     pub(crate) device_addr: u64,
+    /// The backend's own identification of the memory (usrdma: the buffer id;
+    /// VFIO: unused).
+    pub(crate) handle: u64,
+    /// Memory that outlives this process (a persistent usrdma buffer):
+    /// dropping the handle unmaps it from the process but does not free it.
+    pub(crate) keep: bool,
 }
 
 /// A scatter-gather list, without a heap allocation for the common single
@@ -26,10 +32,6 @@ pub(crate) enum SgList {
     /// One contiguous run.
     One(SgEntry),
     /// Several runs, in order.
-    #[expect(
-        dead_code,
-        reason = "VFIO maps one contiguous run; a backend without an IOMMU returns one per physical run"
-    )]
     Many(Vec<SgEntry>),
 }
 
@@ -52,6 +54,9 @@ pub(crate) struct UserMapping {
     pub(crate) handle: u64,
     /// The bytes actually mapped (whole pages around the caller's bytes).
     pub(crate) mapped_len: u64,
+    /// Whether the device sees a bounce buffer instead of the caller's memory
+    /// (the data moves at the sync points).
+    pub(crate) bounced: bool,
 }
 
 /// What a DMA backend does.
@@ -62,6 +67,13 @@ pub(crate) trait DmaBackend: Send + Sync + fmt::Debug {
     /// Allocates `size` bytes (rounded up to pages) of zeroed memory the device
     /// can read and write, preferring 2 MiB hugepages when `huge`.
     fn alloc(&self, size: usize, huge: bool) -> Result<Allocation, DmaError>;
+
+    /// Like [`DmaBackend::alloc`] for a named buffer. Backends that keep names
+    /// in the kernel register `name` there (refusing one in use).
+    fn alloc_named(&self, name: &str, size: usize) -> Result<Allocation, DmaError> {
+        let _ = name;
+        self.alloc(size, false)
+    }
 
     /// Takes the device's access to `allocation` away. On error the memory must
     /// not be reused (the caller leaks it).
@@ -77,4 +89,13 @@ pub(crate) trait DmaBackend: Send + Sync + fmt::Debug {
 
     /// Undoes [`DmaBackend::map_user`], verifying everything mapped was unmapped.
     fn unmap_user(&self, mapping: &UserMapping) -> Result<(), DmaError>;
+
+    /// Hands a mapping to the CPU (`for_cpu`) or to the device. With an IOMMU
+    /// on a cache-coherent machine only ordering is needed; a backend that
+    /// bounces copies here.
+    fn sync_user(&self, mapping: &UserMapping, for_cpu: bool) -> Result<(), DmaError> {
+        let _ = (mapping, for_cpu);
+        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    }
 }

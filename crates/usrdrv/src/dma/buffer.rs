@@ -89,7 +89,9 @@ impl<S: BufferState> fmt::Debug for DmaBuffer<S> {
 
 impl DmaBuffer<Shared> {
     pub(crate) fn new(allocation: Allocation, backend: Arc<dyn DmaBackend>) -> Self {
-        let backing = if allocation.memory.is_huge() {
+        let backing = if allocation.memory.is_coherent() {
+            Backing::Coherent
+        } else if allocation.memory.is_huge() {
             Backing::HugePages2M
         } else {
             Backing::Anonymous

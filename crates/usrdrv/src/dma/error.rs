@@ -135,7 +135,7 @@ pub enum DmaError {
         name: String,
     },
     /// A name with characters or a length that is not accepted.
-    #[error("'{name}' is not a valid buffer name: use 1 to 63 characters from A-Z a-z 0-9 . _ -")]
+    #[error("'{name}' is not a valid buffer name: use 1 to 31 characters from A-Z a-z 0-9 . _ -")]
     BadName {
         /// The name.
         name: String,
@@ -151,6 +151,33 @@ pub enum DmaError {
     Revoked {
         /// The device.
         address: crate::pci::PciAddress,
+    },
+    /// No memory the device can reach is free: without an IOMMU, device
+    /// addresses are physical addresses and must lie below the DMA mask.
+    #[error(
+        "no {size} bytes of memory below the device's {bits}-bit DMA mask are free: without an IOMMU the device reaches only physical addresses below 2^{bits}; ask for less, or declare a wider mask if the device drives more address bits"
+    )]
+    NoMemoryBelowMask {
+        /// The size asked for.
+        size: u64,
+        /// The mask width.
+        bits: u32,
+    },
+    /// The operation exists only with the usrdma backend.
+    #[error(
+        "{what} need the usrdma backend (a device bound to the usrdma module); with VFIO, keep the buffer in a long-lived process instead"
+    )]
+    NeedsUsrdma {
+        /// What was asked for.
+        what: &'static str,
+    },
+    /// The named buffer belongs to another process and is not persistent.
+    #[error(
+        "the buffer '{name}' belongs to another process and is freed when it exits: only persistent buffers can be attached"
+    )]
+    NotPersistent {
+        /// The name.
+        name: String,
     },
     /// Turning on bus mastering failed.
     #[error("cannot enable bus mastering (PCI command register)")]

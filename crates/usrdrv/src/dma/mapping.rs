@@ -2,7 +2,6 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{Ordering, fence};
 
 use super::backend::{DmaBackend, UserMapping};
 use super::{Direction, DmaError, SgEntry};
@@ -165,19 +164,32 @@ impl<B: DmaTarget> DmaMapping<B> {
         self.len() == 0
     }
 
+    /// Whether the device works on a bounce buffer rather than the caller's
+    /// memory (usrdma, when the memory lies above the device's DMA mask): the
+    /// data then moves only at [`DmaMapping::sync_for_device`],
+    /// [`DmaMapping::sync_for_cpu`] and unmap.
+    pub fn is_bounced(&self) -> bool {
+        self.mapping.bounced
+    }
+
     /// Which way the data moves.
     pub fn direction(&self) -> Direction {
         self.direction
     }
 
-    /// Orders the CPU's work before what follows for the device.
-    pub fn sync_for_device(&self) {
-        fence(Ordering::SeqCst);
+    /// Hands the buffer to the device: orders the CPU's writes before what
+    /// follows for the device, and copies them to the bounce buffer when the
+    /// backend bounces (usrdma, memory above the device's DMA mask). Call it
+    /// after writing and before starting DMA that reads.
+    pub fn sync_for_device(&self) -> Result<(), DmaError> {
+        self.backend.sync_user(&self.mapping, false)
     }
 
-    /// Orders what the device wrote before the CPU's reads that follow.
-    pub fn sync_for_cpu(&self) {
-        fence(Ordering::SeqCst);
+    /// Hands the buffer back to the CPU: orders what the device wrote before
+    /// the CPU's reads that follow, copying it from the bounce buffer when the
+    /// backend bounces. Call it after DMA that writes, before reading.
+    pub fn sync_for_cpu(&self) -> Result<(), DmaError> {
+        self.backend.sync_user(&self.mapping, true)
     }
 
     /// Unmaps (verifying the kernel unmapped exactly what was mapped) and gives

@@ -25,6 +25,7 @@ pub use error::DmaError;
 pub(crate) use error::map_failure;
 pub use iova::{IovaAllocator, IovaError, IovaRange};
 pub use mapping::{DmaMapping, DmaTarget};
+pub(crate) use named::check_name;
 pub use named::{MAX_NAME_LEN, NamedBufferInfo, NamedBuffers};
 pub use pool::{DmaPool, PoolBuffer};
 pub use types::{Backing, Direction, DmaMask, SgEntry};

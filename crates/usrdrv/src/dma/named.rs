@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use super::{Backing, DmaBuffer, DmaError};
 
-/// The longest name accepted (names may become device-node names later).
-pub const MAX_NAME_LEN: usize = 63;
+/// The longest name accepted: what the usrdma module keeps with its NUL.
+pub const MAX_NAME_LEN: usize = 31;
 
 /// One entry of [`NamedBuffers::list`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,15 +23,17 @@ pub struct NamedBufferInfo {
 }
 
 /// Allocates a buffer for a name: how the table gets memory.
-type Allocator = dyn Fn(usize) -> Result<DmaBuffer, DmaError> + Send + Sync;
+type Allocator = dyn Fn(&str, usize) -> Result<DmaBuffer, DmaError> + Send + Sync;
 
 /// A table of DMA buffers by name.
 ///
 /// Buffers are shared: [`NamedBuffers::get`] returns another handle to the same
 /// memory, which stays valid while any handle lives, even after
 /// [`NamedBuffers::free`] removes the name. Dropping the table frees every
-/// buffer no one else holds. Over VFIO the table belongs to this process; the
-/// no-IOMMU kernel companion will keep names system-wide behind the same calls.
+/// buffer no one else holds. Over VFIO the names belong to this process; over
+/// the usrdma module they are also registered in the kernel, so `usrdrv
+/// buffers` lists them system-wide and a name taken by another process is
+/// refused.
 ///
 /// ```no_run
 /// use usrdrv::Device;
@@ -72,7 +74,7 @@ impl NamedBuffers {
         self.table.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Allocates `size` bytes under `name` (1 to 63 characters from `A-Z a-z
+    /// Allocates `size` bytes under `name` (1 to 31 characters from `A-Z a-z
     /// 0-9 . _ -`); a name in use is an error.
     pub fn alloc(&self, name: &str, size: usize) -> Result<Arc<DmaBuffer>, DmaError> {
         check_name(name)?;
@@ -82,7 +84,7 @@ impl NamedBuffers {
                 name: name.to_owned(),
             });
         }
-        let buffer = Arc::new((self.allocate)(size)?);
+        let buffer = Arc::new((self.allocate)(name, size)?);
         table.insert(name.to_owned(), Arc::clone(&buffer));
         Ok(buffer)
     }
@@ -121,7 +123,7 @@ impl NamedBuffers {
     }
 }
 
-fn check_name(name: &str) -> Result<(), DmaError> {
+pub(crate) fn check_name(name: &str) -> Result<(), DmaError> {
     let ok = !name.is_empty()
         && name.len() <= MAX_NAME_LEN
         && name
@@ -142,10 +144,10 @@ mod tests {
 
     #[test]
     fn names_are_checked() {
-        for good in ["a", "rx-ring.0", "NVMe_queue_1", &"x".repeat(63)] {
+        for good in ["a", "rx-ring.0", "NVMe_queue_1", &"x".repeat(31)] {
             check_name(good).unwrap();
         }
-        for bad in ["", "has space", "a/b", "ünï", &"x".repeat(64), "tab\t"] {
+        for bad in ["", "has space", "a/b", "ünï", &"x".repeat(32), "tab\t"] {
             assert!(
                 matches!(check_name(bad), Err(DmaError::BadName { .. })),
                 "{bad:?}"

@@ -94,6 +94,9 @@ pub enum Backing {
     Anonymous,
     /// 2 MiB hugepages (fewer IOMMU entries and TLB misses).
     HugePages2M,
+    /// Coherent memory a kernel driver allocated below the DMA mask
+    /// (the usrdma backend), physically contiguous.
+    Coherent,
 }
 
 impl fmt::Display for Backing {
@@ -101,6 +104,7 @@ impl fmt::Display for Backing {
         f.write_str(match self {
             Self::Anonymous => "4 KiB pages",
             Self::HugePages2M => "2 MiB hugepages",
+            Self::Coherent => "kernel coherent memory",
         })
     }
 }

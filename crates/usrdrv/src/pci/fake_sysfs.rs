@@ -151,6 +151,22 @@ impl FakeSysfs {
         );
     }
 
+    /// Writes `content` to the function's attribute file `name` (created if
+    /// missing), e.g. a malformed `usrdma_buffers`.
+    pub fn set_attribute(&self, addr: &str, name: &str, content: &str) {
+        write(&self.device_dir(addr).join(name), content);
+    }
+
+    /// Adds a function bound to the `usrdma` driver (registered too), with
+    /// no IOMMU group (the machines usrdma is for have none), class
+    /// `0x00ff00`, and these `usrdma_buffers` and `usrdma_stats` texts (the
+    /// format documented in `kmod/usrdma/usrdma_uapi.h`).
+    pub fn add_usrdma(&self, addr: &str, vendor: u16, device: u16, buffers: &str, stats: &str) {
+        self.add(addr, vendor, device, 0x00ff00, Some("usrdma"), None);
+        self.set_attribute(addr, "usrdma_buffers", buffers);
+        self.set_attribute(addr, "usrdma_stats", stats);
+    }
+
     /// Gives the function a block device `name` (as an NVMe namespace would be).
     pub fn add_block(&self, addr: &str, name: &str) {
         let dir = self.device_dir(addr).join("nvme/nvme0").join(name);

@@ -201,7 +201,9 @@ impl Sysfs {
         self.root.join("bus/pci/devices")
     }
 
-    fn device_dir(&self, address: PciAddress) -> PathBuf {
+    /// The directory of the function at `address`
+    /// (`<root>/bus/pci/devices/DDDD:BB:DD.F`), whether or not it exists.
+    pub fn device_dir(&self, address: PciAddress) -> PathBuf {
         self.devices_dir().join(address.to_string())
     }
 

@@ -2,6 +2,7 @@
 //! of child processes, optionally on 2 MiB hugepages. Unmapped on drop.
 
 use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::ptr::NonNull;
 
 use crate::mmio::MmioValue;
@@ -15,12 +16,15 @@ pub(crate) const HUGE_PAGE_SIZE: usize = 2 << 20;
 /// accessors are for when the CPU owns it (see `dma::DmaBuffer`'s typestate).
 #[derive(Debug)]
 pub(crate) struct DmaMemory {
-    // INVARIANT: `ptr` is the start of a live private anonymous mapping of `len`
+    // INVARIANT: `ptr` is the start of a live private anonymous mapping (or,
+    // when `coherent`, a shared mapping of a kernel DMA buffer) of `len`
     // bytes (a multiple of the page size, or of 2 MiB when `huge`), owned by this
     // value and unmapped only by its `Drop`.
     ptr: NonNull<u8>,
     len: usize,
     huge: bool,
+    /// Kernel coherent memory mapped through a driver's file (usrdma).
+    coherent: bool,
     /// Set when a device may still reach the memory: then it is never unmapped.
     leaked: bool,
 }
@@ -66,6 +70,7 @@ impl DmaMemory {
             ptr,
             len,
             huge,
+            coherent: false,
             leaked: false,
         };
         // Keep DMA pages out of children: after fork() the device must keep
@@ -79,6 +84,42 @@ impl DmaMemory {
         Ok(memory)
     }
 
+    /// Maps `len` bytes (a non-zero page multiple) of memory a kernel driver
+    /// allocated for DMA, exposed by `fd` at `offset` (a usrdma buffer).
+    pub(crate) fn map_shared(fd: BorrowedFd<'_>, offset: u64, len: usize) -> io::Result<Self> {
+        if len == 0 {
+            return Err(io::Error::from(io::ErrorKind::InvalidInput));
+        }
+        let offset = libc::off_t::try_from(offset)
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        // SAFETY: a fresh mapping at an address the kernel chooses aliases no
+        // Rust object; `fd` is open for the call; the result is checked.
+        let addr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                offset,
+            )
+        };
+        if addr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let ptr = NonNull::new(addr.cast::<u8>())
+            .ok_or_else(|| io::Error::from(io::ErrorKind::AddrNotAvailable))?;
+        // INVARIANT: `ptr`/`len` describe the mapping just made; `Drop` unmaps
+        // it with munmap as for anonymous memory.
+        Ok(Self {
+            ptr,
+            len,
+            huge: false,
+            coherent: true,
+            leaked: false,
+        })
+    }
+
     /// The start address in this process (what the IOMMU is told to map).
     pub(crate) fn addr(&self) -> usize {
         self.ptr.as_ptr() as usize
@@ -87,6 +128,11 @@ impl DmaMemory {
     /// The length in bytes.
     pub(crate) fn len(&self) -> usize {
         self.len
+    }
+
+    /// Whether the memory is a kernel driver's coherent DMA buffer.
+    pub(crate) fn is_coherent(&self) -> bool {
+        self.coherent
     }
 
     /// Whether the memory is on 2 MiB hugepages.

@@ -137,6 +137,53 @@ pub(crate) fn wait_any(fds: &[&EventFd], timeout: Option<Duration>) -> io::Resul
     }
 }
 
+/// Whether `fd` reports a hang-up or error right now (no waiting).
+pub(crate) fn hung_up(fd: BorrowedFd<'_>) -> bool {
+    let mut poll = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: 0,
+        revents: 0,
+    };
+    // SAFETY: one live pollfd; a zero timeout never blocks.
+    let ready = unsafe { libc::poll(&mut poll, 1, 0) };
+    ready > 0 && poll.revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0
+}
+
+/// Waits until `fd` hangs up or reports an error (`Ok(true)`: a usrdma node
+/// whose device was removed) or `stop` is signalled (`Ok(false)`).
+pub(crate) fn wait_hangup(fd: BorrowedFd<'_>, stop: &EventFd) -> io::Result<bool> {
+    let mut polls = [
+        libc::pollfd {
+            fd: fd.as_raw_fd(),
+            // POLLHUP and POLLERR are always reported; ask for nothing else.
+            events: 0,
+            revents: 0,
+        },
+        libc::pollfd {
+            fd: stop.fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        },
+    ];
+    loop {
+        // SAFETY: `polls` is a live array of two pollfd structs.
+        let ready = unsafe { libc::poll(polls.as_mut_ptr(), 2, -1) };
+        if ready < 0 {
+            let err = io::Error::last_os_error();
+            if err.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(err);
+        }
+        if polls[1].revents != 0 {
+            return Ok(false);
+        }
+        if polls[0].revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0 {
+            return Ok(true);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,11 +17,26 @@ pub(crate) fn memlock() -> io::Result<Option<u64>> {
     Ok((limit.rlim_cur != libc::RLIM_INFINITY).then_some(limit.rlim_cur))
 }
 
+/// The CPU page size in bytes (4096 when the system will not say).
+pub(crate) fn page_size() -> usize {
+    // SAFETY: sysconf takes no pointers.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(size)
+        .ok()
+        .filter(|s| *s > 0)
+        .unwrap_or(4096)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
     fn memlock_limit_is_readable() {
         // Whatever the limit is here, reading it must work.
         super::memlock().unwrap();
+    }
+
+    #[test]
+    fn page_size_is_a_power_of_two() {
+        assert!(super::page_size().is_power_of_two());
     }
 }

@@ -7,4 +7,5 @@ pub(crate) mod dma_memory;
 pub(crate) mod eventfd;
 pub(crate) mod limits;
 pub(crate) mod mmap;
+pub(crate) mod usrdma_ioctl;
 pub(crate) mod vfio_ioctl;

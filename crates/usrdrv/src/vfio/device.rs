@@ -14,10 +14,11 @@ use vfio_bindings::bindings::vfio::{
 };
 
 use super::group::usable_group;
-use super::revocation::Revocation;
+use super::revocation;
 use super::{Container, Group, VfioError};
 use crate::mmio::Bar;
 use crate::pci::{PciAddress, Sysfs};
+use crate::revocation::Revocation;
 use crate::sys::eventfd::EventFd;
 use crate::sys::mmap::Mapping;
 use crate::sys::vfio_ioctl;
@@ -114,7 +115,7 @@ impl Device {
                 source: std::io::Error::other("VFIO reports a device that is not PCI"),
             });
         }
-        let revocation = Revocation::arm(file.as_fd());
+        let revocation = revocation::arm(file.as_fd());
         Ok(Self {
             shared: Arc::new(Shared {
                 revocation,
@@ -184,7 +185,7 @@ impl Device {
         &self,
         kind: crate::irq::IrqKind,
     ) -> Result<crate::irq::IrqInfo, crate::irq::IrqError> {
-        crate::irq::irq_info(self, kind)
+        crate::irq::IrqControl::info(self, kind)
     }
 
     /// What VFIO says about region `index`.

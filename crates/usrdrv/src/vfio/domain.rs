@@ -286,6 +286,8 @@ impl DmaBackend for Domain {
         Ok(Allocation {
             memory,
             device_addr,
+            handle: 0,
+            keep: false,
         })
     }
 
@@ -316,6 +318,7 @@ impl DmaBackend for Domain {
             }),
             handle: iova,
             mapped_len: span,
+            bounced: false,
         })
     }
 

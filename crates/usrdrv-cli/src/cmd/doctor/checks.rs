@@ -332,6 +332,11 @@ fn iommu_check(facts: &IommuFacts, cmdline: &Cmdline) -> Finding {
         "{intel} (Intel; the AMD IOMMU is on by default unless amd_iommu=off or iommu=off is \
          given). To change the kernel command line: {GRUB_STEPS}"
     ));
+    steps.push(
+        "or, on a machine without an IOMMU, use the usrdma kernel module instead of VFIO \
+         (kmod/usrdma: `modprobe usrdma`, then `usrdrv bind ADDR --driver usrdma`)"
+            .to_owned(),
+    );
     finding("iommu", Status::Fail, summary, Some(steps.join("; ")))
 }
 

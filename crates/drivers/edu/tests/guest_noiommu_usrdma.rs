@@ -1,0 +1,357 @@
+//! edu tests of what only the usrdma backend does, in the boot without an
+//! IOMMU: device addresses are physical, so the DMA mask decides what the
+//! device can reach; persistent buffers; the module's clean-up when a process
+//! dies or the module is unloaded; a fuzzer against the module's ioctls; and
+//! the errors a driver author meets.
+
+use std::io::BufRead;
+use std::process::{Command, Stdio};
+
+use usrdrv::dma::{Backing, Direction, DmaError, DmaMask};
+use usrdrv::pci::{PciAddress, Sysfs};
+use usrdrv::usrdma::{USRDMA_DRIVER, UsrdmaError};
+use usrdrv::{Backend, Device, Error};
+use usrdrv_edu::{DMA_MASK_BITS, Edu};
+
+#[path = "common/mod.rs"]
+#[allow(
+    dead_code,
+    reason = "each test binary uses its own part of the helpers"
+)]
+mod common;
+use common::{edu_address, open, pattern};
+
+const MASK_LIMIT: u64 = 1 << DMA_MASK_BITS;
+
+/// One counter of the module's `usrdma_stats` attribute for `address`.
+fn stat(address: PciAddress, key: &str) -> u64 {
+    let path = format!("/sys/bus/pci/devices/{address}/usrdma_stats");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {path}: {e}"));
+    text.lines()
+        .find_map(|line| {
+            let (k, v) = line.split_once(' ')?;
+            (k == key).then(|| v.trim().parse().expect("a decimal counter"))
+        })
+        .unwrap_or_else(|| panic!("{key} in {path}: {text}"))
+}
+
+/// The names in the module's `usrdma_buffers` attribute for `address`.
+fn buffer_names(address: PciAddress) -> Vec<String> {
+    let path = format!("/sys/bus/pci/devices/{address}/usrdma_buffers");
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("read {path}: {e}"))
+        .lines()
+        .filter_map(|line| line.split_whitespace().nth(1).map(str::to_owned))
+        .collect()
+}
+
+/// MemFree from /proc/meminfo, in KiB.
+fn mem_free_kib() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .expect("read /proc/meminfo")
+        .lines()
+        .find_map(|l| l.strip_prefix("MemFree:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("MemFree in /proc/meminfo")
+}
+
+/// The kernel log so far.
+fn kernel_log() -> String {
+    let out = Command::new("dmesg").output().expect("dmesg");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Kernel log lines that mean the module misbehaved.
+fn complaints(log: &str) -> Vec<&str> {
+    log.lines()
+        .filter(|l| {
+            ["WARNING", "BUG", "Oops", "usercopy", "leak", "Call Trace"]
+                .iter()
+                .any(|w| l.contains(w))
+        })
+        .collect()
+}
+
+#[test]
+#[ignore = "needs the usrdrv VM: run by `cargo xtask test`"]
+fn edu_is_driven_through_usrdma_here() {
+    let edu = open();
+    assert_eq!(edu.device().backend(), Backend::Usrdma);
+    assert!(edu.device().vfio().is_none());
+    let usrdma = edu.device().usrdma().expect("a usrdma device");
+    assert_eq!(usrdma.dma_mask_bits().unwrap(), DMA_MASK_BITS);
+    assert_eq!(
+        Sysfs::system()
+            .driver(edu.device().address())
+            .unwrap()
+            .as_deref(),
+        Some(USRDMA_DRIVER)
+    );
+}
+
+#[test]
+#[ignore = "needs the usrdrv VM: run by `cargo xtask test`"]
+fn every_device_address_is_below_the_mask_and_caller_memory_is_bounced_or_pinned() {
+    let edu = open();
+    let address = edu.device().address();
+    for size in [1, 4096, 65536, 1 << 20] {
+        let buffer = edu.device().alloc_dma(size).unwrap();
+        assert!(buffer.device_addr() + buffer.len() as u64 <= MASK_LIMIT);
+        assert_eq!(buffer.backing(), Backing::Coherent);
+    }
+    let pool = edu.device().dma_pool(512, 64).unwrap();
+    assert!(pool.alloc().unwrap().device_addr() + 512 <= MASK_LIMIT);
+
+    // Caller memory: wherever it lies, the device sees addresses below the
+    // mask, and the data arrives (through a bounce buffer when it must).
+    let pinned_before = stat(address, "pinned_pages");
+    let data = pattern(20_000, 5);
+    let mapping = edu
+        .device()
+        .map_dma(data.clone(), Direction::ToDevice)
+        .unwrap();
+    for entry in mapping.sg_list() {
+        assert!(
+            entry.device_addr + entry.len as u64 <= MASK_LIMIT,
+            "{entry:?}"
+        );
+    }
+    assert_eq!(
+        stat(address, "user_mappings"),
+        1,
+        "the module counts the mapping"
+    );
+    if !mapping.is_bounced() {
+        assert!(stat(address, "pinned_pages") >= pinned_before + 5);
+    }
+    let window = mapping.sg_list()[0].device_addr;
+    edu.transfer(usrdrv_edu::Transfer::ToDevice, window, 0, 4000)
+        .unwrap();
+    let mut incoming = vec![0u8; 4000];
+    {
+        let back = edu
+            .device()
+            .map_dma(&mut incoming[..], Direction::FromDevice)
+            .unwrap();
+        edu.window_to_mapping(0, &back).unwrap();
+    }
+    assert_eq!(&incoming[..], &data[..4000], "the data went through");
+    drop(mapping);
+    assert_eq!(stat(address, "user_mappings"), 0);
+    assert_eq!(stat(address, "pinned_pages"), pinned_before);
+
+    // A device that drives 64 bits reaches every page: nothing is bounced.
+    drop(edu);
+    let wide = Device::open(address, DmaMask::new(64).unwrap()).unwrap();
+    let mut memory = vec![1u8; 3 * 4096];
+    let mapping = wide
+        .map_dma(&mut memory[..], Direction::Bidirectional)
+        .unwrap();
+    assert!(!mapping.is_bounced());
+    assert_eq!(mapping.len(), 3 * 4096);
+    assert!(stat(address, "pinned_pages") >= pinned_before + 3);
+    mapping.unmap().unwrap();
+    assert_eq!(stat(address, "pinned_pages"), pinned_before);
+}
+
+#[test]
+#[ignore = "needs the usrdrv VM: run by `cargo xtask test`"]
+fn a_killed_process_loses_its_buffers_and_pins_but_persistent_ones_survive() {
+    let address = edu_address();
+    let free_before = mem_free_kib();
+    let pinned_before = stat(address, "pinned_pages");
+    let bounce_before = stat(address, "bounce_bytes");
+    let buffers_before = stat(address, "buffers");
+    let mut child = Command::new("edu_hold")
+        .args(["--persistent", "keep-me"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("edu_hold (an example of usrdrv-edu) is in the VM's PATH");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.starts_with("holding"), "edu_hold said {line:?}");
+    assert_eq!(stat(address, "buffers"), buffers_before + 2);
+    assert_eq!(stat(address, "user_mappings"), 1);
+    assert!(
+        stat(address, "pinned_pages") > pinned_before
+            || stat(address, "bounce_bytes") > bounce_before,
+        "its mapping holds pages or a bounce buffer"
+    );
+    child.kill().unwrap(); // SIGKILL mid-transfer
+    child.wait().unwrap();
+
+    assert_eq!(stat(address, "user_mappings"), 0);
+    assert_eq!(stat(address, "pinned_pages"), pinned_before);
+    assert_eq!(stat(address, "bounce_bytes"), bounce_before);
+    assert_eq!(stat(address, "buffers"), buffers_before + 1);
+    assert_eq!(buffer_names(address), ["keep-me"]);
+    let free_after = mem_free_kib();
+    assert!(
+        free_after + 512 >= free_before,
+        "MemFree {free_before} KiB before, {free_after} KiB after: the 1 MiB buffer leaked?"
+    );
+
+    // A new process (this one) maps the persistent buffer by name.
+    let edu = Edu::open(address).unwrap();
+    let kept = edu.device().attach_persistent("keep-me").unwrap();
+    let mut got = [0u8; 18];
+    kept.read_bytes(0, &mut got).unwrap();
+    assert_eq!(&got, b"persistent:keep-me");
+    assert!(kept.device_addr() + kept.len() as u64 <= MASK_LIMIT);
+    // Dropping the handle leaves it; freeing by name removes it.
+    drop(kept);
+    assert_eq!(buffer_names(address), ["keep-me"]);
+    edu.device().free_persistent("keep-me").unwrap();
+    assert!(buffer_names(address).is_empty());
+    assert!(matches!(
+        edu.device().attach_persistent("keep-me"),
+        Err(DmaError::NoSuchName { .. })
+    ));
+}
+
+#[test]
+#[ignore = "needs the usrdrv VM: run by `cargo xtask test`"]
+fn unloading_the_module_frees_persistent_buffers() {
+    let address = edu_address();
+    let free_before = mem_free_kib();
+    {
+        let edu = Edu::open(address).unwrap();
+        edu.device()
+            .alloc_persistent("left-behind", 4 << 20)
+            .unwrap();
+    }
+    assert_eq!(buffer_names(address), ["left-behind"]);
+    let rmmod = Command::new("rmmod").arg("usrdma").status().unwrap();
+    assert!(rmmod.success(), "rmmod with a persistent buffer left");
+    assert!(!std::path::Path::new("/sys/bus/pci/drivers/usrdma").exists());
+    let free_after = mem_free_kib();
+    assert!(
+        free_after + 1024 >= free_before,
+        "MemFree {free_before} KiB before, {free_after} KiB after unload: the 4 MiB buffer leaked?"
+    );
+    let insmod = Command::new("insmod")
+        .arg("/lib/modules/usrdma.ko")
+        .status()
+        .unwrap();
+    assert!(insmod.success());
+    assert_eq!(Sysfs::system().driver(address).unwrap(), None);
+    // The device comes back for the next user.
+    assert_eq!(open().identification().unwrap(), (1, 0));
+}
+
+#[test]
+#[ignore = "needs the usrdrv VM: run by `cargo xtask test`"]
+fn a_hundred_thousand_random_ioctls_leave_no_trace() {
+    let address = edu_address();
+    let log_before = kernel_log();
+    let out = Command::new("usrdma-fuzz")
+        .args([address.to_string(), "100000".into(), "1".into()])
+        .output()
+        .expect("usrdma-fuzz (built with the module) is in the VM's PATH");
+    let said = String::from_utf8_lossy(&out.stdout);
+    println!("{said}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "usrdma-fuzz failed: {out:?}");
+    assert!(said.contains("100000 ioctls"), "{said}");
+    let log_after = kernel_log();
+    let new = log_after.strip_prefix(&log_before).unwrap_or(&log_after);
+    assert!(complaints(new).is_empty(), "the kernel complained:\n{new}");
+    assert_eq!(stat(address, "pinned_pages"), 0);
+    assert_eq!(stat(address, "user_mappings"), 0);
+    // And the device still works.
+    let edu = open();
+    let buffer = edu.device().alloc_dma(4096).unwrap();
+    buffer.write_bytes(0, b"after fuzz").unwrap();
+    edu.buffer_to_window(&buffer, 0, 0, 10).unwrap();
+    edu.window_to_buffer(0, &buffer, 100, 10).unwrap();
+    let mut got = [0u8; 10];
+    buffer.read_bytes(100, &mut got).unwrap();
+    assert_eq!(&got, b"after fuzz");
+}
+
+#[test]
+#[ignore = "needs the usrdrv VM: run by `cargo xtask test`"]
+fn bad_input_gets_typed_errors_that_say_what_to_do() {
+    let address = edu_address();
+    let sysfs = Sysfs::system();
+    let mask = DmaMask::new(DMA_MASK_BITS).unwrap();
+
+    // A device on another driver.
+    let nvme = sysfs.find(0x1b36, 0x0010).unwrap()[0];
+    match Device::open_with(Backend::Usrdma, nvme, mask) {
+        Err(Error::Usrdma(err @ UsrdmaError::NotBound { .. })) => {
+            assert!(err.to_string().contains("--driver usrdma"), "{err}");
+        }
+        other => panic!("expected NotBound, got {other:?}"),
+    }
+
+    // One opener at a time.
+    let first = Device::open(address, mask).unwrap();
+    match Device::open(address, mask) {
+        Err(Error::Usrdma(err @ UsrdmaError::Busy { .. })) => {
+            assert!(err.to_string().contains("one opener"), "{err}");
+        }
+        other => panic!("expected Busy, got {other:?}"),
+    }
+
+    // Names: too long, or taken (by a persistent buffer of any process).
+    let names = first.named_buffers().unwrap();
+    assert!(matches!(
+        names.alloc(&"x".repeat(32), 4096),
+        Err(DmaError::BadName { .. })
+    ));
+    first.alloc_persistent("taken", 4096).unwrap();
+    match names.alloc("taken", 4096) {
+        Err(err @ DmaError::NameTaken { .. }) => {
+            assert!(err.to_string().contains("pick another name"), "{err}")
+        }
+        other => panic!("expected NameTaken, got {other:?}"),
+    }
+    first.free_persistent("taken").unwrap();
+    drop(names);
+    drop(first);
+
+    // A mask the platform cannot serve at all, and one too small for the size.
+    match Device::open(address, DmaMask::new(16).unwrap()) {
+        Err(Error::Usrdma(err @ UsrdmaError::BadMask { bits: 16 })) => {
+            assert!(err.to_string().contains("16 bits"), "{err}");
+        }
+        other => panic!("expected BadMask, got {other:?}"),
+    }
+    let narrow = Device::open(address, DmaMask::new(24).unwrap()).unwrap();
+    match narrow.alloc_dma(64 << 20) {
+        Err(err @ DmaError::NoMemoryBelowMask { bits: 24, .. }) => {
+            assert!(err.to_string().contains("below 2^24"), "{err}");
+        }
+        other => panic!("expected NoMemoryBelowMask, got {other:?}"),
+    }
+    drop(narrow);
+
+    // Persistent buffers need usrdma; attaching another process's private
+    // buffer is refused (covered by the kill test); no permission without root.
+    let out = Command::new("edu_unprivileged")
+        .args(["65534", "65536"])
+        .output()
+        .expect("edu_unprivileged (an example of usrdrv-edu) is in the VM's PATH");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("open: error:"), "{said}");
+    assert!(said.contains("CAP_SYS_RAWIO"), "{said}");
+}
+
+#[test]
+#[ignore = "needs the usrdrv VM: run by `cargo xtask test`"]
+fn hugepage_requests_get_contiguous_coherent_memory() {
+    let edu = open();
+    let buffer = edu.device().alloc_dma_huge(3 << 20).unwrap();
+    assert_eq!(buffer.backing(), Backing::Coherent);
+    assert_eq!(buffer.len(), 3 << 20);
+    assert!(buffer.device_addr() + buffer.len() as u64 <= MASK_LIMIT);
+    buffer.write_bytes(buffer.len() - 3, b"end").unwrap();
+    edu.buffer_to_window(&buffer, buffer.len() - 3, 10, 3)
+        .unwrap();
+    edu.window_to_buffer(10, &buffer, 0, 3).unwrap();
+    let mut got = [0u8; 3];
+    buffer.read_bytes(0, &mut got).unwrap();
+    assert_eq!(&got, b"end");
+}

@@ -1,0 +1,577 @@
+//! The usrdma ioctls, each wrapped in a safe function taking the device file
+//! and typed arguments.
+//!
+//! The structures mirror `kmod/usrdma/usrdma_uapi.h`, the one definition of
+//! the ABI; a test compiles that header with the C compiler and checks every
+//! size, field offset and request number here against it.
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd};
+
+/// `USRDMA_NAME_LEN`: a buffer name with its terminating NUL.
+pub(crate) const NAME_LEN: usize = 32;
+/// `USRDMA_API_VERSION`.
+pub(crate) const API_VERSION: u32 = 1;
+/// `USRDMA_BAR_OFFSET(n)` is `n << BAR_SHIFT`.
+pub(crate) const BAR_SHIFT: u32 = 40;
+
+pub(crate) const BUF_PERSISTENT: u32 = 1 << 1;
+pub(crate) const FREE_BY_NAME: u32 = 1 << 0;
+pub(crate) const DIR_TO_DEVICE: u32 = 1 << 0;
+pub(crate) const DIR_FROM_DEVICE: u32 = 1 << 1;
+pub(crate) const MAP_BOUNCED: u32 = 1 << 0;
+pub(crate) const SYNC_FOR_CPU: u32 = 1 << 0;
+pub(crate) const SYNC_FOR_DEVICE: u32 = 1 << 1;
+pub(crate) const IRQ_NONE: u32 = 0;
+pub(crate) const IRQ_INTX: u32 = 1;
+pub(crate) const IRQ_MSI: u32 = 2;
+pub(crate) const IRQ_MSIX: u32 = 3;
+
+/// `struct usrdma_info`.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Info {
+    pub(crate) argsz: u32,
+    pub(crate) flags: u32,
+    pub(crate) api_version: u32,
+    pub(crate) pci_domain: u32,
+    pub(crate) pci_bus: u8,
+    pub(crate) pci_devfn: u8,
+    pub(crate) reserved0: u16,
+    pub(crate) dma_mask_bits: u32,
+    pub(crate) num_buffers: u32,
+    pub(crate) reserved1: u32,
+    pub(crate) bar_size: [u64; 6],
+}
+
+/// `struct usrdma_dma_mask`.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct DmaMaskArg {
+    pub(crate) argsz: u32,
+    pub(crate) flags: u32,
+    pub(crate) bits: u32,
+    pub(crate) reserved: u32,
+}
+
+/// `struct usrdma_alloc`.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Alloc {
+    pub(crate) argsz: u32,
+    pub(crate) flags: u32,
+    pub(crate) size: u64,
+    pub(crate) name: [u8; NAME_LEN],
+    pub(crate) id: u32,
+    pub(crate) reserved: u32,
+    pub(crate) dma_addr: u64,
+    pub(crate) mmap_offset: u64,
+}
+
+/// `struct usrdma_free`.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Free {
+    pub(crate) argsz: u32,
+    pub(crate) flags: u32,
+    pub(crate) id: u32,
+    pub(crate) reserved: u32,
+    pub(crate) name: [u8; NAME_LEN],
+}
+
+/// `struct usrdma_buf_entry`.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct BufEntry {
+    pub(crate) id: u32,
+    pub(crate) flags: u32,
+    pub(crate) size: u64,
+    pub(crate) dma_addr: u64,
+    pub(crate) mmap_offset: u64,
+    pub(crate) owner_pid: i32,
+    pub(crate) reserved: u32,
+    pub(crate) name: [u8; NAME_LEN],
+}
+
+/// `struct usrdma_list`.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct List {
+    pub(crate) argsz: u32,
+    pub(crate) flags: u32,
+    pub(crate) capacity: u32,
+    pub(crate) count: u32,
+    pub(crate) entries: u64,
+}
+
+/// `struct usrdma_sg_entry`.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SgEntryArg {
+    pub(crate) dma_addr: u64,
+    pub(crate) length: u64,
+}
+
+/// `struct usrdma_map_user`.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct MapUser {
+    pub(crate) argsz: u32,
+    pub(crate) flags: u32,
+    pub(crate) addr: u64,
+    pub(crate) length: u64,
+    pub(crate) entries: u64,
+    pub(crate) capacity: u32,
+    pub(crate) count: u32,
+    pub(crate) handle: u32,
+    pub(crate) out_flags: u32,
+}
+
+/// `struct usrdma_unmap_user`.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct UnmapUser {
+    pub(crate) argsz: u32,
+    pub(crate) flags: u32,
+    pub(crate) handle: u32,
+    pub(crate) reserved: u32,
+}
+
+/// `struct usrdma_sync`.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Sync {
+    pub(crate) argsz: u32,
+    pub(crate) flags: u32,
+    pub(crate) handle: u32,
+    pub(crate) reserved: u32,
+    pub(crate) offset: u64,
+    pub(crate) length: u64,
+}
+
+/// `struct usrdma_irq`.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Irq {
+    pub(crate) argsz: u32,
+    pub(crate) flags: u32,
+    pub(crate) kind: u32,
+    pub(crate) count: u32,
+    pub(crate) eventfds: u64,
+}
+
+/// `struct usrdma_irq_unmask` and `struct usrdma_reset`: only the header.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Header {
+    pub(crate) argsz: u32,
+    pub(crate) flags: u32,
+}
+
+/// `_IOWR(0xDA, nr, T)`.
+const fn iowr<T>(nr: u32) -> libc::Ioctl {
+    const READ_WRITE: u32 = 3;
+    let size = std::mem::size_of::<T>() as u32;
+    ((READ_WRITE << 30) | (size << 16) | (0xDA << 8) | nr) as libc::Ioctl
+}
+
+pub(crate) const GET_INFO: libc::Ioctl = iowr::<Info>(0x00);
+pub(crate) const SET_DMA_MASK: libc::Ioctl = iowr::<DmaMaskArg>(0x01);
+pub(crate) const ALLOC: libc::Ioctl = iowr::<Alloc>(0x02);
+pub(crate) const FREE: libc::Ioctl = iowr::<Free>(0x03);
+pub(crate) const LIST: libc::Ioctl = iowr::<List>(0x04);
+pub(crate) const MAP_USER: libc::Ioctl = iowr::<MapUser>(0x05);
+pub(crate) const UNMAP_USER: libc::Ioctl = iowr::<UnmapUser>(0x06);
+pub(crate) const SYNC: libc::Ioctl = iowr::<Sync>(0x07);
+pub(crate) const SET_IRQ: libc::Ioctl = iowr::<Irq>(0x08);
+pub(crate) const IRQ_UNMASK: libc::Ioctl = iowr::<Header>(0x09);
+pub(crate) const RESET: libc::Ioctl = iowr::<Header>(0x0a);
+
+/// `argsz` of a structure: its whole size.
+fn argsz<T>() -> u32 {
+    // The usrdma structures are at most a few hundred bytes.
+    std::mem::size_of::<T>() as u32
+}
+
+/// The argument structures: plain data starting with `argsz` and `flags`.
+pub(crate) trait Arg: Copy + Default {}
+impl Arg for Info {}
+impl Arg for DmaMaskArg {}
+impl Arg for Alloc {}
+impl Arg for Free {}
+impl Arg for List {}
+impl Arg for MapUser {}
+impl Arg for UnmapUser {}
+impl Arg for Sync {}
+impl Arg for Irq {}
+impl Arg for Header {}
+
+/// Issues `request` with `arg` (its `argsz` set here), returning the kernel's
+/// output in place.
+fn call<T: Arg>(fd: BorrowedFd<'_>, request: libc::Ioctl, arg: &mut T) -> io::Result<()> {
+    let size = argsz::<T>();
+    // SAFETY: every `Arg` is a `repr(C)` structure whose first field is the u32
+    // `argsz`, so the pointer is valid and aligned for a u32 write.
+    unsafe { std::ptr::from_mut(arg).cast::<u32>().write(size) };
+    // SAFETY: `arg` is a valid, exclusively borrowed `T`; the kernel reads and
+    // writes at most `argsz` = `size_of::<T>()` bytes of it. Pointers inside it
+    // (entries, eventfds) are set by the callers below to live buffers of the
+    // stated capacity; `fd` is open for the call's duration.
+    let ret = unsafe { libc::ioctl(fd.as_raw_fd(), request, std::ptr::from_mut(arg)) };
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// `USRDMA_GET_INFO`.
+pub(crate) fn get_info(fd: BorrowedFd<'_>) -> io::Result<Info> {
+    let mut info = Info::default();
+    call(fd, GET_INFO, &mut info)?;
+    Ok(info)
+}
+
+/// `USRDMA_SET_DMA_MASK`.
+pub(crate) fn set_dma_mask(fd: BorrowedFd<'_>, bits: u32) -> io::Result<()> {
+    let mut arg = DmaMaskArg {
+        bits,
+        ..Default::default()
+    };
+    call(fd, SET_DMA_MASK, &mut arg)
+}
+
+/// `USRDMA_ALLOC`: `name` without its NUL (checked by the caller to fit).
+pub(crate) fn alloc(fd: BorrowedFd<'_>, size: u64, flags: u32, name: &[u8]) -> io::Result<Alloc> {
+    let mut arg = Alloc {
+        size,
+        flags,
+        ..Default::default()
+    };
+    copy_name(&mut arg.name, name)?;
+    call(fd, ALLOC, &mut arg)?;
+    Ok(arg)
+}
+
+/// `USRDMA_FREE` by id.
+pub(crate) fn free(fd: BorrowedFd<'_>, id: u32) -> io::Result<()> {
+    let mut arg = Free {
+        id,
+        ..Default::default()
+    };
+    call(fd, FREE, &mut arg)
+}
+
+/// `USRDMA_FREE` by name.
+pub(crate) fn free_by_name(fd: BorrowedFd<'_>, name: &[u8]) -> io::Result<()> {
+    let mut arg = Free {
+        flags: FREE_BY_NAME,
+        ..Default::default()
+    };
+    copy_name(&mut arg.name, name)?;
+    call(fd, FREE, &mut arg)
+}
+
+/// `USRDMA_LIST`: every buffer of the device.
+pub(crate) fn list(fd: BorrowedFd<'_>) -> io::Result<Vec<BufEntry>> {
+    let mut entries: Vec<BufEntry> = Vec::new();
+    loop {
+        let capacity = u32::try_from(entries.len()).unwrap_or(u32::MAX);
+        let mut arg = List {
+            capacity,
+            entries: entries.as_mut_ptr() as u64,
+            ..Default::default()
+        };
+        call(fd, LIST, &mut arg)?;
+        let count = arg.count as usize;
+        if count <= entries.len() {
+            entries.truncate(count);
+            return Ok(entries);
+        }
+        // More buffers than room: grow and ask again (they may change between calls).
+        entries = vec![BufEntry::default(); count + 4];
+    }
+}
+
+/// `USRDMA_MAP_USER`: maps `[addr, addr + len)`; `entries` must hold one entry
+/// per page the range touches.
+pub(crate) fn map_user(
+    fd: BorrowedFd<'_>,
+    addr: usize,
+    len: usize,
+    flags: u32,
+    entries: &mut Vec<SgEntryArg>,
+) -> io::Result<MapUser> {
+    let mut arg = MapUser {
+        flags,
+        addr: addr as u64,
+        length: len as u64,
+        entries: entries.as_mut_ptr() as u64,
+        capacity: u32::try_from(entries.len())
+            .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?,
+        ..Default::default()
+    };
+    call(fd, MAP_USER, &mut arg)?;
+    entries.truncate(arg.count as usize);
+    Ok(arg)
+}
+
+/// `USRDMA_UNMAP_USER`.
+pub(crate) fn unmap_user(fd: BorrowedFd<'_>, handle: u32) -> io::Result<()> {
+    let mut arg = UnmapUser {
+        handle,
+        ..Default::default()
+    };
+    call(fd, UNMAP_USER, &mut arg)
+}
+
+/// `USRDMA_SYNC` of a whole mapping.
+pub(crate) fn sync(fd: BorrowedFd<'_>, handle: u32, len: u64, for_cpu: bool) -> io::Result<()> {
+    let mut arg = Sync {
+        flags: if for_cpu {
+            SYNC_FOR_CPU
+        } else {
+            SYNC_FOR_DEVICE
+        },
+        handle,
+        offset: 0,
+        length: len,
+        ..Default::default()
+    };
+    call(fd, SYNC, &mut arg)
+}
+
+/// `USRDMA_SET_IRQ`: `kind` is one of `IRQ_*`; an empty `eventfds` disables.
+pub(crate) fn set_irq(fd: BorrowedFd<'_>, kind: u32, eventfds: &[i32]) -> io::Result<()> {
+    let mut arg = Irq {
+        kind,
+        count: u32::try_from(eventfds.len())
+            .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?,
+        eventfds: eventfds.as_ptr() as u64,
+        ..Default::default()
+    };
+    call(fd, SET_IRQ, &mut arg)
+}
+
+/// `USRDMA_IRQ_UNMASK`.
+pub(crate) fn irq_unmask(fd: BorrowedFd<'_>) -> io::Result<()> {
+    call(fd, IRQ_UNMASK, &mut Header::default())
+}
+
+/// `USRDMA_RESET`.
+pub(crate) fn reset(fd: BorrowedFd<'_>) -> io::Result<()> {
+    call(fd, RESET, &mut Header::default())
+}
+
+/// Copies `name` into a NUL-padded field, refusing what does not fit with its NUL.
+fn copy_name(field: &mut [u8; NAME_LEN], name: &[u8]) -> io::Result<()> {
+    if name.len() >= NAME_LEN || name.contains(&0) {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    field[..name.len()].copy_from_slice(name);
+    Ok(())
+}
+
+/// The name in a NUL-padded field.
+pub(crate) fn name_of(field: &[u8; NAME_LEN]) -> String {
+    let end = field.iter().position(|b| *b == 0).unwrap_or(NAME_LEN);
+    String::from_utf8_lossy(&field[..end]).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::mem::{offset_of, size_of};
+    use std::path::Path;
+    use std::process::Command;
+
+    use super::*;
+
+    /// What the C compiler says about the header: `name value` lines.
+    fn c_layout() -> String {
+        let header_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../kmod/usrdma");
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("layout.c");
+        let binary = dir.path().join("layout");
+        let mut c = String::from(
+            "#include <stdio.h>\n#include <stddef.h>\n#include \"usrdma_uapi.h\"\n\
+             #define S(t) printf(#t \" %zu\\n\", sizeof(struct t));\n\
+             #define O(t, f) printf(#t \".\" #f \" %zu\\n\", offsetof(struct t, f));\n\
+             #define V(n) printf(#n \" %llu\\n\", (unsigned long long)(n));\n\
+             int main(void) {\n",
+        );
+        c.push_str(C_CHECKS);
+        c.push_str("return 0; }\n");
+        std::fs::write(&source, c).unwrap();
+        let compiled = Command::new("cc")
+            .arg("-I")
+            .arg(&header_dir)
+            .arg("-o")
+            .arg(&binary)
+            .arg(&source)
+            .output()
+            .expect("the layout test needs a C compiler (`cc`) to read usrdma_uapi.h");
+        assert!(
+            compiled.status.success(),
+            "usrdma_uapi.h did not compile: {}",
+            String::from_utf8_lossy(&compiled.stderr)
+        );
+        let run = Command::new(&binary).output().unwrap();
+        String::from_utf8(run.stdout).unwrap()
+    }
+
+    const C_CHECKS: &str = "
+        S(usrdma_info) O(usrdma_info, api_version) O(usrdma_info, pci_domain)
+        O(usrdma_info, pci_bus) O(usrdma_info, pci_devfn) O(usrdma_info, dma_mask_bits)
+        O(usrdma_info, num_buffers) O(usrdma_info, bar_size)
+        S(usrdma_dma_mask) O(usrdma_dma_mask, bits)
+        S(usrdma_alloc) O(usrdma_alloc, size) O(usrdma_alloc, name) O(usrdma_alloc, id)
+        O(usrdma_alloc, dma_addr) O(usrdma_alloc, mmap_offset)
+        S(usrdma_free) O(usrdma_free, id) O(usrdma_free, name)
+        S(usrdma_buf_entry) O(usrdma_buf_entry, size) O(usrdma_buf_entry, dma_addr)
+        O(usrdma_buf_entry, mmap_offset) O(usrdma_buf_entry, owner_pid) O(usrdma_buf_entry, name)
+        S(usrdma_list) O(usrdma_list, capacity) O(usrdma_list, count) O(usrdma_list, entries)
+        S(usrdma_sg_entry) O(usrdma_sg_entry, length)
+        S(usrdma_map_user) O(usrdma_map_user, addr) O(usrdma_map_user, length)
+        O(usrdma_map_user, entries) O(usrdma_map_user, capacity) O(usrdma_map_user, count)
+        O(usrdma_map_user, handle) O(usrdma_map_user, out_flags)
+        S(usrdma_unmap_user) O(usrdma_unmap_user, handle)
+        S(usrdma_sync) O(usrdma_sync, handle) O(usrdma_sync, offset) O(usrdma_sync, length)
+        S(usrdma_irq) O(usrdma_irq, type) O(usrdma_irq, count) O(usrdma_irq, eventfds)
+        S(usrdma_irq_unmask) S(usrdma_reset)
+        V(USRDMA_GET_INFO) V(USRDMA_SET_DMA_MASK) V(USRDMA_ALLOC) V(USRDMA_FREE)
+        V(USRDMA_LIST) V(USRDMA_MAP_USER) V(USRDMA_UNMAP_USER) V(USRDMA_SYNC)
+        V(USRDMA_SET_IRQ) V(USRDMA_IRQ_UNMASK) V(USRDMA_RESET)
+        V(USRDMA_API_VERSION) V(USRDMA_NAME_LEN) V(USRDMA_BAR_SHIFT) V(USRDMA_BUF_PERSISTENT)
+        V(USRDMA_FREE_BY_NAME) V(USRDMA_DIR_TO_DEVICE) V(USRDMA_DIR_FROM_DEVICE)
+        V(USRDMA_MAP_BOUNCED) V(USRDMA_SYNC_FOR_CPU) V(USRDMA_SYNC_FOR_DEVICE)
+        V(USRDMA_IRQ_NONE) V(USRDMA_IRQ_INTX) V(USRDMA_IRQ_MSI) V(USRDMA_IRQ_MSIX)
+    ";
+
+    /// A request number as the C compiler prints it (unsigned 32 bits; `Ioctl`
+    /// is `c_ulong` with glibc and `c_int` with musl).
+    fn req(request: libc::Ioctl) -> u64 {
+        u64::from(request as u32)
+    }
+
+    fn rust_layout() -> Vec<(&'static str, u64)> {
+        macro_rules! s {
+            ($c:literal, $t:ty) => {
+                ($c, size_of::<$t>() as u64)
+            };
+        }
+        macro_rules! o {
+            ($c:literal, $t:ty, $f:ident) => {
+                ($c, offset_of!($t, $f) as u64)
+            };
+        }
+        vec![
+            s!("usrdma_info", Info),
+            o!("usrdma_info.api_version", Info, api_version),
+            o!("usrdma_info.pci_domain", Info, pci_domain),
+            o!("usrdma_info.pci_bus", Info, pci_bus),
+            o!("usrdma_info.pci_devfn", Info, pci_devfn),
+            o!("usrdma_info.dma_mask_bits", Info, dma_mask_bits),
+            o!("usrdma_info.num_buffers", Info, num_buffers),
+            o!("usrdma_info.bar_size", Info, bar_size),
+            s!("usrdma_dma_mask", DmaMaskArg),
+            o!("usrdma_dma_mask.bits", DmaMaskArg, bits),
+            s!("usrdma_alloc", Alloc),
+            o!("usrdma_alloc.size", Alloc, size),
+            o!("usrdma_alloc.name", Alloc, name),
+            o!("usrdma_alloc.id", Alloc, id),
+            o!("usrdma_alloc.dma_addr", Alloc, dma_addr),
+            o!("usrdma_alloc.mmap_offset", Alloc, mmap_offset),
+            s!("usrdma_free", Free),
+            o!("usrdma_free.id", Free, id),
+            o!("usrdma_free.name", Free, name),
+            s!("usrdma_buf_entry", BufEntry),
+            o!("usrdma_buf_entry.size", BufEntry, size),
+            o!("usrdma_buf_entry.dma_addr", BufEntry, dma_addr),
+            o!("usrdma_buf_entry.mmap_offset", BufEntry, mmap_offset),
+            o!("usrdma_buf_entry.owner_pid", BufEntry, owner_pid),
+            o!("usrdma_buf_entry.name", BufEntry, name),
+            s!("usrdma_list", List),
+            o!("usrdma_list.capacity", List, capacity),
+            o!("usrdma_list.count", List, count),
+            o!("usrdma_list.entries", List, entries),
+            s!("usrdma_sg_entry", SgEntryArg),
+            o!("usrdma_sg_entry.length", SgEntryArg, length),
+            s!("usrdma_map_user", MapUser),
+            o!("usrdma_map_user.addr", MapUser, addr),
+            o!("usrdma_map_user.length", MapUser, length),
+            o!("usrdma_map_user.entries", MapUser, entries),
+            o!("usrdma_map_user.capacity", MapUser, capacity),
+            o!("usrdma_map_user.count", MapUser, count),
+            o!("usrdma_map_user.handle", MapUser, handle),
+            o!("usrdma_map_user.out_flags", MapUser, out_flags),
+            s!("usrdma_unmap_user", UnmapUser),
+            o!("usrdma_unmap_user.handle", UnmapUser, handle),
+            s!("usrdma_sync", Sync),
+            o!("usrdma_sync.handle", Sync, handle),
+            o!("usrdma_sync.offset", Sync, offset),
+            o!("usrdma_sync.length", Sync, length),
+            s!("usrdma_irq", Irq),
+            o!("usrdma_irq.type", Irq, kind),
+            o!("usrdma_irq.count", Irq, count),
+            o!("usrdma_irq.eventfds", Irq, eventfds),
+            s!("usrdma_irq_unmask", Header),
+            s!("usrdma_reset", Header),
+            ("USRDMA_GET_INFO", req(GET_INFO)),
+            ("USRDMA_SET_DMA_MASK", req(SET_DMA_MASK)),
+            ("USRDMA_ALLOC", req(ALLOC)),
+            ("USRDMA_FREE", req(FREE)),
+            ("USRDMA_LIST", req(LIST)),
+            ("USRDMA_MAP_USER", req(MAP_USER)),
+            ("USRDMA_UNMAP_USER", req(UNMAP_USER)),
+            ("USRDMA_SYNC", req(SYNC)),
+            ("USRDMA_SET_IRQ", req(SET_IRQ)),
+            ("USRDMA_IRQ_UNMASK", req(IRQ_UNMASK)),
+            ("USRDMA_RESET", req(RESET)),
+            ("USRDMA_API_VERSION", API_VERSION.into()),
+            ("USRDMA_NAME_LEN", NAME_LEN as u64),
+            ("USRDMA_BAR_SHIFT", BAR_SHIFT.into()),
+            ("USRDMA_BUF_PERSISTENT", BUF_PERSISTENT.into()),
+            ("USRDMA_FREE_BY_NAME", FREE_BY_NAME.into()),
+            ("USRDMA_DIR_TO_DEVICE", DIR_TO_DEVICE.into()),
+            ("USRDMA_DIR_FROM_DEVICE", DIR_FROM_DEVICE.into()),
+            ("USRDMA_MAP_BOUNCED", MAP_BOUNCED.into()),
+            ("USRDMA_SYNC_FOR_CPU", SYNC_FOR_CPU.into()),
+            ("USRDMA_SYNC_FOR_DEVICE", SYNC_FOR_DEVICE.into()),
+            ("USRDMA_IRQ_NONE", IRQ_NONE.into()),
+            ("USRDMA_IRQ_INTX", IRQ_INTX.into()),
+            ("USRDMA_IRQ_MSI", IRQ_MSI.into()),
+            ("USRDMA_IRQ_MSIX", IRQ_MSIX.into()),
+        ]
+    }
+
+    #[test]
+    fn layout_and_numbers_match_the_c_header() {
+        let c = c_layout();
+        let c: std::collections::HashMap<&str, u64> = c
+            .lines()
+            .map(|line| {
+                let (name, value) = line.split_once(' ').unwrap();
+                (name, value.parse().unwrap())
+            })
+            .collect();
+        let rust = rust_layout();
+        assert_eq!(c.len(), rust.len(), "the C and Rust check lists differ");
+        for (name, value) in rust {
+            assert_eq!(
+                c.get(name),
+                Some(&value),
+                "{name}: C says {:?}",
+                c.get(name)
+            );
+        }
+    }
+
+    #[test]
+    fn names_must_fit_with_their_nul() {
+        let mut field = [0u8; NAME_LEN];
+        assert!(copy_name(&mut field, &[b'a'; NAME_LEN - 1]).is_ok());
+        assert_eq!(name_of(&field).len(), NAME_LEN - 1);
+        assert!(copy_name(&mut [0u8; NAME_LEN], &[b'a'; NAME_LEN]).is_err());
+        assert!(copy_name(&mut [0u8; NAME_LEN], b"a\0b").is_err());
+    }
+}

@@ -1,0 +1,243 @@
+//! A PCI function opened through the usrdma module: its node, BARs,
+//! configuration space, reset and revocation.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::UsrdmaError;
+use crate::mmio::Bar;
+use crate::pci::{PciAddress, Sysfs};
+use crate::revocation::Revocation;
+use crate::sys::eventfd::{EventFd, wait_hangup};
+use crate::sys::mmap::Mapping;
+use crate::sys::usrdma_ioctl as ioctl;
+
+/// The name the module's PCI driver registers.
+pub const USRDMA_DRIVER: &str = "usrdma";
+
+/// The device node of the function at `address`.
+pub fn node_path(address: PciAddress) -> PathBuf {
+    PathBuf::from(format!("/dev/usrdma/{address}"))
+}
+
+/// The state shared by a device and everything taken from it.
+#[derive(Debug)]
+struct Shared {
+    /// Dropped first: stops the watcher before the node closes.
+    revocation: Option<Revocation>,
+    file: File,
+    address: PciAddress,
+    config: PathBuf,
+    bar_size: [u64; 6],
+}
+
+/// A PCI function bound to the usrdma module, opened through its node
+/// `/dev/usrdma/DDDD:BB:DD.F`: the low-level handle under
+/// [`crate::Device`] on machines without an IOMMU.
+///
+/// The module allows one open file per function; cloning this handle shares
+/// it. Closing the last clone (and dropping every BAR and buffer taken from
+/// it) releases the device: bus mastering off, interrupts freed, mappings of
+/// the caller's memory undone, non-persistent buffers freed.
+///
+/// ```no_run
+/// use usrdrv::usrdma;
+///
+/// let device = usrdma::Device::open("0000:00:03.0".parse()?)?;
+/// let bar0 = device.bar(0)?;
+/// println!("id {:#010x}", bar0.read32(0)?);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct Device {
+    shared: Arc<Shared>,
+}
+
+impl Device {
+    /// Opens the function at `address`, which must be bound to usrdma.
+    pub fn open(address: PciAddress) -> Result<Self, UsrdmaError> {
+        Self::open_with(&Sysfs::system(), address)
+    }
+
+    pub(crate) fn open_with(sysfs: &Sysfs, address: PciAddress) -> Result<Self, UsrdmaError> {
+        let driver = sysfs.driver(address)?;
+        if driver.as_deref() != Some(USRDMA_DRIVER) {
+            return Err(UsrdmaError::NotBound { address, driver });
+        }
+        let path = node_path(address);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(&path)
+            .map_err(|source| match source.raw_os_error() {
+                Some(libc::ENOENT) => UsrdmaError::NoNode { path: path.clone() },
+                Some(libc::EPERM | libc::EACCES) => UsrdmaError::Permission { path: path.clone() },
+                Some(libc::EBUSY) => UsrdmaError::Busy {
+                    address,
+                    path: path.clone(),
+                },
+                Some(libc::ENODEV) => UsrdmaError::Revoked { address },
+                _ => UsrdmaError::Sys {
+                    op: "opening the usrdma node",
+                    address,
+                    source,
+                },
+            })?;
+        let info = ioctl::get_info(file.as_fd()).map_err(|source| UsrdmaError::Sys {
+            op: "USRDMA_GET_INFO",
+            address,
+            source,
+        })?;
+        if info.api_version != ioctl::API_VERSION {
+            return Err(UsrdmaError::ApiVersion {
+                found: info.api_version,
+                expected: ioctl::API_VERSION,
+            });
+        }
+        let revocation = file.try_clone().ok().and_then(|watched| {
+            Revocation::watch(move |stop| wait_hangup(watched.as_fd(), stop).unwrap_or(false))
+        });
+        Ok(Self {
+            shared: Arc::new(Shared {
+                revocation,
+                file,
+                address,
+                config: sysfs.device_dir(address).join("config"),
+                bar_size: info.bar_size,
+            }),
+        })
+    }
+
+    /// The function's PCI address.
+    pub fn address(&self) -> PciAddress {
+        self.shared.address
+    }
+
+    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
+        self.shared.file.as_fd()
+    }
+
+    /// Whether the kernel has taken the device back (unbind, hot-unplug):
+    /// everything fails from then on; drop every handle.
+    pub fn is_revoked(&self) -> bool {
+        self.shared
+            .revocation
+            .as_ref()
+            .is_some_and(Revocation::is_revoked)
+    }
+
+    /// The event waits poll to learn of revocation.
+    pub(crate) fn revocation_event(&self) -> Option<&EventFd> {
+        self.shared.revocation.as_ref().map(Revocation::event)
+    }
+
+    /// Records a revocation seen by a waiter or a call that got `ENODEV`.
+    pub(crate) fn mark_revoked(&self) {
+        if let Some(r) = &self.shared.revocation {
+            r.mark();
+        }
+    }
+
+    /// The error for a failed call: revocation when the module said `ENODEV`.
+    pub(crate) fn error(&self, op: &'static str, source: io::Error) -> UsrdmaError {
+        if source.raw_os_error() == Some(libc::ENODEV) {
+            self.mark_revoked();
+            UsrdmaError::Revoked {
+                address: self.address(),
+            }
+        } else {
+            UsrdmaError::Sys {
+                op,
+                address: self.address(),
+                source,
+            }
+        }
+    }
+
+    /// Memory BAR `index` (`0..=5`), mapped for register access.
+    pub fn bar(&self, index: u8) -> Result<Bar, UsrdmaError> {
+        let address = self.address();
+        let size = self
+            .shared
+            .bar_size
+            .get(usize::from(index))
+            .copied()
+            .unwrap_or(0);
+        let len = usize::try_from(size).unwrap_or(0);
+        if len == 0 {
+            return Err(UsrdmaError::NoSuchBar {
+                address,
+                bar: index,
+            });
+        }
+        if self.is_revoked() {
+            return Err(UsrdmaError::Revoked { address });
+        }
+        let offset = u64::from(index) << ioctl::BAR_SHIFT;
+        let mapping = Mapping::map_shared(self.fd(), offset, len, true)
+            .map_err(|e| self.error("mapping a BAR", e))?;
+        Ok(Bar::mapped(
+            index,
+            mapping,
+            self.shared.clone(),
+            self.shared.revocation.as_ref().map(Revocation::flag),
+        ))
+    }
+
+    /// The number of address bits the module currently keeps device
+    /// addresses under.
+    pub fn dma_mask_bits(&self) -> Result<u32, UsrdmaError> {
+        ioctl::get_info(self.fd())
+            .map(|info| info.dma_mask_bits)
+            .map_err(|e| self.error("USRDMA_GET_INFO", e))
+    }
+
+    /// Tells the module how many address bits the device drives; buffers and
+    /// mappings from then on lie below `2^bits`.
+    pub fn set_dma_mask(&self, bits: u32) -> Result<(), UsrdmaError> {
+        ioctl::set_dma_mask(self.fd(), bits).map_err(|e| match e.raw_os_error() {
+            Some(libc::EINVAL | libc::EIO) => UsrdmaError::BadMask { bits },
+            _ => self.error("USRDMA_SET_DMA_MASK", e),
+        })
+    }
+
+    /// Reads configuration space at `offset` into `buf` (through sysfs).
+    pub fn read_config(&self, offset: u64, buf: &mut [u8]) -> Result<(), UsrdmaError> {
+        let config = File::open(&self.shared.config)
+            .map_err(|e| self.error("opening the configuration space in sysfs", e))?;
+        config
+            .read_exact_at(buf, offset)
+            .map_err(|e| self.error("reading configuration space", e))
+    }
+
+    /// Writes `buf` to configuration space at `offset` (through sysfs).
+    pub fn write_config(&self, offset: u64, buf: &[u8]) -> Result<(), UsrdmaError> {
+        let config = OpenOptions::new()
+            .write(true)
+            .open(&self.shared.config)
+            .map_err(|e| self.error("opening the configuration space in sysfs", e))?;
+        config
+            .write_all_at(buf, offset)
+            .map_err(|e| self.error("writing configuration space", e))
+    }
+
+    /// The whole configuration space: 256 bytes, or 4096 for PCI Express.
+    pub fn config_space(&self) -> Result<Vec<u8>, UsrdmaError> {
+        std::fs::read(&self.shared.config).map_err(|e| self.error("reading configuration space", e))
+    }
+
+    /// Resets the function (the kernel saves and restores its configuration).
+    pub fn reset(&self) -> Result<(), UsrdmaError> {
+        ioctl::reset(self.fd()).map_err(|e| match e.raw_os_error() {
+            Some(libc::ENOTTY) => UsrdmaError::ResetUnsupported {
+                address: self.address(),
+            },
+            _ => self.error("USRDMA_RESET", e),
+        })
+    }
+}

@@ -1,0 +1,280 @@
+//! DMA through the usrdma module: coherent buffers the kernel allocates below
+//! the device's mask, and the caller's memory pinned (or bounced) by the
+//! kernel, behind the same backend trait as VFIO.
+
+use std::io;
+
+use super::Device;
+use crate::dma::backend::{Allocation, DmaBackend, SgList, UserMapping};
+use crate::dma::{Direction, DmaError, DmaMask, SgEntry};
+use crate::sys::dma_memory::DmaMemory;
+use crate::sys::usrdma_ioctl as ioctl;
+
+use crate::sys::limits::page_size;
+
+/// The usrdma DMA backend of one open device.
+#[derive(Debug)]
+pub(crate) struct UsrdmaDma {
+    device: Device,
+    mask: DmaMask,
+}
+
+impl UsrdmaDma {
+    /// DMA for `device`, telling the module the device drives `mask` bits.
+    pub(crate) fn new(device: Device, mask: DmaMask) -> Result<Self, super::UsrdmaError> {
+        device.set_dma_mask(mask.bits())?;
+        Ok(Self { device, mask })
+    }
+
+    fn revoked(&self) -> DmaError {
+        DmaError::Revoked {
+            address: self.device.address(),
+        }
+    }
+
+    /// A failed call: revocation, the memlock limit, or the kernel's error.
+    fn failure(&self, source: io::Error, map: impl FnOnce(io::Error) -> DmaError) -> DmaError {
+        match source.raw_os_error() {
+            Some(libc::ENODEV) => {
+                self.device.mark_revoked();
+                self.revoked()
+            }
+            _ => map(source),
+        }
+    }
+
+    /// Allocates through the module, with `name` ("" for none) and `flags`.
+    pub(crate) fn alloc_with(
+        &self,
+        name: &str,
+        size: usize,
+        flags: u32,
+    ) -> Result<Allocation, DmaError> {
+        if size == 0 {
+            return Err(DmaError::Empty);
+        }
+        let page = page_size();
+        let rounded = size
+            .checked_next_multiple_of(page)
+            .ok_or(DmaError::TooLarge {
+                what: "the buffer",
+                size: size as u64,
+            })?;
+        let out = ioctl::alloc(self.device.fd(), rounded as u64, flags, name.as_bytes()).map_err(
+            |e| {
+                self.failure(e, |source| match source.raw_os_error() {
+                    Some(libc::EEXIST) => DmaError::NameTaken {
+                        name: name.to_owned(),
+                    },
+                    Some(libc::ENOMEM) => DmaError::NoMemoryBelowMask {
+                        size: rounded as u64,
+                        bits: self.mask.bits(),
+                    },
+                    Some(libc::EINVAL) if rounded as u64 > MAX_BUFFER => DmaError::TooLarge {
+                        what: "a usrdma buffer (at most 1 GiB)",
+                        size: rounded as u64,
+                    },
+                    _ => DmaError::Memory { size, source },
+                })
+            },
+        )?;
+        self.attach(&out_entry(&out), flags & ioctl::BUF_PERSISTENT != 0)
+    }
+
+    /// Maps an existing buffer of the module into the process.
+    pub(crate) fn attach(
+        &self,
+        entry: &ioctl::BufEntry,
+        keep: bool,
+    ) -> Result<Allocation, DmaError> {
+        let len = usize::try_from(entry.size).map_err(|_| DmaError::TooLarge {
+            what: "the buffer",
+            size: entry.size,
+        })?;
+        let memory = match DmaMemory::map_shared(self.device.fd(), entry.mmap_offset, len) {
+            Ok(memory) => memory,
+            Err(source) => {
+                if !keep {
+                    let _ = ioctl::free(self.device.fd(), entry.id);
+                }
+                return Err(self.failure(source, |source| DmaError::Memory { size: len, source }));
+            }
+        };
+        Ok(Allocation {
+            memory,
+            device_addr: entry.dma_addr,
+            handle: entry.id.into(),
+            keep,
+        })
+    }
+
+    /// The module's buffers on this device.
+    pub(crate) fn list(&self) -> Result<Vec<ioctl::BufEntry>, DmaError> {
+        ioctl::list(self.device.fd()).map_err(|e| {
+            self.failure(e, |source| DmaError::Map {
+                iova: 0,
+                size: 0,
+                source,
+            })
+        })
+    }
+
+    /// Frees a buffer of this device by name, whoever allocated it.
+    pub(crate) fn free_by_name(&self, name: &str) -> Result<(), DmaError> {
+        ioctl::free_by_name(self.device.fd(), name.as_bytes()).map_err(|e| {
+            self.failure(e, |source| match source.raw_os_error() {
+                Some(libc::ENOENT) => DmaError::NoSuchName {
+                    name: name.to_owned(),
+                },
+                Some(libc::EINVAL) => DmaError::BadName {
+                    name: name.to_owned(),
+                },
+                _ => DmaError::Unmap {
+                    iova: 0,
+                    size: 0,
+                    source,
+                },
+            })
+        })
+    }
+}
+
+/// The largest buffer the module allocates.
+const MAX_BUFFER: u64 = 1 << 30;
+
+/// The listing entry of a freshly allocated buffer.
+fn out_entry(out: &ioctl::Alloc) -> ioctl::BufEntry {
+    ioctl::BufEntry {
+        id: out.id,
+        flags: out.flags,
+        size: out.size,
+        dma_addr: out.dma_addr,
+        mmap_offset: out.mmap_offset,
+        name: out.name,
+        ..Default::default()
+    }
+}
+
+impl DmaBackend for UsrdmaDma {
+    fn mask(&self) -> DmaMask {
+        self.mask
+    }
+
+    fn alloc(&self, size: usize, _huge: bool) -> Result<Allocation, DmaError> {
+        // Coherent memory is physically contiguous already: no hugepages needed.
+        self.alloc_with("", size, 0)
+    }
+
+    fn alloc_named(&self, name: &str, size: usize) -> Result<Allocation, DmaError> {
+        self.alloc_with(name, size, 0)
+    }
+
+    fn free(&self, allocation: &Allocation) -> Result<(), DmaError> {
+        if allocation.keep {
+            return Ok(());
+        }
+        let id = u32::try_from(allocation.handle).unwrap_or(0);
+        match ioctl::free(self.device.fd(), id) {
+            Ok(()) => Ok(()),
+            // Revoked: the module already stopped the device and freed everything.
+            Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Ok(()),
+            Err(source) => Err(DmaError::Unmap {
+                iova: allocation.device_addr,
+                size: allocation.memory.len() as u64,
+                source,
+            }),
+        }
+    }
+
+    fn map_user(
+        &self,
+        addr: usize,
+        len: usize,
+        direction: Direction,
+    ) -> Result<UserMapping, DmaError> {
+        let page = page_size();
+        let too_large = || DmaError::TooLarge {
+            what: "the buffer",
+            size: len as u64,
+        };
+        let end = addr.checked_add(len).ok_or_else(too_large)?;
+        let first_page = addr - addr % page;
+        let pages = (end.checked_next_multiple_of(page).ok_or_else(too_large)? - first_page) / page;
+        let mut entries = vec![ioctl::SgEntryArg::default(); pages];
+        let mut flags = 0;
+        if direction.device_reads() {
+            flags |= ioctl::DIR_TO_DEVICE;
+        }
+        if direction.device_writes() {
+            flags |= ioctl::DIR_FROM_DEVICE;
+        }
+        let out =
+            ioctl::map_user(self.device.fd(), addr, len, flags, &mut entries).map_err(|e| {
+                self.failure(e, |source| {
+                    crate::dma::map_failure(addr as u64, len as u64, source)
+                })
+            })?;
+        let mut sg: Vec<SgEntry> = entries
+            .iter()
+            .map(|e| SgEntry {
+                device_addr: e.dma_addr,
+                len: e.length as usize,
+            })
+            .collect();
+        let total: u64 = entries.iter().map(|e| e.length).sum();
+        let beyond_mask = entries
+            .iter()
+            .any(|e| e.dma_addr.saturating_add(e.length.saturating_sub(1)) > self.mask.limit());
+        let mapping = UserMapping {
+            sg: if sg.len() == 1 {
+                SgList::One(sg.remove(0))
+            } else {
+                SgList::Many(sg)
+            },
+            handle: out.handle.into(),
+            mapped_len: len as u64,
+            bounced: out.out_flags & ioctl::MAP_BOUNCED != 0,
+        };
+        if total != len as u64 || beyond_mask {
+            // The module broke its promise; never hand out such a list.
+            let _ = self.unmap_user(&mapping);
+            return Err(DmaError::Map {
+                iova: 0,
+                size: len as u64,
+                source: io::Error::other(format!(
+                    "the usrdma module returned a list of {total} bytes for {len} (or above the {}-bit mask)",
+                    self.mask.bits()
+                )),
+            });
+        }
+        Ok(mapping)
+    }
+
+    fn unmap_user(&self, mapping: &UserMapping) -> Result<(), DmaError> {
+        let handle = u32::try_from(mapping.handle).unwrap_or(0);
+        match ioctl::unmap_user(self.device.fd(), handle) {
+            Ok(()) => Ok(()),
+            // Revoked: the module unmapped and unpinned everything already.
+            Err(e) if e.raw_os_error() == Some(libc::ENODEV) => {
+                self.device.mark_revoked();
+                Ok(())
+            }
+            Err(source) => Err(DmaError::Unmap {
+                iova: mapping.sg.as_slice().first().map_or(0, |e| e.device_addr),
+                size: mapping.mapped_len,
+                source,
+            }),
+        }
+    }
+
+    fn sync_user(&self, mapping: &UserMapping, for_cpu: bool) -> Result<(), DmaError> {
+        let handle = u32::try_from(mapping.handle).unwrap_or(0);
+        ioctl::sync(self.device.fd(), handle, mapping.mapped_len, for_cpu).map_err(|e| {
+            self.failure(e, |source| DmaError::Map {
+                iova: mapping.sg.as_slice().first().map_or(0, |e| e.device_addr),
+                size: mapping.mapped_len,
+                source,
+            })
+        })
+    }
+}
