@@ -63,8 +63,9 @@ struct usrdma_info {
 /*
  * USRDMA_SET_DMA_MASK: the number of address bits the device can drive
  * (12..64). The default after open is 32. New buffers get device
- * addresses below 2^bits. EBUSY when a buffer of this device lies above
- * the new mask; EIO when the platform cannot honour the mask.
+ * addresses below 2^bits. EBUSY when a buffer or a user mapping
+ * (USRDMA_MAP_USER) of this device lies above the new mask; EIO when the
+ * platform cannot honour the mask.
  */
 struct usrdma_dma_mask {
 	__u32 argsz;
@@ -158,15 +159,21 @@ struct usrdma_sg_entry {
  * mask. When a page lies above the mask the whole range is bounced
  * instead: the device gets one coherent buffer below the mask, and the
  * data moves at USRDMA_SYNC (and, for FROM_DEVICE, at USRDMA_UNMAP_USER);
- * out_flags then has USRDMA_MAP_BOUNCED. Pinned pages count against
- * RLIMIT_MEMLOCK unless the caller has CAP_IPC_LOCK (ENOMEM past it).
+ * out_flags then has USRDMA_MAP_BOUNCED. The caller's bytes are copied
+ * into the bounce buffer at USRDMA_MAP_USER in every direction, so that
+ * bytes the device does not write come back unchanged; the pages of a
+ * bounced range are not kept pinned. Bounced data moves only in the
+ * address space that made the mapping (see USRDMA_SYNC). Pinned pages
+ * count against RLIMIT_MEMLOCK unless the caller has CAP_IPC_LOCK (ENOMEM
+ * past it).
  *
  * The entries cover exactly the caller's bytes, in order: the first starts
  * at the device address of addr. capacity must be at least the number of
  * pages the range touches (EINVAL otherwise, with count set to that number
  * and nothing mapped). out: handle (non-zero), count (entries written).
- * EFAULT for an address that is not mapped, EINVAL for length 0, an
- * overflowing range, or more than 1 GiB; ENOSPC past 65536 mappings.
+ * EFAULT for an address that is not mapped (or not pinnable: device or
+ * usrdma mappings); EINVAL for length 0, an overflowing range, more than
+ * 1 GiB or entries 0; ENOSPC past 65536 mappings per open file.
  */
 struct usrdma_map_user {
 	__u32 argsz;
@@ -183,7 +190,10 @@ struct usrdma_map_user {
 /*
  * USRDMA_UNMAP_USER: undo USRDMA_MAP_USER by handle (ENOENT if unknown).
  * A bounced FROM_DEVICE mapping is copied back to the caller's memory
- * first; the pages are unpinned (and marked dirty when the device wrote).
+ * first (skipped when that memory is gone, or when called from another
+ * address space than the mapper's); the pages are unpinned (and marked
+ * dirty when the device wrote). Closing the file unmaps what is left
+ * without copying back.
  */
 struct usrdma_unmap_user {
 	__u32 argsz;
@@ -200,8 +210,12 @@ struct usrdma_unmap_user {
 /*
  * USRDMA_SYNC: hand [offset, offset + length) of a mapping (or buffer)
  * to the CPU or to the device: dma_sync_sg_for_cpu/device, or the copy of
- * a bounced mapping. EINVAL when the range is outside it, ENOENT when the
- * handle is unknown.
+ * a bounced mapping (FOR_DEVICE: caller's memory to the bounce buffer;
+ * FOR_CPU, for FROM_DEVICE mappings: back). EINVAL when the range is
+ * outside it (length 0 is a valid no-op), ENOENT when the handle is
+ * unknown, EFAULT when the caller's memory of a bounced mapping is gone,
+ * EPERM for a bounced mapping from another address space than the
+ * mapper's (after fork()).
  */
 struct usrdma_sync {
 	__u32 argsz;
@@ -223,7 +237,12 @@ struct usrdma_sync {
  * setting (type NONE with count 0 just disables). An INTx interrupt is
  * masked at the device (PCI_COMMAND_INTX_DISABLE) before its eventfd is
  * signalled, as uio_pci_generic does; USRDMA_IRQ_UNMASK unmasks it. EINVAL
- * when the device has no such interrupt or not that many vectors.
+ * when the device has no such interrupt or not that many vectors; EBADF or
+ * EINVAL for a bad eventfd. These argument errors change nothing; a
+ * failure while setting up leaves interrupts disabled.
+ * On revocation (unbind, hot-unplug) each eventfd is signalled once, so
+ * that a waiter wakes up: check for revocation (ENODEV from an ioctl,
+ * EPOLLHUP from poll on the node) after each wake-up.
  */
 struct usrdma_irq {
 	__u32 argsz;
@@ -233,7 +252,11 @@ struct usrdma_irq {
 	__u64 eventfds;		/* in: pointer to __s32[count] */
 };
 
-/* USRDMA_IRQ_UNMASK: unmask INTx after handling it (EINVAL unless INTx). */
+/*
+ * USRDMA_IRQ_UNMASK: unmask INTx after handling it (EINVAL unless INTx).
+ * If the device still asserts INTx it stays masked and the eventfd is
+ * signalled again.
+ */
 struct usrdma_irq_unmask {
 	__u32 argsz;
 	__u32 flags;		/* in: 0 */
@@ -251,15 +274,19 @@ struct usrdma_reset {
 
 /*
  * Read-only sysfs attributes on the PCI device (/sys/bus/pci/devices/ADDR/),
- * for tools that must not take the single open:
- *   usrdma_buffers  one line per buffer, space-separated:
+ * for tools that must not take the single open; they exist while the
+ * device is bound to usrdma and describe that device:
+ *   usrdma_buffers  (mode 0400) one line per buffer, space-separated:
  *                   id name size dma_addr flags owner_pid
- *                   (name "-" when empty; size, dma_addr, flags in 0x hex;
- *                   owner_pid in the initial pid namespace, 0 when gone)
+ *                   (name "-" when empty, otherwise with space, backslash,
+ *                   bytes outside printable ASCII and a lone "-" written
+ *                   as \ooo octal; size, dma_addr, flags in 0x hex;
+ *                   owner_pid in the initial pid namespace, 0 when gone;
+ *                   at most one page: the lines that fit)
  *   usrdma_stats    one "key value" line each (decimal): opened (0/1),
  *                   buffers, buffer_bytes, user_mappings, pinned_pages,
  *                   bounce_bytes, irqs (vectors set up), irq_count
- *                   (interrupts signalled since load)
+ *                   (interrupts signalled since the device was bound)
  */
 
 #define USRDMA_GET_INFO		_IOWR(USRDMA_IOCTL_TYPE, 0x00, struct usrdma_info)

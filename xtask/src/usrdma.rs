@@ -1,9 +1,10 @@
 //! `cargo xtask vm --usrdma`: the no-IOMMU kernel companion in the guest.
 //!
 //! Builds `kmod/usrdma` against the guest kernel's headers and its test
-//! program (`kmod/usrdma/test/usrdma_test.c`) with the host's `gcc -static`,
-//! for the image: `/lib/modules/usrdma.ko` (not loaded; `insmod` it) and
-//! `/usr/bin/usrdma-test`. Nothing here runs unless `--usrdma` is given.
+//! programs (`kmod/usrdma/test/usrdma_test.c` and `usrdma_fuzz.c`) with the
+//! host's `gcc -static`, for the image: `/lib/modules/usrdma.ko` (not loaded;
+//! `insmod` it), `/usr/bin/usrdma-test` and `/usr/bin/usrdma-fuzz`. Nothing
+//! here runs unless `--usrdma` is given.
 //!
 //! The headers of the provisioned Debian kernel (`linux-headers-<version>`
 //! and the `linux-headers-*-common` and `linux-kbuild-*` packages it
@@ -26,11 +27,13 @@ use crate::provision::{self, Provisioned};
 pub const GUEST_MODULE: &str = "/lib/modules/usrdma.ko";
 /// Where the test program lands in the guest.
 pub const GUEST_TEST: &str = "/usr/bin/usrdma-test";
+/// Where the fuzzer lands in the guest.
+pub const GUEST_FUZZ: &str = "/usr/bin/usrdma-fuzz";
 
 /// Marker written into a finished headers tree: the kernel version.
 const HEADERS_STAMP: &str = "usrdrv-headers.txt";
 
-/// The built module and test program; the files live as long as this.
+/// The built module and test programs; the files live as long as this.
 #[derive(Debug)]
 pub struct Built {
     _dir: tempfile::TempDir,
@@ -38,7 +41,7 @@ pub struct Built {
     pub files: Vec<GuestFile>,
 }
 
-/// Builds the module against the guest kernel and the test program.
+/// Builds the module against the guest kernel and the test programs.
 /// `debian` says whether the kernel is the provisioned Debian one (its
 /// headers are fetched) or the user's (`--modules DIR`: `DIR/build` must be
 /// its kbuild tree).
@@ -80,25 +83,24 @@ pub fn build(prov: &Provisioned, debian: bool) -> Result<Built> {
         .arg("modules");
     process::run(&mut make)?;
 
-    let test = dir.path().join("usrdma-test");
-    let mut gcc = Command::new("gcc");
-    gcc.args(["-static", "-O2", "-Wall", "-Wextra", "-Werror", "-I"])
-        .arg(&source)
-        .arg("-o")
-        .arg(&test)
-        .arg(source.join("test/usrdma_test.c"));
-    process::run(&mut gcc)?;
-
-    let files = vec![
-        GuestFile {
-            guest_path: GUEST_MODULE.to_string(),
-            host_path: build_dir.join("usrdma.ko"),
-        },
-        GuestFile {
-            guest_path: GUEST_TEST.to_string(),
-            host_path: test,
-        },
-    ];
+    let mut files = vec![GuestFile {
+        guest_path: GUEST_MODULE.to_string(),
+        host_path: build_dir.join("usrdma.ko"),
+    }];
+    for (program, guest_path) in [("usrdma_test", GUEST_TEST), ("usrdma_fuzz", GUEST_FUZZ)] {
+        let binary = dir.path().join(program);
+        let mut gcc = Command::new("gcc");
+        gcc.args(["-static", "-O2", "-Wall", "-Wextra", "-Werror", "-I"])
+            .arg(&source)
+            .arg("-o")
+            .arg(&binary)
+            .arg(source.join(format!("test/{program}.c")));
+        process::run(&mut gcc)?;
+        files.push(GuestFile {
+            guest_path: guest_path.to_string(),
+            host_path: binary,
+        });
+    }
     Ok(Built { _dir: dir, files })
 }
 

@@ -17,6 +17,8 @@
 //! `edu_bench` or `edu_bench --quick` (a tenth of the rounds). Besides the
 //! table, every result is printed as one `usrdrv-bench: {json}` line.
 
+#[path = "edu_bench/backends.rs"]
+mod backends;
 #[path = "edu_bench/raw.rs"]
 mod raw;
 
@@ -68,6 +70,10 @@ struct Plan {
     msi_per_round: usize,
     msi_flood: usize,
     big_rounds: usize,
+    /// Rounds of the usrdma-against-VFIO comparison (two rebinds each).
+    backend_rounds: usize,
+    /// Operations of each kind per backend and round.
+    backend_ops: usize,
 }
 
 impl Plan {
@@ -83,6 +89,8 @@ impl Plan {
             msi_per_round: 2000,
             msi_flood: 100_000,
             big_rounds: 20,
+            backend_rounds: 20,
+            backend_ops: 500,
         }
     }
 
@@ -96,6 +104,7 @@ impl Plan {
             msi_rounds: f.msi_rounds / 10,
             msi_flood: f.msi_flood / 10,
             big_rounds: f.big_rounds / 10,
+            backend_rounds: 2,
             ..f
         }
     }
@@ -161,6 +170,10 @@ fn run(plan: Plan) -> Result<()> {
         }
     }
     add(msi_flood(&mut edu, plan, cpus)?);
+    drop(edu);
+    for row in backends::usrdma_vs_vfio(address, &clock, plan)? {
+        add(row);
+    }
 
     println!();
     print_table(&rows);

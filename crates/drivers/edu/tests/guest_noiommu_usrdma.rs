@@ -105,7 +105,7 @@ fn every_device_address_is_below_the_mask_and_caller_memory_is_bounced_or_pinned
     // Caller memory: wherever it lies, the device sees addresses below the
     // mask, and the data arrives (through a bounce buffer when it must).
     let pinned_before = stat(address, "pinned_pages");
-    let data = pattern(20_000, 5);
+    let data = pattern(4000, 5);
     let mapping = edu
         .device()
         .map_dma(data.clone(), Direction::ToDevice)
@@ -122,11 +122,9 @@ fn every_device_address_is_below_the_mask_and_caller_memory_is_bounced_or_pinned
         "the module counts the mapping"
     );
     if !mapping.is_bounced() {
-        assert!(stat(address, "pinned_pages") >= pinned_before + 5);
+        assert!(stat(address, "pinned_pages") > pinned_before);
     }
-    let window = mapping.sg_list()[0].device_addr;
-    edu.transfer(usrdrv_edu::Transfer::ToDevice, window, 0, 4000)
-        .unwrap();
+    edu.mapping_to_window(&mapping, 0).unwrap();
     let mut incoming = vec![0u8; 4000];
     {
         let back = edu
@@ -135,12 +133,14 @@ fn every_device_address_is_below_the_mask_and_caller_memory_is_bounced_or_pinned
             .unwrap();
         edu.window_to_mapping(0, &back).unwrap();
     }
-    assert_eq!(&incoming[..], &data[..4000], "the data went through");
+    assert!(incoming == data, "the data went through");
     drop(mapping);
     assert_eq!(stat(address, "user_mappings"), 0);
     assert_eq!(stat(address, "pinned_pages"), pinned_before);
 
     // A device that drives 64 bits reaches every page: nothing is bounced.
+    // (The pool holds the device open too: one opener at a time.)
+    drop(pool);
     drop(edu);
     let wide = Device::open(address, DmaMask::new(64).unwrap()).unwrap();
     let mut memory = vec![1u8; 3 * 4096];
@@ -236,7 +236,15 @@ fn unloading_the_module_frees_persistent_buffers() {
         .status()
         .unwrap();
     assert!(insmod.success());
-    assert_eq!(Sysfs::system().driver(address).unwrap(), None);
+    // edu's driver_override still names usrdma: the new module binds it at once.
+    assert_eq!(
+        Sysfs::system().driver(address).unwrap().as_deref(),
+        Some(USRDMA_DRIVER)
+    );
+    assert!(
+        buffer_names(address).is_empty(),
+        "nothing survives an unload"
+    );
     // The device comes back for the next user.
     assert_eq!(open().identification().unwrap(), (1, 0));
 }
