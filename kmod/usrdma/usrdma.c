@@ -75,6 +75,7 @@
 #include <linux/string.h>
 #include <linux/sysfs.h>
 #include <linux/uaccess.h>
+#include <linux/version.h>
 #include <linux/vmalloc.h>
 #include <linux/wait.h>
 #include <linux/xarray.h>
@@ -687,7 +688,7 @@ static void usrdma_irq_free(struct usrdma_dev *ud, bool revoke)
 		if (!ud->vecs[i].trigger)
 			continue;
 		if (revoke)
-			eventfd_signal(ud->vecs[i].trigger, 1);
+			eventfd_signal(ud->vecs[i].trigger, USRDMA_IRQ_REVOKED);
 		eventfd_ctx_put(ud->vecs[i].trigger);
 	}
 	kfree(ud->vecs);
@@ -1019,7 +1020,11 @@ static int usrdma_mmap(struct file *file, struct vm_area_struct *vma)
 	if (ret)
 		return ret;
 	/* Filled at the first fault; the file (and so ud) outlives the vma. */
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 3, 0)
+	vm_flags_set(vma, VM_IO | VM_PFNMAP | VM_DONTEXPAND | VM_DONTDUMP);
+#else
 	vma->vm_flags |= VM_IO | VM_PFNMAP | VM_DONTEXPAND | VM_DONTDUMP;
+#endif
 	vma->vm_ops = &usrdma_vm_ops;
 	vma->vm_private_data = ud;
 	return 0;

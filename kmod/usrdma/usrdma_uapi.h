@@ -240,10 +240,14 @@ struct usrdma_sync {
  * when the device has no such interrupt or not that many vectors; EBADF or
  * EINVAL for a bad eventfd. These argument errors change nothing; a
  * failure while setting up leaves interrupts disabled.
- * On revocation (unbind, hot-unplug) each eventfd is signalled once, so
- * that a waiter wakes up: check for revocation (ENODEV from an ioctl,
- * EPOLLHUP from poll on the node) after each wake-up.
+ * On revocation (unbind, hot-unplug) each eventfd is signalled with
+ * USRDMA_IRQ_REVOKED, so that a waiter wakes up and can tell without
+ * another system call: a count read from the eventfd of at least
+ * USRDMA_IRQ_REVOKED means the device is gone (ioctls then fail with
+ * ENODEV, poll on the node reports EPOLLHUP).
  */
+#define USRDMA_IRQ_REVOKED	(1ULL << 48)
+
 struct usrdma_irq {
 	__u32 argsz;
 	__u32 flags;		/* in: 0 */

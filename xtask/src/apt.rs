@@ -118,18 +118,29 @@ impl Apt {
     /// Installs `package` so that `tool` exists; as non-root, fails with the
     /// exact command to run.
     pub fn install_tool(&mut self, tool: &str, package: &str) -> Result<PathBuf> {
-        if let Some(path) = process::which(tool) {
-            return Ok(path);
+        self.ensure(tool, || process::which(tool).is_some(), package)?;
+        process::which(tool).ok_or_else(|| Error::Setup(format!("{tool} vanished")))
+    }
+
+    /// Installs `package` so that `file` exists (a library, a header).
+    pub fn install_file(&mut self, file: &Path, package: &str) -> Result<()> {
+        self.ensure(&file.display().to_string(), || file.exists(), package)
+    }
+
+    /// Installs `package` unless `present` says `what` is there already.
+    fn ensure(&mut self, what: &str, present: impl Fn() -> bool, package: &str) -> Result<()> {
+        if present() {
+            return Ok(());
         }
         let fix = format!(
             "sudo DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends {package}"
         );
         if !process::is_root() || process::which("apt-get").is_none() {
             return Err(Error::Setup(format!(
-                "{tool} is not installed: run `{fix}` (or your distribution's equivalent) and try again"
+                "{what} is not installed: run `{fix}` (or your distribution's equivalent) and try again"
             )));
         }
-        eprintln!("xtask: {tool} is missing; installing the package {package}");
+        eprintln!("xtask: {what} is missing; installing the package {package}");
         if !Self::knows(package)? {
             self.update_once(&format!("apt-cache does not know the package {package}"))?;
         }
@@ -144,11 +155,13 @@ impl Apt {
             package,
         ]);
         process::run(&mut cmd)?;
-        process::which(tool).ok_or_else(|| {
-            Error::Setup(format!(
-                "{tool} is still missing after installing {package}: run `{fix}` by hand to see why"
-            ))
-        })
+        if present() {
+            Ok(())
+        } else {
+            Err(Error::Setup(format!(
+                "{what} is still missing after installing {package}: run `{fix}` by hand to see why"
+            )))
+        }
     }
 }
 

@@ -59,6 +59,7 @@ pub fn build(prov: &Provisioned, debian: bool) -> Result<Built> {
         }
         build
     };
+    install_build_tools(kernel_cc(&kdir).as_deref())?;
     let dir = tempfile::Builder::new()
         .prefix("usrdrv-usrdma-")
         .tempdir()
@@ -103,6 +104,39 @@ pub fn build(prov: &Provisioned, debian: bool) -> Result<Built> {
     }
     Ok(Built { _dir: dir, files })
 }
+
+/// What building the module and the static test programs needs on the host:
+/// make, gcc, the compiler the kernel's kbuild tree names (Debian's name a
+/// versioned one, such as `gcc-12`), and the static C library. Installed
+/// with apt when missing and we are root.
+fn install_build_tools(kernel_cc: Option<&str>) -> Result<()> {
+    let mut apt = Apt::new();
+    apt.install_tool("make", "make")?;
+    apt.install_tool("gcc", "gcc")?;
+    if let Some(cc) = kernel_cc {
+        apt.install_tool(cc, cc)?;
+    }
+    apt.install_file(Path::new(STATIC_LIBC), "libc6-dev")
+}
+
+/// The versioned compiler a Debian kbuild tree calls (`CC = ... gcc-12` in
+/// its `.kernelvariables`), if it names one.
+fn kernel_cc(kdir: &Path) -> Option<String> {
+    let vars = fs::read_to_string(kdir.join(".kernelvariables")).ok()?;
+    parse_kernel_cc(&vars)
+}
+
+fn parse_kernel_cc(vars: &str) -> Option<String> {
+    let line = vars
+        .lines()
+        .find(|l| l.split('=').next().is_some_and(|k| k.trim() == "CC"))?;
+    let last = line.split_whitespace().last()?;
+    let cc = last.rsplit(')').next()?;
+    (cc.starts_with("gcc-") && cc[4..].chars().all(|c| c.is_ascii_digit())).then(|| cc.to_owned())
+}
+
+/// The static C library `gcc -static` links.
+const STATIC_LIBC: &str = "/usr/lib/x86_64-linux-gnu/libc.a";
 
 /// The kbuild tree of the provisioned Debian kernel `version`, fetched on
 /// first use into `<cache>/kernel-headers`.
@@ -223,4 +257,16 @@ fn relativize_symlinks(root: &Path, dir: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_kernel_compiler_is_read_from_kernelvariables() {
+        let vars =
+            "ARCH = x86\nCC = $(if $(DEBIAN_KERNEL_USE_CCACHE),$(CCACHE)) $(CROSS_COMPILE)gcc-12\n";
+        assert_eq!(super::parse_kernel_cc(vars).as_deref(), Some("gcc-12"));
+        assert_eq!(super::parse_kernel_cc("CC = gcc\n"), None);
+        assert_eq!(super::parse_kernel_cc("CCACHE = ccache\n"), None);
+    }
 }

@@ -11,8 +11,9 @@ use std::process::{Command, Output};
 use serde_json::Value;
 use usrdrv::pci::fake_sysfs::FakeSysfs;
 
-const CHECKS: [&str; 8] = [
+const CHECKS: [&str; 9] = [
     "iommu",
+    "usrdma",
     "interrupt-remapping",
     "vfio-modules",
     "dev-vfio",
@@ -38,8 +39,13 @@ const PLAIN_INTERRUPTS: &str = "\
   25:          3          0   PCI-MSIX-0000:00:04.0    0-edge      nvme0q0
 ";
 
-/// CapEff of root: every capability, CAP_IPC_LOCK (bit 14) among them.
+/// CapEff of root: every capability, CAP_IPC_LOCK (bit 14) and
+/// CAP_SYS_RAWIO (bit 17) among them.
 const ALL_CAPS: &str = "000001ffffffffff";
+
+/// A device bound to usrdma on the machine without an IOMMU.
+const ON_USRDMA: &str = "0000:00:05.0";
+const USRDMA_STATS: &str = "opened 0\nbuffers 0\nbuffer_bytes 0\nuser_mappings 0\npinned_pages 0\nbounce_bytes 0\nirqs 0\nirq_count 0\n";
 
 fn write(path: &Path, content: impl AsRef<[u8]>) {
     fs::create_dir_all(path.parent().expect("a parent")).expect("create a fake directory");
@@ -126,6 +132,17 @@ impl Machine {
         m.caps(ALL_CAPS);
         m.dev_node("vfio/vfio", 0o666);
         m
+    }
+
+    /// Loads the usrdma module (its PCI driver appears), with no device bound.
+    fn load_usrdma(&self) {
+        self.sys.add_driver("usrdma");
+    }
+
+    /// Binds a second edu to usrdma (the module is loaded with it).
+    fn bind_to_usrdma(&self) {
+        self.sys
+            .add_usrdma(ON_USRDMA, 0x1234, 0x11e8, "", USRDMA_STATS);
     }
 
     fn sys_file(&self, relative: &str, content: &str) {
@@ -303,6 +320,18 @@ fn without_an_iommu_doctor_fails_and_says_how_to_turn_it_on() {
         fix.contains("usrdrv bind ADDR --driver usrdma"),
         "the no-IOMMU alternative: {fix}"
     );
+    // Nor is usrdma loaded: it says how to get it.
+    let usrdma = finding(&report, "usrdma");
+    assert_eq!(usrdma["status"], "fail", "{usrdma:#}");
+    assert!(
+        text(&usrdma["summary"]).starts_with("not loaded"),
+        "{usrdma:#}"
+    );
+    let fix = text(&usrdma["fix"]);
+    assert!(fix.contains("modprobe usrdma"), "{fix}");
+    assert!(fix.contains("dkms install usrdma/0.1.0"), "{fix}");
+    assert!(fix.contains("kmod/usrdma"), "{fix}");
+    assert!(fix.contains("usrdrv bind ADDR --driver usrdma"), "{fix}");
     // Remapping goes with the IOMMU; the modules are there.
     assert_eq!(finding(&report, "interrupt-remapping")["status"], "fail");
     assert_eq!(finding(&report, "vfio-modules")["status"], "ok");
@@ -321,6 +350,157 @@ fn without_an_iommu_doctor_fails_and_says_how_to_turn_it_on() {
     let (code, report) = run_json(&mut m.command(true));
     assert_eq!(code, 1);
     assert_eq!(finding(&report, "interrupt-remapping")["status"], "fail");
+}
+
+#[test]
+fn without_an_iommu_a_loaded_usrdma_makes_the_machine_ready() {
+    let m = Machine::without_iommu();
+    m.bind_to_usrdma();
+    let (code, report) = run_json(&mut m.command(true));
+    assert_eq!(code, 0, "{report:#}");
+    assert_eq!(report["ready"], true);
+    for f in report["findings"].as_array().unwrap() {
+        assert_ne!(f["status"], "fail", "{f:#}");
+    }
+    let iommu = finding(&report, "iommu");
+    assert_eq!(iommu["status"], "warn", "{iommu:#}");
+    let summary = text(&iommu["summary"]);
+    assert!(summary.contains("intel_iommu=off"), "{summary}");
+    assert!(summary.contains("not isolated"), "{summary}");
+    assert!(summary.contains("all memory"), "{summary}");
+    let fix = text(&iommu["fix"]);
+    assert!(fix.contains("intel_iommu=on"), "{fix}");
+    assert!(!fix.contains("--driver usrdma"), "usrdma is in use: {fix}");
+    let usrdma = finding(&report, "usrdma");
+    assert_eq!(usrdma["status"], "ok", "{usrdma:#}");
+    assert!(usrdma["fix"].is_null(), "{usrdma:#}");
+    assert!(
+        text(&usrdma["summary"]).contains(&format!("loaded, 1 device bound: {ON_USRDMA}")),
+        "{usrdma:#}"
+    );
+    // Only VFIO needs remapping: a warning that says so.
+    let ir = finding(&report, "interrupt-remapping");
+    assert_eq!(ir["status"], "warn", "{ir:#}");
+    assert!(
+        text(&ir["summary"]).contains("matters only for VFIO"),
+        "{ir:#}"
+    );
+    assert_eq!(finding(&report, "vfio-modules")["status"], "ok");
+    assert_eq!(finding(&report, "dev-vfio")["status"], "ok");
+    let user = finding(&report, "user");
+    assert_eq!(user["status"], "ok", "{user:#}");
+    assert!(text(&user["summary"]).contains("CAP_SYS_RAWIO"), "{user:#}");
+    let devices = finding(&report, "devices");
+    assert_eq!(devices["status"], "ok", "{devices:#}");
+    assert!(
+        text(&devices["summary"]).contains(&format!("bound to usrdma: {ON_USRDMA}")),
+        "{devices:#}"
+    );
+
+    // The text verdict agrees.
+    let out = m.command(false).output().unwrap();
+    assert_eq!(status(&out), 0);
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        stdout.contains("ready: user-space drivers can run here ("),
+        "{stdout}"
+    );
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("warn") && l.split_whitespace().nth(1) == Some("iommu")),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn without_an_iommu_missing_vfio_does_not_matter_when_usrdma_is_loaded() {
+    let m = Machine::without_iommu();
+    m.load_usrdma();
+    m.modules(false);
+    let (code, report) = run_json(&mut m.command(true));
+    assert_eq!(code, 0, "{report:#}");
+    let modules = finding(&report, "vfio-modules");
+    assert_eq!(modules["status"], "ok", "{modules:#}");
+    assert!(
+        text(&modules["summary"]).starts_with("not loaded: vfio, vfio_pci, vfio_iommu_type1"),
+        "{modules:#}"
+    );
+    assert!(
+        text(&modules["summary"]).contains("only needed with an IOMMU"),
+        "{modules:#}"
+    );
+    let dev = finding(&report, "dev-vfio");
+    assert_eq!(dev["status"], "ok", "{dev:#}");
+    assert!(text(&dev["summary"]).contains("missing"), "{dev:#}");
+    // No device on usrdma yet: the module says so, devices says how.
+    let usrdma = finding(&report, "usrdma");
+    assert_eq!(usrdma["status"], "ok", "{usrdma:#}");
+    assert!(
+        text(&usrdma["summary"]).contains("no device bound yet"),
+        "{usrdma:#}"
+    );
+    let devices = finding(&report, "devices");
+    assert_eq!(devices["status"], "warn", "{devices:#}");
+    assert!(
+        text(&devices["fix"]).contains("usrdrv bind ADDR --driver usrdma"),
+        "{devices:#}"
+    );
+}
+
+#[test]
+fn without_an_iommu_usrdma_needs_cap_sys_rawio() {
+    let m = Machine::without_iommu();
+    m.bind_to_usrdma();
+    // CAP_IPC_LOCK only: no CAP_SYS_RAWIO.
+    m.caps("0000000000004000");
+    let (code, report) = run_json(&mut m.command(true));
+    assert_eq!(code, 1, "{report:#}");
+    let user = finding(&report, "user");
+    assert_eq!(user["status"], "fail", "{user:#}");
+    assert!(text(&user["summary"]).contains("CAP_SYS_RAWIO"), "{user:#}");
+    assert!(text(&user["fix"]).contains("as root"), "{user:#}");
+    assert_eq!(finding(&report, "iommu")["status"], "warn");
+}
+
+#[test]
+fn with_the_iommu_on_usrdma_is_not_needed() {
+    let m = Machine::healthy();
+    let (code, report) = run_json(&mut m.command(true));
+    assert_eq!(code, 0, "{report:#}");
+    let usrdma = finding(&report, "usrdma");
+    assert_eq!(usrdma["status"], "ok", "{usrdma:#}");
+    assert!(usrdma["fix"].is_null(), "{usrdma:#}");
+    assert!(
+        text(&usrdma["summary"]).contains("not loaded (only needed without an IOMMU"),
+        "{usrdma:#}"
+    );
+
+    // Loaded anyway, with a device on it: fine, and VFIO is recommended.
+    m.bind_to_usrdma();
+    let (code, report) = run_json(&mut m.command(true));
+    assert_eq!(code, 0, "{report:#}");
+    let usrdma = finding(&report, "usrdma");
+    assert_eq!(usrdma["status"], "ok", "{usrdma:#}");
+    let summary = text(&usrdma["summary"]);
+    assert!(
+        summary.contains(&format!("1 device bound: {ON_USRDMA}")),
+        "{summary}"
+    );
+    assert!(summary.contains("prefer VFIO"), "{summary}");
+    assert_eq!(finding(&report, "iommu")["status"], "ok");
+    let devices = text(&finding(&report, "devices")["summary"]);
+    assert!(devices.contains("0000:00:03.0 (group 3)"), "{devices}");
+    assert!(
+        devices.contains(&format!("bound to usrdma: {ON_USRDMA}")),
+        "{devices}"
+    );
+
+    // Missing VFIO modules still fail with the IOMMU on, usrdma or not.
+    m.modules(false);
+    let (code, report) = run_json(&mut m.command(true));
+    assert_eq!(code, 1, "{report:#}");
+    assert_eq!(finding(&report, "vfio-modules")["status"], "fail");
 }
 
 #[test]

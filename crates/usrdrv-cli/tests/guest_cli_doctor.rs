@@ -1,6 +1,7 @@
 //! `usrdrv doctor` against the real kernel in the usrdrv VM, booted with its
-//! emulated Intel IOMMU (interrupt remapping on) and the VFIO modules loaded;
-//! run by `cargo xtask test`. The tests run as root.
+//! emulated Intel IOMMU (interrupt remapping on), the VFIO modules loaded
+//! and the usrdma module too (`cargo xtask test` loads it at every boot); run
+//! by `cargo xtask test`. The tests run as root.
 
 use std::process::{Command, Output};
 
@@ -80,6 +81,11 @@ fn doctor_finds_the_vm_ready_for_user_space_drivers() {
         .as_str()
         .unwrap_or("");
     assert_eq!(modules, "loaded: vfio, vfio_pci, vfio_iommu_type1");
+    // `cargo xtask test` loads usrdma at every boot: fine, though not needed
+    // with the IOMMU on.
+    assert_ok(&report, "usrdma");
+    let usrdma = finding(&report, "usrdma")["summary"].as_str().unwrap_or("");
+    assert!(usrdma.contains("prefer VFIO"), "{usrdma}");
 }
 
 #[test]
@@ -121,6 +127,7 @@ fn doctor_text_has_one_row_per_check_and_a_verdict() {
     assert!(text.starts_with("STATUS  CHECK"), "{text}");
     for check in [
         "iommu",
+        "usrdma",
         "interrupt-remapping",
         "vfio-modules",
         "memlock",

@@ -150,10 +150,11 @@ pub(crate) trait IrqControl: Send + Sync + fmt::Debug {
     fn revocation_event(&self) -> Option<&EventFd>;
     /// Records a revocation a waiter saw.
     fn mark_revoked(&self);
-    /// Asks the kernel whether the device was taken back, for a waiter whose
-    /// vector fired (a kernel may signal the eventfds as it revokes).
-    fn revoked_now(&self) -> bool {
-        self.is_revoked()
+    /// Whether an eventfd count says the kernel revoked the device (a kernel
+    /// may signal the eventfds as it revokes, with a count that says so).
+    fn count_means_revoked(&self, count: u64) -> bool {
+        let _ = count;
+        false
     }
 }
 
@@ -258,7 +259,7 @@ impl Interrupts {
         }
         .map_err(sys)?;
         match woken {
-            Woken::Fd(0, _) if self.device.revoked_now() => {
+            Woken::Fd(0, count) if self.device.count_means_revoked(count) => {
                 self.device.mark_revoked();
                 Err(revoked)
             }
@@ -273,12 +274,24 @@ impl Interrupts {
 
     /// Returns how many times `vector` fired since the last wait, without waiting.
     pub fn try_wait(&self, vector: usize) -> Result<Option<u64>, IrqError> {
-        self.vector(vector)?.take().map_err(|source| IrqError::Sys {
-            op: "reading",
-            kind: self.kind,
-            address: self.device.address(),
-            source,
-        })
+        let count = self
+            .vector(vector)?
+            .take()
+            .map_err(|source| IrqError::Sys {
+                op: "reading",
+                kind: self.kind,
+                address: self.device.address(),
+                source,
+            })?;
+        match count {
+            Some(count) if self.device.count_means_revoked(count) => {
+                self.device.mark_revoked();
+                Err(IrqError::Revoked {
+                    address: self.device.address(),
+                })
+            }
+            other => Ok(other),
+        }
     }
 
     /// Unmasks INTx after the kernel masked it on delivery; do it once the

@@ -7,7 +7,9 @@
 //! and scatter-gather lists that stay inside the device's DMA mask and the
 //! IOMMU's ranges, delivers interrupts as eventfds, and turns the kernel asking
 //! for the device back into errors instead of hangs. Underneath is VFIO on
-//! machines with an IOMMU.
+//! machines with an IOMMU, and the `usrdma` kernel module on machines without
+//! one; [`Device::open`] picks by the driver the device is bound to, and the
+//! driver code is the same for both.
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -46,14 +48,16 @@
 //!   binding, configuration-space capabilities.
 //! - [`vfio`]: containers, groups, devices and IOMMU domains, one type per
 //!   kernel object.
+//! - [`usrdma`]: devices bound to the usrdma module, and the system-wide
+//!   listing of its buffers.
 //! - [`mmio`]: BAR access.
 //! - [`dma`]: the IOVA allocator, DMA buffers (with a device-shared/CPU-owned
 //!   typestate), mappings of the caller's memory, pools, named buffers.
 //! - [`irq`]: INTx, MSI and MSI-X through eventfds.
 //!
 //! All raw system calls live in one private module; the rest of the crate has
-//! no `unsafe` code. DMA goes through an internal backend trait, so a backend
-//! for machines without an IOMMU can slot in without changing driver code.
+//! no `unsafe` code. DMA and interrupts go through internal backend traits
+//! that VFIO and usrdma implement.
 
 #![deny(unsafe_code)]
 #![warn(missing_docs)]

@@ -7,8 +7,21 @@
 //! fixing) or `fail` (drivers cannot run until it is fixed), with the fix.
 //! The exit status is 0 when no check failed, 1 otherwise.
 //!
-//! The checks, in report order: `iommu`, `interrupt-remapping`,
+//! The checks, in report order: `iommu`, `usrdma`, `interrupt-remapping`,
 //! `vfio-modules`, `dev-vfio`, `user`, `memlock`, `hugepages`, `devices`.
+//!
+//! Drivers run through VFIO where there is an IOMMU, and through the usrdma
+//! kernel module (`kmod/usrdma`; root only, devices not isolated) where there
+//! is none. So:
+//!
+//! - IOMMU on: every VFIO check counts; `usrdma` never fails (not needed).
+//! - No IOMMU, usrdma loaded (`bus/pci/drivers/usrdma` exists): `iommu` is
+//!   a warning (a device can reach all memory), `usrdma` is `ok` with the
+//!   devices bound to it, and the checks only VFIO needs
+//!   (`interrupt-remapping`, `vfio-modules`, `dev-vfio`) cannot fail: they
+//!   warn, or are `ok` when they merely find VFIO not loaded; `user` asks
+//!   for CAP_SYS_RAWIO (root), which usrdma requires.
+//! - No IOMMU and no usrdma: `iommu` and `usrdma` fail, each with its fix.
 //!
 //! `--json` prints (schema `usrdrv.doctor/1`; new checks may be added, the
 //! fields stay):
@@ -73,7 +86,7 @@ impl Status {
 /// One finding (an element of `findings` in `usrdrv.doctor/1`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Finding {
-    /// Which check: `iommu`, `interrupt-remapping`, ...
+    /// Which check: `iommu`, `usrdma`, `interrupt-remapping`, ...
     pub check: &'static str,
     /// `ok`, `warn` or `fail`.
     pub status: Status,

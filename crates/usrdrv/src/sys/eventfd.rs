@@ -137,18 +137,6 @@ pub(crate) fn wait_any(fds: &[&EventFd], timeout: Option<Duration>) -> io::Resul
     }
 }
 
-/// Whether `fd` reports a hang-up or error right now (no waiting).
-pub(crate) fn hung_up(fd: BorrowedFd<'_>) -> bool {
-    let mut poll = libc::pollfd {
-        fd: fd.as_raw_fd(),
-        events: 0,
-        revents: 0,
-    };
-    // SAFETY: one live pollfd; a zero timeout never blocks.
-    let ready = unsafe { libc::poll(&mut poll, 1, 0) };
-    ready > 0 && poll.revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0
-}
-
 /// Waits until `fd` hangs up or reports an error (`Ok(true)`: a usrdma node
 /// whose device was removed) or `stop` is signalled (`Ok(false)`).
 pub(crate) fn wait_hangup(fd: BorrowedFd<'_>, stop: &EventFd) -> io::Result<bool> {

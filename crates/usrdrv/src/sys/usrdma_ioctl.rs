@@ -26,6 +26,8 @@ pub(crate) const IRQ_NONE: u32 = 0;
 pub(crate) const IRQ_INTX: u32 = 1;
 pub(crate) const IRQ_MSI: u32 = 2;
 pub(crate) const IRQ_MSIX: u32 = 3;
+/// `USRDMA_IRQ_REVOKED`: what the module adds to every eventfd when it revokes.
+pub(crate) const IRQ_REVOKED: u64 = 1 << 48;
 
 /// `struct usrdma_info`.
 #[repr(C)]
@@ -445,6 +447,7 @@ mod tests {
         V(USRDMA_FREE_BY_NAME) V(USRDMA_DIR_TO_DEVICE) V(USRDMA_DIR_FROM_DEVICE)
         V(USRDMA_MAP_BOUNCED) V(USRDMA_SYNC_FOR_CPU) V(USRDMA_SYNC_FOR_DEVICE)
         V(USRDMA_IRQ_NONE) V(USRDMA_IRQ_INTX) V(USRDMA_IRQ_MSI) V(USRDMA_IRQ_MSIX)
+        V(USRDMA_IRQ_REVOKED)
     ";
 
     /// A request number as the C compiler prints it (unsigned 32 bits; `Ioctl`
@@ -541,6 +544,7 @@ mod tests {
             ("USRDMA_IRQ_INTX", IRQ_INTX.into()),
             ("USRDMA_IRQ_MSI", IRQ_MSI.into()),
             ("USRDMA_IRQ_MSIX", IRQ_MSIX.into()),
+            ("USRDMA_IRQ_REVOKED", IRQ_REVOKED),
         ]
     }
 

@@ -7,7 +7,7 @@ use super::Device;
 use crate::irq::{IrqControl, IrqError, IrqInfo, IrqKind};
 use crate::pci::PciAddress;
 use crate::pci::capabilities;
-use crate::sys::eventfd::{EventFd, hung_up};
+use crate::sys::eventfd::EventFd;
 use crate::sys::usrdma_ioctl as ioctl;
 
 /// Offset of the interrupt pin register in configuration space.
@@ -87,10 +87,10 @@ impl IrqControl for Device {
         Device::mark_revoked(self);
     }
 
-    fn revoked_now(&self) -> bool {
-        // The module signals every eventfd once when the device is removed,
-        // possibly before the revocation watcher has seen the hang-up.
-        Device::is_revoked(self) || hung_up(self.fd())
+    fn count_means_revoked(&self, count: u64) -> bool {
+        // The module adds USRDMA_IRQ_REVOKED to every eventfd when the device
+        // is removed, possibly before the revocation watcher sees the hang-up.
+        count >= ioctl::IRQ_REVOKED
     }
 }
 

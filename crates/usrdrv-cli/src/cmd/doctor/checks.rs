@@ -1,12 +1,19 @@
 //! The checks of `usrdrv doctor`. Each reads what Linux exposes and decides
 //! `ok`, `warn` (user-space drivers run, but something is worth fixing) or
 //! `fail` (they cannot run until it is fixed), with the fix in words.
+//!
+//! Which backend can run decides how some findings weigh (see [`Backend`]):
+//! with the IOMMU on, drivers use VFIO and every VFIO check counts; without
+//! one, only the usrdma module runs them, so the `iommu` finding is a warning
+//! when usrdma is loaded (devices are not isolated) and the checks that only
+//! VFIO needs cannot fail the verdict.
 
 use std::path::{Path, PathBuf};
 
-use usrdrv::pci::{SysfsError, VFIO_PCI_DRIVER};
+use usrdrv::pci::{PciAddress, SysfsError, VFIO_PCI_DRIVER};
+use usrdrv::usrdma::{USRDMA_DRIVER, listing};
 
-use super::system::{self, CAP_IPC_LOCK, Identity, Ownership, System};
+use super::system::{self, CAP_IPC_LOCK, CAP_SYS_RAWIO, Identity, Ownership, System};
 use super::{Finding, Status};
 use crate::cmd::list::readiness;
 use crate::context::Context;
@@ -29,18 +36,60 @@ pub fn all(ctx: &Context) -> Vec<Finding> {
     let sys = System::new(ctx);
     let cmdline = Cmdline::parse(&system::read(&sys.proc("cmdline")).unwrap_or_default());
     let iommu = IommuFacts::read(&sys);
+    let usrdma = UsrdmaFacts::read(ctx, &sys);
+    let backend = Backend::of(&iommu, &usrdma);
     let me = Identity::current();
     let nodes = VfioNodes::read(&sys);
     vec![
-        iommu_check(&iommu, &cmdline),
-        interrupt_remapping(&sys, &iommu, &cmdline),
-        vfio_modules(&sys),
-        dev_vfio(&nodes),
-        user(&nodes, &me),
+        iommu_check(&iommu, &cmdline, backend),
+        usrdma_check(&usrdma, backend),
+        vfio_only(backend, interrupt_remapping(&sys, &iommu, &cmdline)),
+        vfio_modules(&sys, backend),
+        vfio_only(backend, dev_vfio(&nodes, backend)),
+        user(&sys, &nodes, &me, backend),
         memlock(&sys, &me),
         hugepages(&sys),
-        devices(ctx, iommu.has_groups()),
+        devices(ctx, backend, &usrdma),
     ]
+}
+
+/// Which backend user-space drivers can use here, as the IOMMU and usrdma
+/// checks decide it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// The IOMMU is on: drivers use VFIO (usrdma may be loaded too).
+    Vfio,
+    /// No IOMMU, but the usrdma module is loaded: drivers use usrdma (root
+    /// only, devices not isolated); what only VFIO needs cannot fail.
+    Usrdma,
+    /// No IOMMU and no usrdma: nothing runs until one of them is fixed.
+    Neither,
+}
+
+impl Backend {
+    fn of(iommu: &IommuFacts, usrdma: &UsrdmaFacts) -> Self {
+        if iommu.has_groups() {
+            Self::Vfio
+        } else if usrdma.loaded {
+            Self::Usrdma
+        } else {
+            Self::Neither
+        }
+    }
+}
+
+/// What a check that only VFIO needs weighs: with [`Backend::Usrdma`] VFIO
+/// cannot run here anyway (it needs the IOMMU), so its failure is a warning
+/// saying so; otherwise the finding as it is.
+fn vfio_only(backend: Backend, mut f: Finding) -> Finding {
+    if backend == Backend::Usrdma && f.status == Status::Fail {
+        f.status = Status::Warn;
+        f.summary.push_str(
+            "; this matters only for VFIO, which cannot run here without an IOMMU anyway: \
+             drivers run through usrdma",
+        );
+    }
+    f
 }
 
 fn finding(check: &'static str, status: Status, summary: String, fix: Option<String>) -> Finding {
@@ -223,7 +272,7 @@ fn table_vendor(table: &str) -> &'static str {
     }
 }
 
-fn iommu_check(facts: &IommuFacts, cmdline: &Cmdline) -> Finding {
+fn iommu_check(facts: &IommuFacts, cmdline: &Cmdline, backend: Backend) -> Finding {
     let words = cmdline.iommu_words();
     let cmdline_note = if words.is_empty() {
         "no IOMMU option on the kernel command line".to_owned()
@@ -303,10 +352,7 @@ fn iommu_check(facts: &IommuFacts, cmdline: &Cmdline) -> Finding {
     if disabled.is_empty() && !firmware_has_one {
         why.push(cmdline_note);
     }
-    let summary = format!(
-        "off: {}; VFIO needs an IOMMU to isolate the device's DMA",
-        why.join("; ")
-    );
+    let why = why.join("; ");
 
     let mut steps = Vec::new();
     if !firmware_has_one {
@@ -332,12 +378,132 @@ fn iommu_check(facts: &IommuFacts, cmdline: &Cmdline) -> Finding {
         "{intel} (Intel; the AMD IOMMU is on by default unless amd_iommu=off or iommu=off is \
          given). To change the kernel command line: {GRUB_STEPS}"
     ));
+    if backend == Backend::Usrdma {
+        return finding(
+            "iommu",
+            Status::Warn,
+            format!(
+                "off: {why}; drivers run through usrdma instead (root only), but devices are \
+                 not isolated: a device can reach all memory, so a wrong DMA address corrupts \
+                 the machine (VFIO needs an IOMMU)"
+            ),
+            Some(format!(
+                "to confine devices (and use VFIO instead of usrdma), turn the IOMMU on: {}",
+                steps.join("; ")
+            )),
+        );
+    }
     steps.push(
         "or, on a machine without an IOMMU, use the usrdma kernel module instead of VFIO \
-         (kmod/usrdma: `modprobe usrdma`, then `usrdrv bind ADDR --driver usrdma`)"
+         (see the usrdma finding: `modprobe usrdma`, then `usrdrv bind ADDR --driver usrdma`)"
             .to_owned(),
     );
-    finding("iommu", Status::Fail, summary, Some(steps.join("; ")))
+    finding(
+        "iommu",
+        Status::Fail,
+        format!("off: {why}; VFIO needs an IOMMU to isolate the device's DMA"),
+        Some(steps.join("; ")),
+    )
+}
+
+// ---------------------------------------------------------------------------
+// The usrdma module.
+
+/// What sysfs says about the usrdma module.
+#[derive(Debug, Clone)]
+pub struct UsrdmaFacts {
+    /// Its PCI driver is registered (the module is loaded).
+    pub loaded: bool,
+    /// Where the driver appears when loaded, for messages.
+    pub driver_dir: PathBuf,
+    /// The devices bound to it, or why they cannot be listed.
+    pub bound: Result<Vec<PciAddress>, String>,
+}
+
+impl UsrdmaFacts {
+    fn read(ctx: &Context, sys: &System<'_>) -> Self {
+        let loaded = ctx.sysfs.driver_exists(USRDMA_DRIVER);
+        Self {
+            loaded,
+            driver_dir: sys.sys(&format!("bus/pci/drivers/{USRDMA_DRIVER}")),
+            bound: if loaded {
+                listing::bound_devices(&ctx.sysfs).map_err(|e| e.to_string())
+            } else {
+                Ok(Vec::new())
+            },
+        }
+    }
+
+    /// The devices bound to usrdma (none when they cannot be listed).
+    fn bound(&self) -> &[PciAddress] {
+        self.bound.as_deref().unwrap_or_default()
+    }
+}
+
+fn join_addresses(addresses: &[PciAddress]) -> String {
+    addresses
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn usrdma_check(facts: &UsrdmaFacts, backend: Backend) -> Finding {
+    const CHECK: &str = "usrdma";
+    if !facts.loaded {
+        if backend == Backend::Vfio {
+            return finding(
+                CHECK,
+                Status::Ok,
+                "not loaded (only needed without an IOMMU; here VFIO runs the drivers)".to_owned(),
+                None,
+            );
+        }
+        return finding(
+            CHECK,
+            Status::Fail,
+            format!(
+                "not loaded ({} is missing): without an IOMMU, the usrdma kernel module is the \
+                 only way user-space drivers run here (root only, devices not isolated)",
+                facts.driver_dir.display()
+            ),
+            Some(
+                "as root: modprobe usrdma; if it is not installed, build and install it with \
+                 DKMS from kmod/usrdma in the usrdrv sources (apt-get install dkms linux-headers-$(uname -r); cp -r \
+                 kmod/usrdma /usr/src/usrdma-0.1.0; dkms install usrdma/0.1.0; modprobe \
+                 usrdma), or without DKMS: make -C kmod/usrdma && insmod \
+                 kmod/usrdma/usrdma.ko; then usrdrv bind ADDR --driver usrdma. Or turn the \
+                 IOMMU on and use VFIO (see the iommu finding)"
+                    .to_owned(),
+            ),
+        );
+    }
+    let bound = match &facts.bound {
+        Ok(bound) => bound,
+        Err(e) => {
+            return finding(
+                CHECK,
+                Status::Warn,
+                format!("loaded, but the devices bound to it cannot be listed: {e}"),
+                Some("check that sysfs is mounted and readable (run as root)".to_owned()),
+            );
+        }
+    };
+    let devices = match bound.len() {
+        0 => "no device bound yet (`usrdrv bind ADDR --driver usrdma` binds one)".to_owned(),
+        n => format!(
+            "{} bound: {}",
+            plural(n, "device", "devices"),
+            join_addresses(bound)
+        ),
+    };
+    let note = match backend {
+        Backend::Vfio => {
+            "; the IOMMU is on, so prefer VFIO: it confines each device to what was mapped"
+        }
+        _ => "; drivers run through it as root, with devices not isolated (see the iommu finding)",
+    };
+    finding(CHECK, Status::Ok, format!("loaded, {devices}{note}"), None)
 }
 
 // ---------------------------------------------------------------------------
@@ -517,7 +683,7 @@ fn interrupt_remapping(sys: &System<'_>, iommu: &IommuFacts, cmdline: &Cmdline) 
 // ---------------------------------------------------------------------------
 // VFIO modules.
 
-fn vfio_modules(sys: &System<'_>) -> Finding {
+fn vfio_modules(sys: &System<'_>, backend: Backend) -> Finding {
     let loaded = |module: &str| {
         sys.sys(&format!("module/{module}")).is_dir()
             || (module == "vfio_pci"
@@ -539,6 +705,15 @@ fn vfio_modules(sys: &System<'_>) -> Finding {
     let mut summary = format!("not loaded: {}", missing.join(", "));
     if !have.is_empty() {
         summary.push_str(&format!(" (loaded: {})", have.join(", ")));
+    }
+    if backend == Backend::Usrdma {
+        // Loading them would change nothing: vfio-pci takes no device
+        // without an IOMMU group.
+        summary.push_str(
+            "; only needed with an IOMMU: VFIO cannot run here without one, drivers run \
+             through usrdma",
+        );
+        return finding("vfio-modules", Status::Ok, summary, None);
     }
     let load = if missing.iter().any(|m| *m != "vfio_iommu_type1") {
         "modprobe vfio-pci (it loads vfio and vfio_iommu_type1 too)"
@@ -640,9 +815,20 @@ fn group_node_fix(paths: &[&Path]) -> String {
     )
 }
 
-fn dev_vfio(nodes: &VfioNodes) -> Finding {
+fn dev_vfio(nodes: &VfioNodes, backend: Backend) -> Finding {
     const CHECK: &str = "dev-vfio";
     let container = nodes.container.display();
+    if !nodes.container_exists && backend == Backend::Usrdma {
+        return finding(
+            CHECK,
+            Status::Ok,
+            format!(
+                "{container} is missing (the vfio module is not loaded); only VFIO uses it, \
+                 and VFIO cannot run here without an IOMMU: drivers run through usrdma"
+            ),
+            None,
+        );
+    }
     if !nodes.container_exists {
         return finding(
             CHECK,
@@ -666,12 +852,15 @@ fn dev_vfio(nodes: &VfioNodes) -> Finding {
         );
     }
     if nodes.groups.is_empty() {
+        let next = if backend == Backend::Vfio {
+            "yet: bind a device with `usrdrv bind ADDR`"
+        } else {
+            "(vfio-pci takes devices only with the IOMMU on)"
+        };
         return finding(
             CHECK,
             Status::Ok,
-            format!(
-                "{container} usable; no VFIO group nodes yet: bind a device with `usrdrv bind ADDR`"
-            ),
+            format!("{container} usable; no VFIO group nodes {next}"),
             None,
         );
     }
@@ -728,8 +917,18 @@ fn why_usable(node: &GroupNode, me: &Identity) -> String {
     }
 }
 
-fn user(nodes: &VfioNodes, me: &Identity) -> Finding {
+/// This process's effective capabilities, from `/proc/self/status`.
+fn effective_caps(sys: &System<'_>) -> Option<u64> {
+    system::read(&sys.proc("self/status"))
+        .as_deref()
+        .and_then(system::cap_eff)
+}
+
+fn user(sys: &System<'_>, nodes: &VfioNodes, me: &Identity, backend: Backend) -> Finding {
     const CHECK: &str = "user";
+    if backend == Backend::Usrdma {
+        return usrdma_user(sys, me);
+    }
     if me.euid == 0 {
         return finding(
             CHECK,
@@ -791,16 +990,63 @@ fn user(nodes: &VfioNodes, me: &Identity) -> Finding {
     )
 }
 
+/// Who may drive devices through usrdma: its open requires CAP_SYS_RAWIO,
+/// and the kernel makes `/dev/usrdma/ADDR` root's with mode 0600.
+fn usrdma_user(sys: &System<'_>, me: &Identity) -> Finding {
+    const CHECK: &str = "user";
+    let rawio = match effective_caps(sys) {
+        Some(caps) => caps & (1 << CAP_SYS_RAWIO) != 0,
+        None => me.euid == 0,
+    };
+    match (me.euid == 0, rawio) {
+        (true, true) => finding(
+            CHECK,
+            Status::Ok,
+            "running as root: usrdma opens devices for root (it requires CAP_SYS_RAWIO), and \
+             binding devices works"
+                .to_owned(),
+            None,
+        ),
+        (false, true) => finding(
+            CHECK,
+            Status::Ok,
+            format!(
+                "uid {}, not root, with CAP_SYS_RAWIO: usrdma opens a device for this process \
+                 if its /dev/usrdma/ADDR node is too (the kernel makes them root's, mode \
+                 0600); binding devices needs root",
+                me.euid
+            ),
+            None,
+        ),
+        (root, false) => finding(
+            CHECK,
+            Status::Fail,
+            format!(
+                "{}: without an IOMMU drivers run only through usrdma, which opens a device \
+                 only for a process with CAP_SYS_RAWIO",
+                if root {
+                    "root, but without CAP_SYS_RAWIO (a container or the capability bounding \
+                     set dropped it)"
+                        .to_owned()
+                } else {
+                    format!("uid {}, not root", me.euid)
+                }
+            ),
+            Some(
+                "run the driver, and usrdrv bind, as root (sudo), keeping CAP_SYS_RAWIO (in a \
+                 container: --cap-add SYS_RAWIO)"
+                    .to_owned(),
+            ),
+        ),
+    }
+}
+
 // ---------------------------------------------------------------------------
 // RLIMIT_MEMLOCK.
 
 fn memlock(sys: &System<'_>, me: &Identity) -> Finding {
     const CHECK: &str = "memlock";
-    let status_path = sys.proc("self/status");
-    let (ipc_lock, how) = match system::read(&status_path)
-        .as_deref()
-        .and_then(system::cap_eff)
-    {
+    let (ipc_lock, how) = match effective_caps(sys) {
         Some(caps) => (caps & (1 << CAP_IPC_LOCK) != 0, "CAP_IPC_LOCK"),
         None => (me.euid == 0, "root"),
     };
@@ -1000,9 +1246,9 @@ fn hugepages(sys: &System<'_>) -> Finding {
 }
 
 // ---------------------------------------------------------------------------
-// Devices ready for VFIO.
+// Devices ready for VFIO or bound to usrdma.
 
-fn devices(ctx: &Context, iommu_on: bool) -> Finding {
+fn devices(ctx: &Context, backend: Backend, usrdma: &UsrdmaFacts) -> Finding {
     const CHECK: &str = "devices";
     let addresses = match ctx.sysfs.addresses() {
         Ok(a) => a,
@@ -1039,25 +1285,42 @@ fn devices(ctx: &Context, iommu_on: bool) -> Finding {
             blocked.push(format!("{address}: {}", r.missing.join("; ")));
         }
     }
-    if !ready.is_empty() {
-        let mut summary = format!("ready for VFIO: {}", ready.join(", "));
-        if !blocked.is_empty() {
-            summary.push_str(&format!("; not ready: {}", blocked.join(", ")));
+    let on_usrdma = usrdma.bound();
+    if !ready.is_empty() || !on_usrdma.is_empty() {
+        let mut parts = Vec::new();
+        if !ready.is_empty() {
+            parts.push(format!("ready for VFIO: {}", ready.join(", ")));
         }
-        return finding(CHECK, Status::Ok, summary, None);
+        if !on_usrdma.is_empty() {
+            parts.push(format!("bound to usrdma: {}", join_addresses(on_usrdma)));
+        }
+        if !blocked.is_empty() {
+            parts.push(format!("not ready for VFIO: {}", blocked.join(", ")));
+        }
+        return finding(CHECK, Status::Ok, parts.join("; "), None);
     }
     if blocked.is_empty() {
+        let (summary, fix) = match backend {
+            Backend::Vfio => (
+                "no device is bound to vfio-pci yet",
+                "as root: usrdrv bind ADDR (`usrdrv list` shows the devices)",
+            ),
+            Backend::Usrdma => (
+                "no device is bound to usrdma yet",
+                "as root: usrdrv bind ADDR --driver usrdma (`usrdrv list` shows the devices)",
+            ),
+            Backend::Neither => (
+                "no device is bound to vfio-pci or usrdma yet",
+                "turn the IOMMU on first (see the iommu finding): vfio-pci takes no device \
+                 without an IOMMU group; then, as root, usrdrv bind ADDR. Or load usrdma (see \
+                 the usrdma finding) and, as root, usrdrv bind ADDR --driver usrdma",
+            ),
+        };
         return finding(
             CHECK,
             Status::Warn,
-            "no device is bound to vfio-pci yet".to_owned(),
-            Some(if iommu_on {
-                "as root: usrdrv bind ADDR (`usrdrv list` shows the devices)".to_owned()
-            } else {
-                "turn the IOMMU on first (see the iommu finding): vfio-pci takes no device \
-                 without an IOMMU group; then, as root, usrdrv bind ADDR"
-                    .to_owned()
-            }),
+            summary.to_owned(),
+            Some(fix.to_owned()),
         );
     }
     finding(

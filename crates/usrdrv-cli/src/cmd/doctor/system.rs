@@ -14,6 +14,9 @@ use crate::context::Context;
 /// The capability that exempts a process from `RLIMIT_MEMLOCK`.
 pub const CAP_IPC_LOCK: u32 = 14;
 
+/// The capability the usrdma module requires to open a device.
+pub const CAP_SYS_RAWIO: u32 = 17;
+
 /// Reads files below the context's roots.
 #[derive(Debug, Clone, Copy)]
 pub struct System<'a> {
