@@ -6,6 +6,7 @@ use crate::cargo_build;
 use crate::error::Result;
 use crate::guest_vm::{self, VmOptions};
 use crate::initramfs::sh_quote;
+use crate::usrdma;
 
 /// Default timeout of the demo, in seconds (boot included).
 pub const DEFAULT_TIMEOUT: u64 = 300;
@@ -44,6 +45,13 @@ pub const STEPS: &[DemoStep] = &[
         command: "edu_demo",
         needs: &[("edu_demo", "crates/drivers/edu/examples/edu_demo.rs")],
     },
+    DemoStep {
+        title: "the same driver code over the usrdma kernel module (what machines without an \
+                IOMMU use): edu handed to usrdma, the demo again, the module's buffers listed",
+        command: "insmod /lib/modules/usrdma.ko && usrdrv bind $(pci-find 1234 11e8) --driver usrdma \
+                  && edu_demo --usrdma && usrdrv buffers",
+        needs: &[("edu_demo", "crates/drivers/edu/examples/edu_demo.rs")],
+    },
 ];
 
 /// Arguments of `cargo xtask demo`.
@@ -63,13 +71,10 @@ pub fn run(args: &DemoArgs) -> Result<i32> {
             cargo_build::find(&binaries, name, source)?;
         }
     }
-    let run = guest_vm::boot(
-        &args.vm,
-        &prov,
-        guest_vm::binary_files(&binaries),
-        script(STEPS),
-        DEFAULT_TIMEOUT,
-    )?;
+    let module = usrdma::build(&prov, args.vm.sources.kernel.is_none())?;
+    let mut files = guest_vm::binary_files(&binaries);
+    files.extend(module.files.iter().cloned());
+    let run = guest_vm::boot(&args.vm, &prov, files, script(STEPS), DEFAULT_TIMEOUT)?;
     let status = run.exit_status()?;
     let secs = |d: Option<std::time::Duration>| {
         d.map(|d| format!("{:.1} s", d.as_secs_f64()))
@@ -101,7 +106,8 @@ fn print_header() {
         outln!("  {}. {}", i + 1, step.title);
     }
     outln!("Nothing touches this machine's own devices. The first run downloads a Debian");
-    outln!("kernel and busybox into the cache (target/usrdrv-vm); later runs reuse them.");
+    outln!("kernel, its headers (to build the usrdma module) and busybox into the cache");
+    outln!("(target/usrdrv-vm); later runs reuse them.");
     outln!();
 }
 

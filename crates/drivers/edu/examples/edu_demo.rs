@@ -1,7 +1,8 @@
 //! The usrdrv demo: a user-space driver for QEMU's edu device doing what
 //! DMA drivers do — registers, interrupts, DMA memory, the caller's own memory
 //! mapped for the device, and the IOMMU keeping the device where it belongs.
-//! Run in the VM by `cargo xtask demo`.
+//! Run in the VM by `cargo xtask demo`: first over VFIO, then, with
+//! `--usrdma`, the same driver code over the usrdma kernel module.
 
 use std::error::Error;
 use std::process::ExitCode;
@@ -10,6 +11,7 @@ use std::time::Instant;
 use usrdrv::dma::Direction;
 use usrdrv::irq::IrqKind;
 use usrdrv::pci::{Sysfs, VFIO_PCI_DRIVER};
+use usrdrv::usrdma::USRDMA_DRIVER;
 use usrdrv_edu::{DMA_MASK_BITS, Edu, Transfer};
 
 fn main() -> ExitCode {
@@ -28,13 +30,24 @@ fn main() -> ExitCode {
 }
 
 fn run() -> Result<(), Box<dyn Error>> {
+    let usrdma = match std::env::args().nth(1).as_deref() {
+        None => false,
+        Some("--usrdma") => true,
+        Some(_) => return Err("usage: edu_demo [--usrdma]".into()),
+    };
     println!("usrdrv demo: the edu driver (crates/drivers/edu), built only on usrdrv's public API");
     let address = Edu::find()?;
-    Sysfs::system().bind(address, VFIO_PCI_DRIVER)?;
+    let driver = if usrdma {
+        USRDMA_DRIVER
+    } else {
+        VFIO_PCI_DRIVER
+    };
+    Sysfs::system().bind(address, driver)?;
     let mut edu = Edu::open(address)?;
     let (major, minor) = edu.identification()?;
     println!(
-        "1. Opened edu {major}.{minor} at {address}, declaring its {DMA_MASK_BITS}-bit DMA mask"
+        "1. Opened edu {major}.{minor} at {address} through {} (it is bound to {driver}), declaring its {DMA_MASK_BITS}-bit DMA mask",
+        edu.device().backend()
     );
 
     edu.enable_interrupts(IrqKind::Msi)?;
@@ -54,7 +67,11 @@ fn run() -> Result<(), Box<dyn Error>> {
         sink.device_addr(),
         1u64 << DMA_MASK_BITS
     );
-    let message = b"Hello from user space, through the IOMMU";
+    let message: &[u8] = if usrdma {
+        b"Hello from user space, through usrdma"
+    } else {
+        b"Hello from user space, through the IOMMU"
+    };
     source.write_bytes(0, message)?;
     edu.buffer_to_window(&source, 0, 0, message.len())?;
     edu.window_to_buffer(0, &sink, 0, message.len())?;
@@ -77,9 +94,14 @@ fn run() -> Result<(), Box<dyn Error>> {
         .map(|e| format!("{} bytes at {:#x}", e.len, e.device_addr))
         .collect();
     println!(
-        "4. Your memory: bytes 123..{} of a Vec mapped for the device to write; scatter-gather list: [{}]",
+        "4. Your memory: bytes 123..{} of a Vec mapped for the device to write; scatter-gather list: [{}]{}",
         123 + message.len(),
-        sg.join(", ")
+        sg.join(", "),
+        if mapping.is_bounced() {
+            " (a bounce buffer: the Vec lies above the DMA mask)"
+        } else {
+            ""
+        }
     );
     edu.window_to_mapping(0, &mapping)?;
     let stale = mapping
@@ -95,18 +117,29 @@ fn run() -> Result<(), Box<dyn Error>> {
             .all(|b| *b == 0)
     );
 
-    let before = yours.clone();
-    edu.transfer(Transfer::FromDevice, stale, 0, message.len() as u64)?;
-    println!(
-        "5. The device then wrote to the old address {stale:#x}: the IOMMU blocked it, memory {}",
-        if yours == before {
-            "unchanged"
-        } else {
-            "CHANGED (bug!)"
+    if usrdma {
+        // usrdma does not confine the device (without an IOMMU nothing stops
+        // a stale address); what it adds is buffers the kernel keeps.
+        let log = edu.device().alloc_persistent("edu-demo-log", 8192)?;
+        log.write_bytes(0, b"kept by the kernel")?;
+        println!(
+            "5. usrdma does not confine the device: without an IOMMU nothing stops it at a stale address. What it guarantees is that your pages stay pinned until unmap and that DMA stops when the process ends. A persistent buffer \"edu-demo-log\" at {:#x} outlives this process (`usrdrv buffers` lists it)",
+            log.device_addr()
+        );
+    } else {
+        let before = yours.clone();
+        edu.transfer(Transfer::FromDevice, stale, 0, message.len() as u64)?;
+        println!(
+            "5. The device then wrote to the old address {stale:#x}: the IOMMU blocked it, memory {}",
+            if yours == before {
+                "unchanged"
+            } else {
+                "CHANGED (bug!)"
+            }
+        );
+        if yours != before {
+            return Err("the device wrote through a stale mapping".into());
         }
-    );
-    if yours != before {
-        return Err("the device wrote through a stale mapping".into());
     }
 
     let pool = edu.device().dma_pool(4096, 256)?;
