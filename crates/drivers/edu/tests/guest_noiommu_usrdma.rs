@@ -154,6 +154,145 @@ fn every_device_address_is_below_the_mask_and_caller_memory_is_bounced_or_pinned
     assert_eq!(stat(address, "pinned_pages"), pinned_before);
 }
 
+/// The physical addresses of the `n` pages from `addr` (page-aligned); root
+/// reads the frame numbers in /proc/self/pagemap.
+fn physical(addr: usize, n: usize) -> Vec<u64> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut pagemap = std::fs::File::open("/proc/self/pagemap").expect("open pagemap");
+    pagemap
+        .seek(SeekFrom::Start((addr / PAGE * 8) as u64))
+        .expect("seek pagemap");
+    let mut entries = vec![0u8; n * 8];
+    pagemap.read_exact(&mut entries).expect("read pagemap");
+    entries
+        .chunks_exact(8)
+        .map(|e| {
+            let entry = u64::from_le_bytes(e.try_into().expect("8 bytes"));
+            assert!(entry & (1 << 63) != 0, "the page is present");
+            (entry & ((1 << 55) - 1)) * PAGE as u64
+        })
+        .collect()
+}
+
+const PAGE: usize = 4096;
+const CHUNK: usize = 32 << 20;
+
+/// Touched memory with a page above the DMA mask in it.
+struct Touched {
+    /// 32 MiB chunks of bytes 0x11.
+    chunks: Vec<Vec<u8>>,
+    /// The chunk and offset of a page above the mask.
+    high: (usize, usize),
+    /// The chunk and offset of a page below it, if one was seen.
+    low: Option<(usize, usize)>,
+}
+
+/// Touches memory in 32 MiB chunks until one page lies above the DMA mask
+/// (at most 512 MiB of the 1 GiB guest).
+fn memory_above_the_mask() -> Touched {
+    let mut chunks: Vec<Vec<u8>> = Vec::new();
+    let mut low = None;
+    while chunks.len() < 16 {
+        let chunk = vec![0x11u8; CHUNK];
+        let base = chunk.as_ptr() as usize;
+        let first = base.next_multiple_of(PAGE) - base;
+        let n = (CHUNK - first) / PAGE - 1;
+        let phys = physical(base + first, n);
+        let index = chunks.len();
+        chunks.push(chunk);
+        if low.is_none()
+            && let Some(k) = phys.iter().position(|&p| p + PAGE as u64 <= MASK_LIMIT)
+        {
+            low = Some((index, first + k * PAGE));
+        }
+        if let Some(k) = phys.iter().position(|&p| p >= MASK_LIMIT) {
+            return Touched {
+                chunks,
+                high: (index, first + k * PAGE),
+                low,
+            };
+        }
+    }
+    panic!("no page above 2^28 in 512 MiB of touched memory");
+}
+
+#[test]
+#[ignore = "needs the usrdrv VM: run by `cargo xtask test`"]
+fn memory_the_device_cannot_reach_is_bounced_and_arrives_at_the_sync_points() {
+    let edu = open();
+    let Touched {
+        mut chunks,
+        high: (at, high),
+        low,
+    } = memory_above_the_mask();
+
+    // The device writes into a page it cannot reach: through a bounce buffer,
+    // copied back at sync_for_cpu (window_to_mapping calls it).
+    let data = pattern(PAGE - 96, 3);
+    let source = edu.device().alloc_dma(PAGE).unwrap();
+    source.write_bytes(0, &data).unwrap();
+    edu.buffer_to_window(&source, 0, 0, data.len()).unwrap();
+    {
+        let mapping = edu
+            .device()
+            .map_dma(
+                &mut chunks[at][high + 64..high + 64 + data.len()],
+                Direction::FromDevice,
+            )
+            .unwrap();
+        assert!(mapping.is_bounced(), "a page above the mask is bounced");
+        for entry in mapping.sg_list() {
+            assert!(
+                entry.device_addr + entry.len as u64 <= MASK_LIMIT,
+                "{entry:?}"
+            );
+        }
+        edu.window_to_mapping(0, &mapping).unwrap();
+        mapping.unmap().unwrap();
+    }
+    let memory = &mut chunks[at];
+    assert!(
+        memory[high + 64..high + 64 + data.len()] == data[..],
+        "the device's bytes arrived"
+    );
+    assert!(
+        memory[high..high + 64].iter().all(|b| *b == 0x11),
+        "nothing before the range changed"
+    );
+
+    // And the other way: the device reads bytes the CPU wrote to such a page.
+    let outgoing = pattern(1000, 77);
+    memory[high + 2000..high + 3000].copy_from_slice(&outgoing);
+    {
+        let mapping = edu
+            .device()
+            .map_dma(&memory[high + 2000..high + 3000], Direction::ToDevice)
+            .unwrap();
+        assert!(mapping.is_bounced());
+        edu.mapping_to_window(&mapping, 100).unwrap();
+    }
+    let sink = edu.device().alloc_dma(PAGE).unwrap();
+    edu.window_to_buffer(100, &sink, 0, 1000).unwrap();
+    let mut got = vec![0u8; 1000];
+    sink.read_bytes(0, &mut got).unwrap();
+    assert!(got == outgoing, "the device read the CPU's bytes");
+
+    // A page the device can reach is pinned and mapped in place.
+    match low {
+        Some((index, offset)) => {
+            let page = &chunks[index][offset..offset + PAGE];
+            let mapping = edu.device().map_dma(page, Direction::ToDevice).unwrap();
+            assert!(!mapping.is_bounced());
+            assert_eq!(
+                mapping.sg_list()[0].device_addr,
+                physical(page.as_ptr() as usize, 1)[0],
+                "without an IOMMU the device address is the physical one"
+            );
+        }
+        None => println!("no touched page lies below 2^28 here: only bouncing was seen"),
+    }
+}
+
 #[test]
 #[ignore = "needs the usrdrv VM: run by `cargo xtask test`"]
 fn a_killed_process_loses_its_buffers_and_pins_but_persistent_ones_survive() {
@@ -254,6 +393,7 @@ fn unloading_the_module_frees_persistent_buffers() {
 fn a_hundred_thousand_random_ioctls_leave_no_trace() {
     let address = edu_address();
     let log_before = kernel_log();
+    let free_before = mem_free_kib();
     let out = Command::new("usrdma-fuzz")
         .args([address.to_string(), "100000".into(), "1".into()])
         .output()
@@ -267,6 +407,12 @@ fn a_hundred_thousand_random_ioctls_leave_no_trace() {
     assert!(complaints(new).is_empty(), "the kernel complained:\n{new}");
     assert_eq!(stat(address, "pinned_pages"), 0);
     assert_eq!(stat(address, "user_mappings"), 0);
+    assert_eq!(stat(address, "bounce_bytes"), 0);
+    let free_after = mem_free_kib();
+    assert!(
+        free_after + 1024 >= free_before,
+        "MemFree {free_before} KiB before the fuzzer, {free_after} KiB after: pages leaked?"
+    );
     // And the device still works.
     let edu = open();
     let buffer = edu.device().alloc_dma(4096).unwrap();
