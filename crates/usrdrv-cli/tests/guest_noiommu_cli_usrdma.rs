@@ -37,8 +37,10 @@ fn edu_goes_to_usrdma_its_buffers_are_listed_and_it_comes_back() {
     let address = edu();
     let addr = address.to_string();
     let sysfs = Sysfs::system();
+    // Start from no driver, without the CLI (which would remember the
+    // driver edu had, and `restore` would go back to it).
     if sysfs.driver(address).unwrap().is_some() {
-        ok(&["unbind", &addr]);
+        sysfs.unbind(address).unwrap();
     }
 
     let bound = ok(&["bind", &addr, "--driver", "usrdma"]);
@@ -76,7 +78,7 @@ fn edu_goes_to_usrdma_its_buffers_are_listed_and_it_comes_back() {
         Some(0)
     );
 
-    // Back to no driver, as it was.
+    // Back to no driver, as it was before `usrdrv bind`.
     ok(&["restore", &addr]);
     assert_eq!(sysfs.driver(address).unwrap(), None);
 }
