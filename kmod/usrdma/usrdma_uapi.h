@@ -8,10 +8,10 @@
  * and <linux/ioctl.h>.
  *
  * Every structure starts with __u32 argsz (the size of the structure as
- * the caller knows it) and __u32 flags. The kernel accepts any argsz of at
- * least the version-1 size: a shorter structure is rejected with EINVAL, a
- * longer one must have all bytes past the end the kernel knows set to zero
- * (E2BIG otherwise). Output is written only up to argsz. Unknown flags and
+ * the caller knows it) and __u32 flags. The kernel accepts any argsz from
+ * the version-1 size up to a page: a shorter structure is rejected with
+ * EINVAL, a longer one must have all bytes past the end the kernel knows
+ * set to zero (E2BIG otherwise, and for more than a page). Output is written only up to argsz. Unknown flags and
  * non-zero reserved fields are rejected with EINVAL. Every size is in bytes,
  * every device address is what the device puts on the bus (an IOVA; without
  * an IOMMU a physical address). No kernel virtual address is ever reported.
@@ -76,7 +76,7 @@ struct usrdma_dma_mask {
 
 /* usrdma_alloc.flags */
 #define USRDMA_BUF_WC		(1u << 0)	/* write-combining CPU mapping */
-#define USRDMA_BUF_PERSISTENT	(1u << 1)	/* survives close; freed by FREE or unload */
+#define USRDMA_BUF_PERSISTENT	(1u << 1)	/* survives close; freed by FREE, unbind or unload */
 #define USRDMA_BUF_FLAGS	(USRDMA_BUF_WC | USRDMA_BUF_PERSISTENT)
 
 /*

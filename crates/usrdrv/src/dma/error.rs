@@ -37,7 +37,7 @@ pub enum DmaError {
     },
     /// The IOMMU container holds as many mappings as VFIO allows.
     #[error(
-        "the IOMMU holds the most DMA mappings VFIO allows (vfio_iommu_type1 dma_entry_limit, 65535 by default): map fewer, larger buffers (a DmaPool carves small ones from one mapping) or raise the module parameter"
+        "the kernel holds the most DMA mappings it allows (VFIO: vfio_iommu_type1's dma_entry_limit, 65535 by default, a module parameter you can raise; usrdma: 65536 per open device): map fewer, larger buffers (a DmaPool carves small ones from one mapping)"
     )]
     MappingLimit,
     /// The kernel refused a DMA mapping.
@@ -190,12 +190,19 @@ pub enum DmaError {
 
 /// Turns a failed `VFIO_IOMMU_MAP_DMA` into the error that says what to do.
 pub(crate) fn map_failure(iova: u64, size: u64, source: io::Error) -> DmaError {
-    match (source.raw_os_error(), crate::sys::limits::memlock()) {
-        (Some(libc::ENOMEM), Ok(Some(limit))) => DmaError::MemlockLimit {
+    match (source.raw_os_error(), memlock_limit()) {
+        (Some(libc::ENOMEM), Some(limit)) => DmaError::MemlockLimit {
             size,
             limit: format!("{limit} bytes"),
         },
         (Some(libc::ENOSPC), _) => DmaError::MappingLimit,
         _ => DmaError::Map { iova, size, source },
     }
+}
+
+/// The locked-memory limit that applies to this process, if one does: a
+/// finite `RLIMIT_MEMLOCK` without `CAP_IPC_LOCK` to lift it.
+pub(crate) fn memlock_limit() -> Option<u64> {
+    let limit = crate::sys::limits::memlock().ok().flatten()?;
+    (!crate::sys::limits::memlock_unlimited_by_capability()).then_some(limit)
 }

@@ -22,7 +22,7 @@ pub(crate) mod backend;
 pub(crate) use backend::DmaBackend;
 pub use buffer::{BufferState, CpuOwned, DmaBuffer, Shared};
 pub use error::DmaError;
-pub(crate) use error::map_failure;
+pub(crate) use error::{map_failure, memlock_limit};
 pub use iova::{IovaAllocator, IovaError, IovaRange};
 pub use mapping::{DmaMapping, DmaTarget};
 pub(crate) use named::check_name;

@@ -17,6 +17,24 @@ pub(crate) fn memlock() -> io::Result<Option<u64>> {
     Ok((limit.rlim_cur != libc::RLIM_INFINITY).then_some(limit.rlim_cur))
 }
 
+/// `CAP_IPC_LOCK`: lock memory past `RLIMIT_MEMLOCK`.
+const CAP_IPC_LOCK: u32 = 14;
+
+/// Whether this process may lock memory past `RLIMIT_MEMLOCK` (it has
+/// `CAP_IPC_LOCK` in its effective set, as root usually does).
+pub(crate) fn memlock_unlimited_by_capability() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| cap_eff(&status))
+        .is_some_and(|caps| caps & (1 << CAP_IPC_LOCK) != 0)
+}
+
+/// The effective capability set from `/proc/PID/status` text.
+fn cap_eff(status: &str) -> Option<u64> {
+    let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
+    u64::from_str_radix(hex.trim(), 16).ok()
+}
+
 /// The CPU page size in bytes (4096 when the system will not say).
 pub(crate) fn page_size() -> usize {
     // SAFETY: sysconf takes no pointers.
@@ -33,6 +51,14 @@ mod tests {
     fn memlock_limit_is_readable() {
         // Whatever the limit is here, reading it must work.
         super::memlock().unwrap();
+    }
+
+    #[test]
+    fn the_effective_capabilities_are_parsed() {
+        let status = "Name:\tx\nCapInh:\t0000000000000000\nCapEff:\t000001ffffffffff\n";
+        assert_eq!(super::cap_eff(status), Some(0x1ff_ffff_ffff));
+        assert_eq!(super::cap_eff("CapEff:\t0000000000000000\n"), Some(0));
+        assert_eq!(super::cap_eff("Name:\tx\n"), None);
     }
 
     #[test]

@@ -211,7 +211,16 @@ impl DmaBackend for UsrdmaDma {
         let out =
             ioctl::map_user(self.device.fd(), addr, len, flags, &mut entries).map_err(|e| {
                 self.failure(e, |source| {
-                    crate::dma::map_failure(addr as u64, len as u64, source)
+                    match source.raw_os_error() {
+                        // Not the locked-memory limit: no bounce buffer below the mask.
+                        Some(libc::ENOMEM) if crate::dma::memlock_limit().is_none() => {
+                            DmaError::NoMemoryBelowMask {
+                                size: len as u64,
+                                bits: self.mask.bits(),
+                            }
+                        }
+                        _ => crate::dma::map_failure(addr as u64, len as u64, source),
+                    }
                 })
             })?;
         let mut sg: Vec<SgEntry> = entries
