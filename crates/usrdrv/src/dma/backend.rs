@@ -59,6 +59,19 @@ pub(crate) struct UserMapping {
     pub(crate) bounced: bool,
 }
 
+/// The whole pages around `len` bytes at `addr`: the first page's address
+/// and the span in bytes, for `page`-byte pages.
+pub(crate) fn page_span(addr: usize, len: usize, page: usize) -> Result<(usize, usize), DmaError> {
+    let too_large = || DmaError::TooLarge {
+        what: "the buffer",
+        size: len as u64,
+    };
+    let end = addr.checked_add(len).ok_or_else(too_large)?;
+    let first_page = addr - addr % page;
+    let last_page_end = end.checked_next_multiple_of(page).ok_or_else(too_large)?;
+    Ok((first_page, last_page_end - first_page))
+}
+
 /// What a DMA backend does.
 pub(crate) trait DmaBackend: Send + Sync + fmt::Debug {
     /// The DMA mask every device address must fit under.
@@ -97,5 +110,25 @@ pub(crate) trait DmaBackend: Send + Sync + fmt::Debug {
         let _ = (mapping, for_cpu);
         std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_spans_cover_whole_pages() {
+        assert_eq!(page_span(4096, 1, 4096).unwrap(), (4096, 4096));
+        assert_eq!(page_span(4095, 2, 4096).unwrap(), (0, 8192));
+        assert_eq!(page_span(8191, 4097, 4096).unwrap(), (4096, 8192));
+        assert!(matches!(
+            page_span(usize::MAX - 10, 100, 4096),
+            Err(DmaError::TooLarge { .. })
+        ));
+        assert!(matches!(
+            page_span(usize::MAX - 10, 5, 4096),
+            Err(DmaError::TooLarge { .. })
+        ));
     }
 }

@@ -2,7 +2,7 @@
 //! of child processes, optionally on 2 MiB hugepages. Unmapped on drop.
 
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::BorrowedFd;
 use std::ptr::NonNull;
 
 use crate::mmio::MmioValue;
@@ -73,51 +73,39 @@ impl DmaMemory {
             coherent: false,
             leaked: false,
         };
-        // Keep DMA pages out of children: after fork() the device must keep
-        // reaching the parent's pages, and a child must not see them change.
-        // SAFETY: the range is exactly our live mapping; MADV_DONTFORK changes
-        // only what fork() does with it.
-        let ret = unsafe { libc::madvise(memory.ptr.as_ptr().cast(), len, libc::MADV_DONTFORK) };
-        if ret != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        memory.keep_out_of_children()?;
         Ok(memory)
     }
 
     /// Maps `len` bytes (a non-zero page multiple) of memory a kernel driver
     /// allocated for DMA, exposed by `fd` at `offset` (a usrdma buffer).
     pub(crate) fn map_shared(fd: BorrowedFd<'_>, offset: u64, len: usize) -> io::Result<Self> {
-        if len == 0 {
-            return Err(io::Error::from(io::ErrorKind::InvalidInput));
-        }
-        let offset = libc::off_t::try_from(offset)
-            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-        // SAFETY: a fresh mapping at an address the kernel chooses aliases no
-        // Rust object; `fd` is open for the call; the result is checked.
-        let addr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                fd.as_raw_fd(),
-                offset,
-            )
-        };
-        if addr == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        let ptr = NonNull::new(addr.cast::<u8>())
-            .ok_or_else(|| io::Error::from(io::ErrorKind::AddrNotAvailable))?;
+        let ptr = super::mmap::map_shared_raw(fd, offset, len, true)?;
         // INVARIANT: `ptr`/`len` describe the mapping just made; `Drop` unmaps
         // it with munmap as for anonymous memory.
-        Ok(Self {
+        let memory = Self {
             ptr,
             len,
             huge: false,
             coherent: true,
             leaked: false,
-        })
+        };
+        // A child holding the mapping would also hold the driver's file open.
+        memory.keep_out_of_children()?;
+        Ok(memory)
+    }
+
+    /// Keeps the mapping out of children: after fork() the device must keep
+    /// reaching the parent's pages, and a child must not see them change.
+    fn keep_out_of_children(&self) -> io::Result<()> {
+        // SAFETY: the range is exactly our live mapping; MADV_DONTFORK changes
+        // only what fork() does with it.
+        let ret = unsafe { libc::madvise(self.ptr.as_ptr().cast(), self.len, libc::MADV_DONTFORK) };
+        if ret == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
     }
 
     /// The start address in this process (what the IOMMU is told to map).

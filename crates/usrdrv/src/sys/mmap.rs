@@ -31,6 +31,44 @@ unsafe impl Send for Mapping {}
 // thread, as it would from a kernel driver).
 unsafe impl Sync for Mapping {}
 
+/// Creates a fresh shared mapping of `len` bytes of `fd` from `offset`
+/// (readable, and writable if asked) and returns its start; the caller owns
+/// it and must `munmap` exactly `len` bytes from there.
+pub(crate) fn map_shared_raw(
+    fd: BorrowedFd<'_>,
+    offset: u64,
+    len: usize,
+    writable: bool,
+) -> io::Result<NonNull<u8>> {
+    if len == 0 {
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    }
+    let offset =
+        libc::off_t::try_from(offset).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let prot = if writable {
+        libc::PROT_READ | libc::PROT_WRITE
+    } else {
+        libc::PROT_READ
+    };
+    // SAFETY: a fresh mapping at an address the kernel chooses cannot alias any
+    // existing Rust object; `fd` is a valid open descriptor for the call's
+    // duration; the result is checked before use.
+    let addr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            prot,
+            libc::MAP_SHARED,
+            fd.as_raw_fd(),
+            offset,
+        )
+    };
+    if addr == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    NonNull::new(addr.cast::<u8>()).ok_or_else(|| io::Error::from(io::ErrorKind::AddrNotAvailable))
+}
+
 impl Mapping {
     /// Maps `len` bytes of `fd` from `offset`, readable and, if `writable`, writable.
     pub(crate) fn map_shared(
@@ -39,34 +77,7 @@ impl Mapping {
         len: usize,
         writable: bool,
     ) -> io::Result<Self> {
-        if len == 0 {
-            return Err(io::Error::from(io::ErrorKind::InvalidInput));
-        }
-        let offset = libc::off_t::try_from(offset)
-            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-        let prot = if writable {
-            libc::PROT_READ | libc::PROT_WRITE
-        } else {
-            libc::PROT_READ
-        };
-        // SAFETY: a fresh mapping at an address the kernel chooses cannot alias any
-        // existing Rust object; `fd` is a valid open descriptor for the call's
-        // duration; the result is checked before use.
-        let addr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                prot,
-                libc::MAP_SHARED,
-                fd.as_raw_fd(),
-                offset,
-            )
-        };
-        if addr == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        let ptr = NonNull::new(addr.cast::<u8>())
-            .ok_or_else(|| io::Error::from(io::ErrorKind::AddrNotAvailable))?;
+        let ptr = map_shared_raw(fd, offset, len, writable)?;
         // INVARIANT: `ptr` and `len` describe the mapping just created.
         Ok(Self { ptr, len })
     }

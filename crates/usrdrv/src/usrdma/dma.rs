@@ -5,7 +5,7 @@
 use std::io;
 
 use super::Device;
-use crate::dma::backend::{Allocation, DmaBackend, SgList, UserMapping};
+use crate::dma::backend::{Allocation, DmaBackend, SgList, UserMapping, page_span};
 use crate::dma::{Direction, DmaError, DmaMask, SgEntry};
 use crate::sys::dma_memory::DmaMemory;
 use crate::sys::usrdma_ioctl as ioctl;
@@ -193,14 +193,8 @@ impl DmaBackend for UsrdmaDma {
         direction: Direction,
     ) -> Result<UserMapping, DmaError> {
         let page = page_size();
-        let too_large = || DmaError::TooLarge {
-            what: "the buffer",
-            size: len as u64,
-        };
-        let end = addr.checked_add(len).ok_or_else(too_large)?;
-        let first_page = addr - addr % page;
-        let pages = (end.checked_next_multiple_of(page).ok_or_else(too_large)? - first_page) / page;
-        let mut entries = vec![ioctl::SgEntryArg::default(); pages];
+        let (_, span) = page_span(addr, len, page)?;
+        let mut entries = vec![ioctl::SgEntryArg::default(); span / page];
         let mut flags = 0;
         if direction.device_reads() {
             flags |= ioctl::DIR_TO_DEVICE;

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use vfio_bindings::bindings::vfio::{VFIO_DMA_MAP_FLAG_READ, VFIO_DMA_MAP_FLAG_WRITE};
 
 use super::{Container, Group, IommuInfo, VfioError, iommu_info};
-use crate::dma::backend::{Allocation, DmaBackend, SgList, UserMapping};
+use crate::dma::backend::{Allocation, DmaBackend, SgList, UserMapping, page_span};
 use crate::dma::{Direction, DmaError, DmaMask, IovaAllocator, IovaError, SgEntry, map_failure};
 use crate::sys::dma_memory::{DmaMemory, HUGE_PAGE_SIZE};
 use crate::sys::vfio_ioctl;
@@ -302,14 +302,8 @@ impl DmaBackend for Domain {
         direction: Direction,
     ) -> Result<UserMapping, DmaError> {
         let page = self.page_size();
-        let too_large = || DmaError::TooLarge {
-            what: "the buffer",
-            size: len as u64,
-        };
-        let end = addr.checked_add(len).ok_or_else(too_large)?;
-        let first_page = addr - addr % page;
-        let last_page_end = end.checked_next_multiple_of(page).ok_or_else(too_large)?;
-        let span = (last_page_end - first_page) as u64;
+        let (first_page, span) = page_span(addr, len, page)?;
+        let span = span as u64;
         let iova = self.map(first_page, span, page as u64, direction)?;
         Ok(UserMapping {
             sg: SgList::One(SgEntry {
