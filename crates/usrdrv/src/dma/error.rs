@@ -163,6 +163,15 @@ pub enum DmaError {
         /// The mask width.
         bits: u32,
     },
+    /// A request to the kernel failed.
+    #[error("{op} failed")]
+    Kernel {
+        /// What was asked (the ioctl, in words).
+        op: &'static str,
+        /// The error the kernel returned.
+        #[source]
+        source: io::Error,
+    },
     /// The operation exists only with the usrdma backend.
     #[error(
         "{what} need the usrdma backend (a device bound to the usrdma module); with VFIO, keep the buffer in a long-lived process instead"

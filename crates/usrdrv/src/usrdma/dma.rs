@@ -8,9 +8,8 @@ use super::Device;
 use crate::dma::backend::{Allocation, DmaBackend, SgList, UserMapping, page_span};
 use crate::dma::{Direction, DmaError, DmaMask, SgEntry};
 use crate::sys::dma_memory::DmaMemory;
-use crate::sys::usrdma_ioctl as ioctl;
-
 use crate::sys::limits::page_size;
+use crate::sys::usrdma_ioctl as ioctl;
 
 /// The usrdma DMA backend of one open device.
 #[derive(Debug)]
@@ -78,10 +77,30 @@ impl UsrdmaDma {
                 })
             },
         )?;
-        self.attach(&out_entry(&out), flags & ioctl::BUF_PERSISTENT != 0)
+        let entry = out_entry(&out);
+        let end = entry.dma_addr.checked_add(entry.size.saturating_sub(1));
+        if end.is_none_or(|end| end > self.mask.limit()) {
+            // The module broke its promise; never hand such memory out.
+            let _ = ioctl::free(self.device.fd(), entry.id);
+            return Err(DmaError::Kernel {
+                op: "USRDMA_ALLOC",
+                source: io::Error::other(format!(
+                    "the usrdma module returned {:#x} bytes at {:#x}, beyond the {}-bit mask",
+                    entry.size,
+                    entry.dma_addr,
+                    self.mask.bits()
+                )),
+            });
+        }
+        self.attach(&entry, flags & ioctl::BUF_PERSISTENT != 0)
+            .inspect_err(|_| {
+                // Just made for this caller, persistent or not: take it back.
+                let _ = ioctl::free(self.device.fd(), entry.id);
+            })
     }
 
-    /// Maps an existing buffer of the module into the process.
+    /// Maps an existing buffer of the module into the process; `keep`: a
+    /// persistent buffer, which dropping the handle does not free.
     pub(crate) fn attach(
         &self,
         entry: &ioctl::BufEntry,
@@ -91,15 +110,8 @@ impl UsrdmaDma {
             what: "the buffer",
             size: entry.size,
         })?;
-        let memory = match DmaMemory::map_shared(self.device.fd(), entry.mmap_offset, len) {
-            Ok(memory) => memory,
-            Err(source) => {
-                if !keep {
-                    let _ = ioctl::free(self.device.fd(), entry.id);
-                }
-                return Err(self.failure(source, |source| DmaError::Memory { size: len, source }));
-            }
-        };
+        let memory = DmaMemory::map_shared(self.device.fd(), entry.mmap_offset, len)
+            .map_err(|e| self.failure(e, |source| DmaError::Memory { size: len, source }))?;
         Ok(Allocation {
             memory,
             device_addr: entry.dma_addr,
@@ -111,9 +123,8 @@ impl UsrdmaDma {
     /// The module's buffers on this device.
     pub(crate) fn list(&self) -> Result<Vec<ioctl::BufEntry>, DmaError> {
         ioctl::list(self.device.fd()).map_err(|e| {
-            self.failure(e, |source| DmaError::Map {
-                iova: 0,
-                size: 0,
+            self.failure(e, |source| DmaError::Kernel {
+                op: "USRDMA_LIST",
                 source,
             })
         })
@@ -129,9 +140,8 @@ impl UsrdmaDma {
                 Some(libc::EINVAL) => DmaError::BadName {
                     name: name.to_owned(),
                 },
-                _ => DmaError::Unmap {
-                    iova: 0,
-                    size: 0,
+                _ => DmaError::Kernel {
+                    op: "USRDMA_FREE",
                     source,
                 },
             })
@@ -273,9 +283,12 @@ impl DmaBackend for UsrdmaDma {
     fn sync_user(&self, mapping: &UserMapping, for_cpu: bool) -> Result<(), DmaError> {
         let handle = u32::try_from(mapping.handle).unwrap_or(0);
         ioctl::sync(self.device.fd(), handle, mapping.mapped_len, for_cpu).map_err(|e| {
-            self.failure(e, |source| DmaError::Map {
-                iova: mapping.sg.as_slice().first().map_or(0, |e| e.device_addr),
-                size: mapping.mapped_len,
+            self.failure(e, |source| DmaError::Kernel {
+                op: if for_cpu {
+                    "USRDMA_SYNC for the CPU"
+                } else {
+                    "USRDMA_SYNC for the device"
+                },
                 source,
             })
         })

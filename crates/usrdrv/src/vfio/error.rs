@@ -56,7 +56,7 @@ pub enum VfioError {
     },
     /// The device has no IOMMU group: no IOMMU translates its DMA.
     #[error(
-        "{address} has no IOMMU group, so no IOMMU is enabled for it: turn on VT-d/AMD-Vi in the firmware, and on Intel boot with `intel_iommu=on` (AMD-Vi is on unless `amd_iommu=off`); `usrdrv doctor` checks it all"
+        "{address} has no IOMMU group, so no IOMMU is enabled for it: turn on VT-d/AMD-Vi in the firmware, and on Intel boot with `intel_iommu=on` (AMD-Vi is on unless `amd_iommu=off`); on a machine without an IOMMU, use the usrdma module instead (`modprobe usrdma`, then `usrdrv bind {address} --driver usrdma`); `usrdrv doctor` checks it all"
     )]
     NoIommu {
         /// The device.
