@@ -1,0 +1,209 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * usrdma: mmap of the node (BARs and buffers), filled in at the first fault.
+ */
+
+#define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
+
+#include <linux/cc_platform.h>
+#include <linux/dma-map-ops.h>
+#include <linux/dma-mapping.h>
+#include <linux/fs.h>
+#include <linux/kernel.h>
+#include <linux/mem_encrypt.h>
+#include <linux/mm.h>
+#include <linux/mutex.h>
+#include <linux/pci.h>
+#include <linux/sched.h>
+#include <linux/version.h>
+#include <linux/vmalloc.h>
+
+#include "usrdma.h"
+
+/* The buffer that holds mmap offset off, or NULL. */
+static struct usrdma_buf *usrdma_find_offset(struct usrdma_dev *ud, u64 off)
+{
+	struct usrdma_buf *buf;
+
+	list_for_each_entry(buf, &ud->bufs, node)
+		if (off >= buf->offset && off - buf->offset < buf->size)
+			return buf;
+	return NULL;
+}
+
+/*
+ * Whether dma-direct handed this device unencrypted (shared) coherent
+ * memory, which must be mapped decrypted: x86's force_dma_unencrypted(),
+ * which is not exported. Decided at allocation, as the DMA layer did.
+ */
+bool usrdma_coherent_decrypted(struct device *dev)
+{
+#if defined(CONFIG_X86) && defined(CONFIG_ARCH_HAS_FORCE_DMA_UNENCRYPTED)
+	if (get_dma_ops(dev))
+		return false;
+	if (cc_platform_has(CC_ATTR_GUEST_MEM_ENCRYPT))
+		return true;
+	if (cc_platform_has(CC_ATTR_HOST_MEM_ENCRYPT) && sme_me_mask) {
+		u64 enc_mask = DMA_BIT_MASK(__ffs64(sme_me_mask));
+
+		return min_not_zero(dev->coherent_dma_mask,
+				    dev->bus_dma_limit) <= enc_mask;
+	}
+#endif
+	return false;
+}
+
+/* The protection dma_mmap_attrs() would give a buffer (dma_pgprot()). */
+static pgprot_t usrdma_buf_prot(struct device *dev, struct usrdma_buf *buf,
+				pgprot_t prot)
+{
+	if (!dev_is_dma_coherent(dev)) {
+#ifdef CONFIG_ARCH_HAS_DMA_WRITE_COMBINE
+		if (buf->attrs & DMA_ATTR_WRITE_COMBINE)
+			prot = pgprot_writecombine(prot);
+		else
+#endif
+			prot = pgprot_dmacoherent(prot);
+	}
+	if (buf->decrypted)
+		prot = pgprot_decrypted(prot);
+	return prot;
+}
+
+/* The page frame of byte off of a buffer. */
+static unsigned long usrdma_buf_pfn(struct usrdma_buf *buf, u64 off)
+{
+	void *kaddr = buf->cpu_addr + off;
+
+	if (is_vmalloc_addr(kaddr))
+		return vmalloc_to_pfn(kaddr);
+	return PHYS_PFN(virt_to_phys(kaddr));
+}
+
+/*
+ * Fills the whole vma (all of it maps one BAR or one buffer) on its first
+ * fault; after a FREE or revocation zapped it, faults get SIGBUS.
+ */
+static vm_fault_t usrdma_vm_fault(struct vm_fault *vmf)
+{
+	struct vm_area_struct *vma = vmf->vma;
+	struct usrdma_dev *ud = vma->vm_private_data;
+	u64 base = (u64)vma->vm_pgoff << PAGE_SHIFT;
+	u64 fault_off = (u64)vmf->pgoff << PAGE_SHIFT;
+	struct pci_dev *pdev = ud->pdev;
+	struct usrdma_buf *buf = NULL;
+	resource_size_t bar_start = 0;
+	vm_fault_t ret = VM_FAULT_SIGBUS;
+	unsigned long addr;
+	pgprot_t prot;
+
+	mutex_lock(&ud->lock);
+	if (ud->dead)
+		goto out;
+	if (fault_off < USRDMA_BUF_OFFSET_BASE) {
+		unsigned int bar = fault_off >> USRDMA_BAR_SHIFT;
+
+		/* Checked at mmap; the BAR cannot change while bound. */
+		if (bar >= PCI_STD_NUM_BARS ||
+		    !(pci_resource_flags(pdev, bar) & IORESOURCE_MEM))
+			goto out;
+		bar_start = pci_resource_start(pdev, bar);
+		/* What io_remap_pfn_range() does. */
+		prot = pgprot_decrypted(vma->vm_page_prot);
+	} else {
+		buf = usrdma_find_offset(ud, fault_off);
+		if (!buf)
+			goto out;
+		prot = usrdma_buf_prot(&pdev->dev, buf, vma->vm_page_prot);
+	}
+
+	for (addr = vma->vm_start; addr < vma->vm_end; addr += PAGE_SIZE) {
+		u64 off = base + (addr - vma->vm_start);
+		unsigned long pfn;
+		vm_fault_t r;
+
+		if (buf) {
+			if (off < buf->offset || off - buf->offset >= buf->size)
+				continue;
+			pfn = usrdma_buf_pfn(buf, off - buf->offset);
+		} else {
+			pfn = (bar_start + (off & (USRDMA_BAR_OFFSET(1) - 1))) >>
+			      PAGE_SHIFT;
+		}
+		/* Only the faulting page's result counts; others fault later. */
+		r = vmf_insert_pfn_prot(vma, addr, pfn, prot);
+		if (addr == (vmf->address & PAGE_MASK))
+			ret = r;
+		if (!((addr >> PAGE_SHIFT) & 511))
+			cond_resched();
+	}
+out:
+	mutex_unlock(&ud->lock);
+	return ret;
+}
+
+static const struct vm_operations_struct usrdma_vm_ops = {
+	.fault = usrdma_vm_fault,
+};
+
+static int usrdma_mmap_bar(struct usrdma_dev *ud, struct vm_area_struct *vma,
+			   u64 off, u64 len)
+{
+	struct pci_dev *pdev = ud->pdev;
+	unsigned int bar = off >> USRDMA_BAR_SHIFT;
+	u64 bar_off = off & (USRDMA_BAR_OFFSET(1) - 1);
+	resource_size_t start, size;
+
+	if (bar >= PCI_STD_NUM_BARS)
+		return -EINVAL;
+	if (!(pci_resource_flags(pdev, bar) & IORESOURCE_MEM))
+		return -EINVAL;
+	start = pci_resource_start(pdev, bar);
+	size = pci_resource_len(pdev, bar);
+	if (!PAGE_ALIGNED(start) || bar_off >= size || len > size - bar_off)
+		return -EINVAL;
+	vma->vm_page_prot = pgprot_noncached(vma->vm_page_prot);
+	return 0;
+}
+
+static int usrdma_mmap_buf(struct usrdma_dev *ud, struct vm_area_struct *vma,
+			   u64 off, u64 len)
+{
+	struct usrdma_buf *buf = usrdma_find_offset(ud, off);
+
+	if (!buf || len > buf->size - (off - buf->offset))
+		return -EINVAL;
+	return 0;
+}
+
+int usrdma_mmap(struct file *file, struct vm_area_struct *vma)
+{
+	struct usrdma_dev *ud = file->private_data;
+	u64 off = (u64)vma->vm_pgoff << PAGE_SHIFT;
+	u64 len = vma->vm_end - vma->vm_start;
+	int ret;
+
+	/* Private mappings would copy on write, away from the device. */
+	if (!(vma->vm_flags & VM_SHARED))
+		return -EINVAL;
+
+	mutex_lock(&ud->lock);
+	if (ud->dead)
+		ret = -ENODEV;
+	else if (off < USRDMA_BUF_OFFSET_BASE)
+		ret = usrdma_mmap_bar(ud, vma, off, len);
+	else
+		ret = usrdma_mmap_buf(ud, vma, off, len);
+	mutex_unlock(&ud->lock);
+	if (ret)
+		return ret;
+	/* Filled at the first fault; the file (and so ud) outlives the vma. */
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 3, 0)
+	vm_flags_set(vma, VM_IO | VM_PFNMAP | VM_DONTEXPAND | VM_DONTDUMP);
+#else
+	vma->vm_flags |= VM_IO | VM_PFNMAP | VM_DONTEXPAND | VM_DONTDUMP;
+#endif
+	vma->vm_ops = &usrdma_vm_ops;
+	vma->vm_private_data = ud;
+	return 0;
+}

@@ -1,0 +1,209 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * usrdma - DMA for user-space PCI drivers on machines without an IOMMU.
+ *
+ * A PCI driver that binds only through driver_override. Each bound function
+ * gets a node /dev/usrdma/DDDD:BB:DD.F. Its single opener (CAP_SYS_RAWIO)
+ * can map the device's memory BARs, set the DMA mask, allocate named
+ * coherent DMA buffers that it maps through the same file, map its own
+ * memory for DMA (pinned, or bounced when it lies above the DMA mask) and
+ * receive interrupts through eventfds. The ABI is in usrdma_uapi.h.
+ *
+ * Locking: usrdma_dev.lock protects everything in usrdma_dev after probe
+ * (the statistics that interrupt handlers and unlocked paths update are
+ * atomics). No user memory is touched while it is held (mmap and page
+ * faults on the node's mappings run with mmap_lock held and then take the
+ * device lock, so the reverse order would deadlock): ioctls copy their
+ * arguments in, take the lock, work, drop it and copy out. For the same
+ * reason pinning, accounting of locked memory (mmap_lock of the pinning
+ * mm) and the copies of bounced mappings happen outside the lock.
+ *
+ * Mappings of the node (BARs, buffers) are filled in at the first fault,
+ * under the lock, with vmf_insert_pfn_prot(), never at mmap time: mmap()
+ * links the new vma into the file's mappings only after ->mmap returns, so
+ * a FREE in between would miss PTEs made there and leave freed pages
+ * mapped; and remap_pfn_range() marks the vma VM_PAT, which makes a zap
+ * racing with munmap() of the same vma WARN in untrack_pfn() (6.1).
+ *
+ * User mappings (struct usrdma_map) live in the xarray ud->maps, which
+ * holds one reference. The DMA mapping of pinned pages is created and
+ * removed under the lock; unpinning, un-accounting and freeing happen when
+ * the last reference goes, outside the lock. Bounced mappings take an extra
+ * reference while their data is copied outside the lock.
+ *
+ * Lifetimes: usrdma_dev is reference counted; probe holds one reference,
+ * each open file another. remove() unregisters the node, marks the device
+ * dead, removes the open file's mappings, stops DMA, frees the interrupts
+ * (signalling each eventfd once so that waiters wake up), unmaps and
+ * unpins the user mappings and frees every buffer; the open file then only
+ * gets ENODEV and EPOLLHUP until it is closed.
+ */
+
+/* What the module's source files share: limits, structures, functions. */
+
+#ifndef USRDMA_H
+#define USRDMA_H
+
+#include <linux/atomic.h>
+#include <linux/dma-mapping.h>
+#include <linux/idr.h>
+#include <linux/kref.h>
+#include <linux/list.h>
+#include <linux/miscdevice.h>
+#include <linux/mutex.h>
+#include <linux/pci.h>
+#include <linux/refcount.h>
+#include <linux/scatterlist.h>
+#include <linux/sizes.h>
+#include <linux/slab.h>
+#include <linux/sysfs.h>
+#include <linux/types.h>
+#include <linux/wait.h>
+#include <linux/xarray.h>
+
+#include "usrdma_uapi.h"
+
+#define USRDMA_DEFAULT_MASK_BITS	32
+#define USRDMA_MAX_BUF_SIZE		(1ULL << 30)
+#define USRDMA_MAX_BUFFERS		4096
+#define USRDMA_MAX_MAP_SIZE		(1ULL << 30)
+#define USRDMA_MAX_MAPPINGS		65536
+/* Copies of bounced mappings go in pieces of this size, rescheduling between. */
+#define USRDMA_COPY_CHUNK		SZ_1M
+/* Largest argsz accepted; larger structures are not going to happen. */
+#define USRDMA_MAX_ARGSZ		PAGE_SIZE
+/*
+ * Allocations whose size the caller chooses (up to 1 GiB): fail with ENOMEM
+ * rather than warn or invoke the OOM killer.
+ */
+#define USRDMA_GFP_USER_SIZED	(GFP_KERNEL | __GFP_NOWARN | __GFP_RETRY_MAYFAIL)
+
+struct usrdma_buf {
+	struct list_head node;
+	u32 id;
+	u32 flags;		/* USRDMA_BUF_* */
+	u64 seq;		/* unique for the device's lifetime */
+	size_t size;		/* page multiple */
+	void *cpu_addr;
+	dma_addr_t dma_addr;
+	unsigned long attrs;
+	bool decrypted;		/* memory encryption: shared with the device */
+	u64 offset;		/* mmap offset, bytes */
+	struct pid *owner;
+	char name[USRDMA_NAME_LEN];
+};
+
+/*
+ * One USRDMA_MAP_USER mapping: pinned pages mapped through the DMA API, or
+ * (bounced) a coherent buffer below the DMA mask standing in for them.
+ */
+struct usrdma_map {
+	struct list_head dead_node;	/* on a list of detached mappings */
+	refcount_t ref;
+	u32 handle;
+	u32 dir;			/* USRDMA_DIR_* */
+	u64 seq;
+	u64 addr;			/* the caller's first byte */
+	u64 length;
+	unsigned long npages;		/* pages [addr, addr + length) touches */
+	struct mm_struct *mm;		/* the mapper's (mmgrab) */
+
+	/* pinned */
+	struct page **pages;
+	unsigned long npinned;
+	bool accounted;			/* npages in mm->locked_vm */
+	struct sg_table sgt;
+	bool dma_mapped;
+	bool dirty;			/* the device may have written the pages */
+
+	/* bounced */
+	void *bounce;
+	dma_addr_t bounce_dma;
+	size_t bounce_size;
+
+	bool counted;			/* in the statistics */
+};
+
+/* One interrupt vector bound to an eventfd. */
+struct usrdma_vec {
+	struct usrdma_dev *ud;
+	struct eventfd_ctx *trigger;
+	int irq;
+	bool requested;
+	char name[48];
+};
+
+struct usrdma_dev {
+	struct kref ref;
+	struct mutex lock;
+	struct pci_dev *pdev;
+	struct miscdevice misc;
+	char name[32];		/* misc name: usrdma-DDDD:BB:DD.F */
+	char nodename[32];	/* usrdma/DDDD:BB:DD.F */
+	wait_queue_head_t wq;	/* woken when the device goes away */
+
+	bool dead;		/* removed: everything fails with ENODEV */
+	bool open;		/* one opener at a time */
+	bool enabled;		/* enabled by open, until release or remove */
+	bool intx_masked;	/* PCI_COMMAND_INTX_DISABLE at open */
+	struct address_space *mapping;	/* of the open file, for zapping */
+	unsigned int mask_bits;
+
+	struct list_head bufs;
+	unsigned int nbufs;
+	u64 buf_bytes;
+	struct ida ids;
+	u64 next_seq;
+	u64 next_offset;
+
+	struct xarray maps;	/* handle -> struct usrdma_map */
+	u32 next_handle;
+	unsigned int nmaps;
+
+	u32 irq_type;		/* USRDMA_IRQ_* */
+	unsigned int nvec;
+	struct usrdma_vec *vecs;
+
+	/* statistics that change outside the lock */
+	atomic_t user_mappings;
+	atomic_long_t pinned_pages;
+	atomic_long_t bounce_bytes;
+	atomic64_t irq_count;
+};
+
+/* buffers.c */
+struct usrdma_buf *usrdma_find_id(struct usrdma_dev *ud, u32 id);
+void usrdma_free_buffers(struct usrdma_dev *ud, bool all);
+long usrdma_ioctl_alloc(struct usrdma_dev *ud, void __user *uarg);
+long usrdma_ioctl_free(struct usrdma_dev *ud, void __user *uarg);
+long usrdma_ioctl_list(struct usrdma_dev *ud, void __user *uarg);
+
+/* user_map.c */
+void usrdma_detach_maps(struct usrdma_dev *ud, struct list_head *list);
+void usrdma_put_maps(struct usrdma_dev *ud, struct list_head *list);
+bool usrdma_map_below(struct usrdma_map *m, u64 mask);
+long usrdma_ioctl_map_user(struct usrdma_dev *ud, void __user *uarg);
+long usrdma_ioctl_unmap_user(struct usrdma_dev *ud, void __user *uarg);
+long usrdma_ioctl_sync(struct usrdma_dev *ud, void __user *uarg);
+
+/* irq.c */
+void usrdma_irq_free(struct usrdma_dev *ud, bool revoke);
+long usrdma_ioctl_set_irq(struct usrdma_dev *ud, void __user *uarg);
+long usrdma_ioctl_irq_unmask(struct usrdma_dev *ud, void __user *uarg);
+
+/* mmap.c */
+bool usrdma_coherent_decrypted(struct device *dev);
+int usrdma_mmap(struct file *file, struct vm_area_struct *vma);
+
+/* ioctl.c */
+int usrdma_copy_in(void *karg, size_t ksize, size_t minsz,
+		   void __user *uarg, u32 *argsz);
+int usrdma_copy_out(void __user *uarg, const void *karg, size_t ksize,
+		    u32 argsz);
+int usrdma_check_name(const char *name);
+long usrdma_ioctl(struct file *file, unsigned int cmd, unsigned long arg);
+
+/* sysfs.c */
+extern const struct attribute_group *usrdma_groups[];
+
+#endif /* USRDMA_H */

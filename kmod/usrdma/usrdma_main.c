@@ -1,0 +1,274 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * usrdma: the PCI driver, the module and the node's file operations.
+ * usrdma.h describes the design, the locking and the lifetimes.
+ */
+
+#define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
+
+#include <linux/capability.h>
+#include <linux/dma-mapping.h>
+#include <linux/fs.h>
+#include <linux/kernel.h>
+#include <linux/kref.h>
+#include <linux/miscdevice.h>
+#include <linux/module.h>
+#include <linux/mutex.h>
+#include <linux/pci.h>
+#include <linux/poll.h>
+#include <linux/slab.h>
+#include <linux/wait.h>
+
+#include "usrdma.h"
+
+static void usrdma_dev_free(struct kref *ref)
+{
+	struct usrdma_dev *ud = container_of(ref, struct usrdma_dev, ref);
+
+	xa_destroy(&ud->maps);
+	ida_destroy(&ud->ids);
+	mutex_destroy(&ud->lock);
+	pci_dev_put(ud->pdev);
+	kfree(ud);
+}
+
+/* ---- enabling and disabling the device ----------------------------------- */
+
+static int usrdma_enable(struct usrdma_dev *ud)
+{
+	struct pci_dev *pdev = ud->pdev;
+	u16 cmd;
+	int ret;
+
+	ret = pci_enable_device(pdev);
+	if (ret)
+		return ret;
+	ret = pci_request_regions(pdev, KBUILD_MODNAME);
+	if (ret)
+		goto err_disable;
+	ret = dma_set_mask_and_coherent(&pdev->dev,
+					DMA_BIT_MASK(USRDMA_DEFAULT_MASK_BITS));
+	if (ret)
+		goto err_release;
+	ud->mask_bits = USRDMA_DEFAULT_MASK_BITS;
+	pci_read_config_word(pdev, PCI_COMMAND, &cmd);
+	ud->intx_masked = cmd & PCI_COMMAND_INTX_DISABLE;
+	pci_set_master(pdev);
+	ud->enabled = true;
+	return 0;
+
+err_release:
+	pci_release_regions(pdev);
+err_disable:
+	pci_disable_device(pdev);
+	return ret;
+}
+
+/*
+ * First half of taking the device away from its user: stops DMA, frees
+ * the interrupts and removes the DMA mappings of the user mappings, which
+ * go onto maps; the caller unpins them after dropping the lock.
+ */
+static void usrdma_stop(struct usrdma_dev *ud, bool revoke,
+			struct list_head *maps)
+{
+	lockdep_assert_held(&ud->lock);
+
+	pci_clear_master(ud->pdev);
+	usrdma_irq_free(ud, revoke);
+	usrdma_detach_maps(ud, maps);
+}
+
+/* Second half: frees buffers (all, or the non-persistent ones), disables. */
+static void usrdma_disable(struct usrdma_dev *ud, bool all_buffers)
+{
+	struct pci_dev *pdev = ud->pdev;
+
+	lockdep_assert_held(&ud->lock);
+
+	usrdma_free_buffers(ud, all_buffers);
+	/* Hand INTx over as it was found. */
+	if (pdev->pin && pci_intx_mask_supported(pdev))
+		pci_intx(pdev, !ud->intx_masked);
+	pci_release_regions(pdev);
+	pci_disable_device(pdev);
+	ud->enabled = false;
+}
+
+/* ---- file operations ----------------------------------------------------- */
+
+static int usrdma_open(struct inode *inode, struct file *file)
+{
+	/* misc_open() set private_data and holds misc_mtx: remove() waits. */
+	struct miscdevice *misc = file->private_data;
+	struct usrdma_dev *ud = container_of(misc, struct usrdma_dev, misc);
+	int ret;
+
+	if (!capable(CAP_SYS_RAWIO))
+		return -EPERM;
+
+	mutex_lock(&ud->lock);
+	if (ud->dead)
+		ret = -ENODEV;
+	else if (ud->open)
+		ret = -EBUSY;
+	else
+		ret = usrdma_enable(ud);
+	if (!ret) {
+		ud->open = true;
+		ud->mapping = file->f_mapping;
+		kref_get(&ud->ref);
+		file->private_data = ud;
+	}
+	mutex_unlock(&ud->lock);
+	if (ret)
+		return ret;
+	return nonseekable_open(inode, file);
+}
+
+static int usrdma_release(struct inode *inode, struct file *file)
+{
+	struct usrdma_dev *ud = file->private_data;
+	LIST_HEAD(maps);
+
+	/*
+	 * All mappings of this file are gone (each holds the file), so the
+	 * buffers can be freed without zapping anything. Order: bus
+	 * mastering off, interrupts, user mappings, then buffers. A remove()
+	 * between the two halves finishes the job itself (ud->enabled).
+	 */
+	mutex_lock(&ud->lock);
+	ud->mapping = NULL;
+	if (ud->enabled)
+		usrdma_stop(ud, false, &maps);
+	mutex_unlock(&ud->lock);
+
+	/* Unpin and un-account (the mapper's mm, saved) outside the lock. */
+	usrdma_put_maps(ud, &maps);
+
+	mutex_lock(&ud->lock);
+	if (ud->enabled)
+		usrdma_disable(ud, false);
+	ud->open = false;
+	mutex_unlock(&ud->lock);
+	kref_put(&ud->ref, usrdma_dev_free);
+	return 0;
+}
+
+static __poll_t usrdma_poll(struct file *file, poll_table *wait)
+{
+	struct usrdma_dev *ud = file->private_data;
+
+	poll_wait(file, &ud->wq, wait);
+	return READ_ONCE(ud->dead) ? EPOLLHUP | EPOLLERR : 0;
+}
+
+static const struct file_operations usrdma_fops = {
+	.owner = THIS_MODULE,
+	.open = usrdma_open,
+	.release = usrdma_release,
+	.unlocked_ioctl = usrdma_ioctl,
+	.compat_ioctl = compat_ptr_ioctl,
+	.mmap = usrdma_mmap,
+	.poll = usrdma_poll,
+	.llseek = no_llseek,
+};
+
+/* ---- PCI driver ---------------------------------------------------------- */
+
+static int usrdma_probe(struct pci_dev *pdev, const struct pci_device_id *id)
+{
+	struct usrdma_dev *ud;
+	int ret;
+
+	/* Only ever bound on purpose, through driver_override. */
+	if (!pdev->driver_override)
+		return -ENODEV;
+	if (pdev->hdr_type != PCI_HEADER_TYPE_NORMAL)
+		return -EINVAL;
+
+	ud = kzalloc(sizeof(*ud), GFP_KERNEL);
+	if (!ud)
+		return -ENOMEM;
+	kref_init(&ud->ref);
+	mutex_init(&ud->lock);
+	init_waitqueue_head(&ud->wq);
+	INIT_LIST_HEAD(&ud->bufs);
+	ida_init(&ud->ids);
+	xa_init_flags(&ud->maps, XA_FLAGS_ALLOC1);
+	ud->next_handle = 1;
+	ud->pdev = pci_dev_get(pdev);
+	ud->mask_bits = USRDMA_DEFAULT_MASK_BITS;
+	ud->next_seq = 1;
+	ud->next_offset = USRDMA_BUF_OFFSET_BASE;
+	ud->irq_type = USRDMA_IRQ_NONE;
+	snprintf(ud->name, sizeof(ud->name), "usrdma-%s", pci_name(pdev));
+	snprintf(ud->nodename, sizeof(ud->nodename), "usrdma/%s",
+		 pci_name(pdev));
+
+	ud->misc.minor = MISC_DYNAMIC_MINOR;
+	ud->misc.name = ud->name;
+	ud->misc.nodename = ud->nodename;
+	ud->misc.mode = 0600;
+	ud->misc.fops = &usrdma_fops;
+	ud->misc.parent = &pdev->dev;
+
+	pci_set_drvdata(pdev, ud);
+	ret = misc_register(&ud->misc);
+	if (ret) {
+		pci_set_drvdata(pdev, NULL);
+		kref_put(&ud->ref, usrdma_dev_free);
+		return ret;
+	}
+	dev_info(&pdev->dev, "/dev/%s\n", ud->nodename);
+	return 0;
+}
+
+static void usrdma_remove(struct pci_dev *pdev)
+{
+	struct usrdma_dev *ud = pci_get_drvdata(pdev);
+	bool was_open;
+	LIST_HEAD(maps);
+
+	/* No new opens once this returns; opens in progress have finished. */
+	misc_deregister(&ud->misc);
+
+	mutex_lock(&ud->lock);
+	WRITE_ONCE(ud->dead, true);
+	was_open = ud->open;
+	/* Revoke: BAR and buffer mappings go first, then DMA stops. */
+	if (ud->mapping)
+		unmap_mapping_range(ud->mapping, 0, 0, 1);
+	if (ud->enabled)
+		usrdma_stop(ud, true, &maps);
+	mutex_unlock(&ud->lock);
+	wake_up_all(&ud->wq);
+
+	usrdma_put_maps(ud, &maps);
+
+	mutex_lock(&ud->lock);
+	if (ud->enabled)
+		usrdma_disable(ud, true);
+	else
+		usrdma_free_buffers(ud, true);
+	mutex_unlock(&ud->lock);
+	if (was_open)
+		dev_info(&pdev->dev, "removed while open: access revoked\n");
+
+	pci_set_drvdata(pdev, NULL);
+	kref_put(&ud->ref, usrdma_dev_free);
+}
+
+static struct pci_driver usrdma_driver = {
+	.name = KBUILD_MODNAME,
+	.id_table = NULL,	/* binds only through driver_override */
+	.probe = usrdma_probe,
+	.remove = usrdma_remove,
+	.dev_groups = usrdma_groups,
+};
+
+module_pci_driver(usrdma_driver);
+
+MODULE_LICENSE("GPL");
+MODULE_AUTHOR("The usrdrv authors");
+MODULE_DESCRIPTION("DMA buffers, user memory mapping and interrupts for user-space PCI drivers without an IOMMU");
