@@ -82,7 +82,11 @@ static unsigned long usrdma_buf_pfn(struct usrdma_buf *buf, u64 off)
 
 /*
  * Fills the whole vma (all of it maps one BAR or one buffer) on its first
- * fault; after a FREE or revocation zapped it, faults get SIGBUS.
+ * fault. After a FREE zapped a buffer's mappings, faults get SIGBUS (the
+ * process used memory it freed). After revocation zapped everything, each
+ * faulting page gets the device's dead page instead: reads return all-ones,
+ * as from a vanished device, writes land nowhere that matters, and a driver
+ * that had not yet seen the revocation does not crash.
  */
 static vm_fault_t usrdma_vm_fault(struct vm_fault *vmf)
 {
@@ -98,8 +102,11 @@ static vm_fault_t usrdma_vm_fault(struct vm_fault *vmf)
 	pgprot_t prot;
 
 	mutex_lock(&ud->lock);
-	if (ud->dead)
+	if (ud->dead) {
+		ret = vmf_insert_pfn(vma, vmf->address & PAGE_MASK,
+				     page_to_pfn(ud->dead_page));
 		goto out;
+	}
 	if (fault_off < USRDMA_BUF_OFFSET_BASE) {
 		unsigned int bar = fault_off >> USRDMA_BAR_SHIFT;
 

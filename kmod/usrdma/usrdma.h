@@ -143,6 +143,12 @@ struct usrdma_dev {
 	wait_queue_head_t wq;	/* woken when the device goes away */
 
 	bool dead;		/* removed: everything fails with ENODEV */
+	/*
+	 * What mappings of a removed device show: one page of 0xff bytes
+	 * (what reads of a vanished PCI device return), so that a driver
+	 * racing the revocation reads garbage instead of dying of SIGBUS.
+	 */
+	struct page *dead_page;
 	bool open;		/* one opener at a time */
 	bool enabled;		/* enabled by open, until release or remove */
 	bool intx_masked;	/* PCI_COMMAND_INTX_DISABLE at open */

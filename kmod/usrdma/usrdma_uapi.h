@@ -22,7 +22,10 @@
  * mmap offsets of the node:
  *   BAR n (0..5):  USRDMA_BAR_OFFSET(n), length up to the BAR's size
  *   buffer:        the mmap_offset returned by ALLOC and LIST
- * Mappings must be MAP_SHARED.
+ * Mappings must be MAP_SHARED. After FREE, accesses to a buffer's mappings
+ * get SIGBUS. After revocation (unbind, hot-unplug), accesses to any mapping
+ * of the node read all-ones from a dummy page instead (writes go there too),
+ * so that a driver that has not yet seen the revocation does not crash.
  */
 #ifndef _UAPI_USRDMA_H
 #define _UAPI_USRDMA_H

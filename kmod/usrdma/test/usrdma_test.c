@@ -5,7 +5,8 @@
  *   usrdma-test dma ADDR          open, EBUSY, SET_DMA_MASK 28, ALLOC, mmap,
  *                                 DMA through edu and back, LIST, FREE, close
  *   usrdma-test revoke ADDR       open, ALLOC, mmap, unbind the device while
- *                                 open: ENODEV, POLLHUP, SIGBUS, close
+ *                                 open: ENODEV, POLLHUP, all-ones reads
+ *                                 instead of SIGBUS, close
  *   usrdma-test map ADDR          MAP_USER/UNMAP_USER/SYNC with mask 28
  *                                 through edu in both directions: pages
  *                                 above 2^28 (bounced), below (pinned),
@@ -346,6 +347,7 @@ static int test_revoke(const char *addr)
 	struct pollfd pfd;
 	char path[128];
 	uint8_t *p;
+	void *bar;
 	int fd, ufd, ret;
 
 	fd = open_node(addr);
@@ -359,6 +361,10 @@ static int test_revoke(const char *addr)
 	if (p == MAP_FAILED)
 		return 1;
 	p[0] = 42;
+	bar = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd,
+		   USRDMA_BAR_OFFSET(0));
+	CHECK(bar != MAP_FAILED && *(volatile uint32_t *)bar == 0x010000ed,
+	      "BAR 0 mapped: edu's ID register");
 
 	snprintf(path, sizeof(path), "/sys/bus/pci/devices/%s/driver/unbind", addr);
 	ufd = open(path, O_WRONLY);
@@ -373,9 +379,17 @@ static int test_revoke(const char *addr)
 	pfd.events = POLLIN;
 	ret = poll(&pfd, 1, 1000);
 	CHECK(ret == 1 && (pfd.revents & POLLHUP), "poll after unbind: revents %#x", pfd.revents);
-	CHECK(touch(p) == SIGBUS, "buffer mapping faults after unbind");
+	CHECK(touch(p) == 0 && p[0] == 0xff,
+	      "buffer mapping reads all-ones after unbind, without SIGBUS: %#x", p[0]);
+	CHECK(bar != MAP_FAILED && touch((volatile uint8_t *)bar) == 0 &&
+	      *(volatile uint32_t *)bar == 0xffffffff,
+	      "BAR 0 reads all-ones after unbind, without SIGBUS");
+	p[1] = 7;	/* lands in the dead page: no fault */
+	CHECK(p[1] == 7, "a write after unbind lands in the dead page");
 	CHECK(map_buf(fd, &a) == MAP_FAILED && errno == ENODEV, "mmap after unbind: %s", strerror(errno));
 	munmap(p, 4096);
+	if (bar != MAP_FAILED)
+		munmap(bar, 4096);
 	CHECK(close(fd) == 0, "close after unbind");
 
 	printf("%s: %d failure(s)\n", failures ? "FAILED" : "PASSED", failures);

@@ -295,6 +295,8 @@ fn unbinding_revokes_the_device_and_waiters_are_told() {
     let mut edu = Edu::open(address).unwrap();
     edu.enable_interrupts(IrqKind::Msi).unwrap();
     let regs = edu.device().bar(0).unwrap();
+    let view = regs.view::<4096>().unwrap();
+    let buffer = edu.device().alloc_dma(4096).unwrap();
     // VFIO's unbind blocks until every handle is released (usrdma's revokes
     // at once): run it aside.
     let unbind = std::thread::spawn(move || {
@@ -313,6 +315,23 @@ fn unbinding_revokes_the_device_and_waiters_are_told() {
     );
     assert!(edu.device().is_revoked());
     assert!(matches!(regs.read32(0), Err(MmioError::Revoked { .. })));
+    assert!(matches!(
+        regs.view::<4096>(),
+        Err(MmioError::Revoked { .. })
+    ));
+    // A driver that has not looked yet does not crash: a view made before the
+    // revocation still reads (VFIO keeps the BAR until the last handle goes;
+    // usrdma has taken it away and shows all-ones, as a vanished device
+    // would), and DMA memory stays accessible.
+    let id = view.read::<u32, 0>();
+    let expected = if common::edu_driver() == usrdrv::usrdma::USRDMA_DRIVER {
+        0xffff_ffff
+    } else {
+        0x0100_00ed
+    };
+    assert_eq!(id, expected, "{id:#x}");
+    buffer.read::<u32>(0).expect("DMA memory survives the revocation");
+    drop(buffer);
     assert!(matches!(
         edu.device().alloc_dma(4096),
         Err(DmaError::Revoked { .. })
