@@ -330,7 +330,9 @@ fn unbinding_revokes_the_device_and_waiters_are_told() {
         0x0100_00ed
     };
     assert_eq!(id, expected, "{id:#x}");
-    buffer.read::<u32>(0).expect("DMA memory survives the revocation");
+    buffer
+        .read::<u32>(0)
+        .expect("DMA memory survives the revocation");
     drop(buffer);
     assert!(matches!(
         edu.device().alloc_dma(4096),
