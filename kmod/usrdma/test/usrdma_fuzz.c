@@ -40,6 +40,7 @@
 #include <unistd.h>
 
 #include "usrdma_uapi.h"
+#include "counters.h"
 
 #define PAGE		4096ul
 #define EDU_IRQ_STATUS	0x24
@@ -658,38 +659,6 @@ static void *racer(void *unused)
 
 /* ---- clean-up and checks --------------------------------------------------- */
 
-static long stat_get(const char *key)
-{
-	char path[128], line[128], k[64];
-	long v = -1, val;
-	FILE *f;
-
-	snprintf(path, sizeof(path), "/sys/bus/pci/devices/%s/usrdma_stats", addr);
-	f = fopen(path, "r");
-	if (!f)
-		return -1;
-	while (fgets(line, sizeof(line), f))
-		if (sscanf(line, "%63s %ld", k, &val) == 2 && !strcmp(k, key))
-			v = val;
-	fclose(f);
-	return v;
-}
-
-static long vmlck_kb(void)
-{
-	char line[128];
-	long v = -1;
-	FILE *f = fopen("/proc/self/status", "r");
-
-	if (!f)
-		return -1;
-	while (fgets(line, sizeof(line), f))
-		if (sscanf(line, "VmLck: %ld", &v) == 1)
-			break;
-	fclose(f);
-	return v;
-}
-
 static int open_node(void)
 {
 	char path[64];
@@ -730,7 +699,7 @@ static int leak_check(const char *when)
 	unsigned int i;
 
 	for (i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
-		long v = stat_get(keys[i]);
+		long v = stat_get(addr, keys[i]);
 
 		if (v != 0) {
 			printf("usrdma-fuzz: FAIL: %s: usrdma_stats %s = %ld\n", when, keys[i], v);
