@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::Error;
 use crate::dma::{
-    Direction, DmaBackend, DmaBuffer, DmaError, DmaMapping, DmaMask, DmaPool, DmaTarget,
-    NamedBuffers,
+    Borrowed, Direction, DmaBackend, DmaBuffer, DmaError, DmaMapping, DmaMask, DmaPool, DmaTarget,
+    NamedBuffers, PersistentBuffer,
 };
 use crate::irq::{Interrupts, IrqControl, IrqError, IrqInfo, IrqKind};
 use crate::mmio::Bar;
@@ -377,19 +377,19 @@ impl Device {
     /// assert_eq!(again.device_addr(), log.device_addr());
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn alloc_persistent(&self, name: &str, size: usize) -> Result<DmaBuffer, DmaError> {
+    pub fn alloc_persistent(&self, name: &str, size: usize) -> Result<PersistentBuffer, DmaError> {
         let dma = self.usrdma_dma("persistent buffers")?;
         crate::dma::check_name(name)?;
         let allocation = dma.alloc_with(name, size, crate::sys::usrdma_ioctl::BUF_PERSISTENT)?;
-        Ok(DmaBuffer::new(
-            allocation,
-            Arc::clone(dma) as Arc<dyn DmaBackend>,
+        Ok(PersistentBuffer::new(
+            name,
+            DmaBuffer::new(allocation, Arc::clone(dma) as Arc<dyn DmaBackend>),
         ))
     }
 
     /// Maps the persistent buffer `name` of this device, which an earlier
     /// process allocated (usrdma only).
-    pub fn attach_persistent(&self, name: &str) -> Result<DmaBuffer, DmaError> {
+    pub fn attach_persistent(&self, name: &str) -> Result<PersistentBuffer, DmaError> {
         let dma = self.usrdma_dma("persistent buffers")?;
         let entry = dma
             .list()?
@@ -406,9 +406,9 @@ impl Device {
             });
         }
         let allocation = dma.attach(&entry, true)?;
-        Ok(DmaBuffer::new(
-            allocation,
-            Arc::clone(dma) as Arc<dyn DmaBackend>,
+        Ok(PersistentBuffer::new(
+            name,
+            DmaBuffer::new(allocation, Arc::clone(dma) as Arc<dyn DmaBackend>),
         ))
     }
 
@@ -419,7 +419,23 @@ impl Device {
     }
 
     /// Maps the caller's `buffer` for DMA in `direction`; the result holds the
-    /// buffer and its scatter-gather list until unmapped.
+    /// buffer and its scatter-gather list until unmapped
+    /// ([`DmaMapping::unmap`] gives it back).
+    ///
+    /// The buffer is taken by value (`Vec<u8>`, `Box<[u8]>`) or must be
+    /// `'static`, so that forgetting or leaking the mapping leaks the buffer
+    /// with it instead of handing memory the device can reach back to the
+    /// allocator. To map a borrowed buffer, use [`Device::with_dma`].
+    ///
+    /// ```no_run
+    /// # use usrdrv::{Device, dma::{Direction, DmaMask}};
+    /// let device = Device::open("0000:00:03.0".parse()?, DmaMask::new(28)?)?;
+    /// let mapping = device.map_dma(vec![0u8; 4096], Direction::FromDevice)?;
+    /// let first = mapping.sg_list()[0];
+    /// // ... program the device with first.device_addr, wait for it ...
+    /// let data: Vec<u8> = mapping.unmap()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn map_dma<B: DmaTarget>(
         &self,
         buffer: B,
@@ -427,5 +443,73 @@ impl Device {
     ) -> Result<DmaMapping<B>, DmaError> {
         self.enable_bus_master()?;
         DmaMapping::new(buffer, direction, Arc::clone(&self.dma))
+    }
+
+    /// Lends the caller's `buffer` to the device for the duration of `f`: maps
+    /// it in `direction`, calls `f` with the mapping, and unmaps before
+    /// returning `f`'s result, also when `f` panics (the unmap runs while
+    /// unwinding). The mapping cannot escape `f`, so whatever safe code does,
+    /// the device's access ends before `buffer` is usable again.
+    ///
+    /// If the kernel refuses to unmap, the process is aborted: the memory could
+    /// no longer be handed back safely. (With [`Device::map_dma`], which owns
+    /// its buffer, a failed unmap leaks the buffer instead.)
+    ///
+    /// ```no_run
+    /// # use usrdrv::{Device, dma::{Direction, DmaMask}};
+    /// let device = Device::open("0000:00:03.0".parse()?, DmaMask::new(28)?)?;
+    /// let regs = device.bar(0)?;
+    /// let mut block = [0u8; 1000];
+    /// device.with_dma(&mut block, Direction::FromDevice, |mapping| {
+    ///     let entry = mapping.sg_list()[0];
+    ///     regs.write64(0x88, entry.device_addr)
+    ///     // ... start the transfer and wait for its completion in here ...
+    /// })??;
+    /// println!("{:?}", &block[..8]); // unmapped: ours again
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// The mapping cannot be kept past the closure:
+    ///
+    /// ```compile_fail
+    /// # use usrdrv::{Device, dma::{Direction, DmaMask}};
+    /// # let device = Device::open("0000:00:03.0".parse()?, DmaMask::new(28)?)?;
+    /// let mut block = [0u8; 64];
+    /// let mut kept = None;
+    /// device.with_dma(&mut block, Direction::FromDevice, |mapping| kept = Some(mapping))?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn with_dma<R>(
+        &self,
+        buffer: &mut [u8],
+        direction: Direction,
+        f: impl FnOnce(&DmaMapping<Borrowed<'_>>) -> R,
+    ) -> Result<R, DmaError> {
+        self.lend(Borrowed::exclusive(buffer), direction, f)
+    }
+
+    /// Like [`Device::with_dma`] for a buffer the device only reads
+    /// ([`Direction::ToDevice`]); the caller may keep reading it meanwhile.
+    pub fn with_dma_to_device<R>(
+        &self,
+        buffer: &[u8],
+        f: impl FnOnce(&DmaMapping<Borrowed<'_>>) -> R,
+    ) -> Result<R, DmaError> {
+        self.lend(Borrowed::shared(buffer), Direction::ToDevice, f)
+    }
+
+    fn lend<'b, R>(
+        &self,
+        buffer: Borrowed<'b>,
+        direction: Direction,
+        f: impl FnOnce(&DmaMapping<Borrowed<'b>>) -> R,
+    ) -> Result<R, DmaError> {
+        self.enable_bus_master()?;
+        let mapping = DmaMapping::new(buffer, direction, Arc::clone(&self.dma))?;
+        let result = f(&mapping);
+        // Unmaps, or aborts if the kernel refuses (`Borrowed::unmap_failed`);
+        // on a panic in `f` the same drop runs while unwinding.
+        drop(mapping);
+        Ok(result)
     }
 }

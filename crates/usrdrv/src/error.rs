@@ -3,6 +3,7 @@
 /// Any usrdrv error. Each module has its own, more precise error type; this one
 /// wraps them for calls that cross modules (such as opening a device).
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// A PCI address did not parse.
     #[error(transparent)]
@@ -22,4 +23,30 @@ pub enum Error {
     /// A register access failed.
     #[error(transparent)]
     Mmio(#[from] crate::mmio::MmioError),
+    /// An interrupt operation failed.
+    #[error(transparent)]
+    Irq(#[from] crate::irq::IrqError),
+}
+
+impl Error {
+    /// Whether the operation failed because the kernel asked for the device
+    /// back (unbind, hot-unplug): every later call on the device fails the same
+    /// way, so drop every handle to it.
+    pub fn is_revoked(&self) -> bool {
+        match self {
+            Self::Dma(e) => e.is_revoked(),
+            Self::Mmio(e) => matches!(e, crate::mmio::MmioError::Revoked { .. }),
+            Self::Usrdma(e) => matches!(e, crate::usrdma::UsrdmaError::Revoked { .. }),
+            Self::Irq(e) => matches!(e, crate::irq::IrqError::Revoked { .. }),
+            _ => false,
+        }
+    }
+}
+
+impl crate::dma::DmaError {
+    /// Whether the operation failed because the kernel asked for the device
+    /// back (unbind, hot-unplug).
+    pub fn is_revoked(&self) -> bool {
+        matches!(self, Self::Revoked { .. })
+    }
 }

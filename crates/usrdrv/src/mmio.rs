@@ -8,51 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::sys::mmap::{Mapping, SizedMapping};
 
-/// A value that can be read from or written to device memory in one access:
-/// `u8`, `u16`, `u32` or `u64`. Device registers are little-endian (PCI).
-pub trait MmioValue: sealed::Sealed + Copy + Eq + std::fmt::Debug {
-    /// Converts from little-endian (what the device holds) to the CPU's order.
-    #[doc(hidden)]
-    fn from_le(raw: Self) -> Self;
-    /// Converts from the CPU's order to little-endian.
-    #[doc(hidden)]
-    fn to_le(self) -> Self;
-    /// Decodes from little-endian bytes; `bytes` has exactly `size_of::<Self>()` bytes.
-    #[doc(hidden)]
-    fn from_le_slice(bytes: &[u8]) -> Self;
-    /// Encodes to little-endian bytes, appended to `out`.
-    #[doc(hidden)]
-    fn extend_le(self, out: &mut Vec<u8>);
-}
-
-mod sealed {
-    pub trait Sealed {}
-}
-
-macro_rules! mmio_value {
-    ($($t:ty),*) => {$(
-        impl sealed::Sealed for $t {}
-        impl MmioValue for $t {
-            #[inline]
-            fn from_le(raw: Self) -> Self {
-                <$t>::from_le(raw)
-            }
-            #[inline]
-            fn to_le(self) -> Self {
-                <$t>::to_le(self)
-            }
-            fn from_le_slice(bytes: &[u8]) -> Self {
-                let mut buf = [0u8; std::mem::size_of::<$t>()];
-                buf.copy_from_slice(bytes);
-                <$t>::from_le_bytes(buf)
-            }
-            fn extend_le(self, out: &mut Vec<u8>) {
-                out.extend_from_slice(&self.to_le_bytes());
-            }
-        }
-    )*};
-}
-mmio_value!(u8, u16, u32, u64);
+pub use crate::sys::word::MmioValue;
 
 /// Why a device memory access was refused or failed.
 #[derive(Debug, thiserror::Error)]

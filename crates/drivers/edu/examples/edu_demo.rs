@@ -87,29 +87,30 @@ fn run() -> Result<(), Box<dyn Error>> {
 
     let mut yours = vec![0u8; 1000];
     let region = &mut yours[123..123 + message.len()];
-    let mapping = edu.device().map_dma(region, Direction::FromDevice)?;
-    let sg: Vec<String> = mapping
-        .sg_list()
-        .iter()
-        .map(|e| format!("{} bytes at {:#x}", e.len, e.device_addr))
-        .collect();
+    // Lent for the scope of the closure: unmapped before `with_dma` returns.
+    let stale = edu
+        .device()
+        .with_dma(region, Direction::FromDevice, |mapping| {
+            let sg: Vec<String> = mapping
+                .sg_list()
+                .iter()
+                .map(|e| format!("{} bytes at {:#x}", e.len, e.device_addr))
+                .collect();
+            println!(
+                "4. Your memory: bytes 123..{} of a Vec lent to the device to write; scatter-gather list: [{}]{}",
+                123 + message.len(),
+                sg.join(", "),
+                if mapping.is_bounced() {
+                    " (a bounce buffer: the Vec lies above the DMA mask)"
+                } else {
+                    ""
+                }
+            );
+            edu.window_to_mapping(0, mapping)?;
+            Ok::<_, usrdrv_edu::EduError>(mapping.sg_list()[0].device_addr)
+        })??;
     println!(
-        "4. Your memory: bytes 123..{} of a Vec mapped for the device to write; scatter-gather list: [{}]{}",
-        123 + message.len(),
-        sg.join(", "),
-        if mapping.is_bounced() {
-            " (a bounce buffer: the Vec lies above the DMA mask)"
-        } else {
-            ""
-        }
-    );
-    edu.window_to_mapping(0, &mapping)?;
-    let stale = mapping
-        .device_addr()
-        .ok_or("expected one scatter-gather entry")?;
-    mapping.unmap()?;
-    println!(
-        "   after unmap the Vec holds {:?}; its neighbours are untouched: {}",
+        "   after the scope the Vec is yours again and holds {:?}; its neighbours are untouched: {}",
         String::from_utf8_lossy(&yours[123..123 + message.len()]),
         yours[..123]
             .iter()

@@ -42,23 +42,73 @@ fn dma_buffer_round_trip_through_the_device() {
     source.write_bytes(100, &data).unwrap();
     edu.buffer_to_window(&source, 100, 5, data.len()).unwrap();
     edu.window_to_buffer(5, &sink, 4000, data.len()).unwrap();
-    let sink = sink.into_cpu();
-    assert_eq!(&sink.as_slice()[4000..7000], &data[..]);
+    let mut back = vec![0xffu8; 8192];
+    sink.read_bytes(0, &mut back).unwrap();
+    assert_eq!(&back[4000..7000], &data[..]);
     assert!(
-        sink.as_slice()[..4000].iter().all(|b| *b == 0),
+        back[..4000].iter().all(|b| *b == 0),
         "nothing before the range"
     );
     assert!(
-        sink.as_slice()[7000..].iter().all(|b| *b == 0),
+        back[7000..].iter().all(|b| *b == 0),
         "nothing after the range"
     );
 }
 
 #[test]
 #[ignore = "needs the usrdrv VM: run by `cargo xtask test`"]
+fn typed_and_atomic_accesses_reach_the_device() {
+    use std::sync::atomic::Ordering;
+    use zerocopy::{FromBytes, FromZeros, Immutable, IntoBytes};
+
+    #[derive(FromBytes, IntoBytes, Immutable, Debug, PartialEq, Eq, Clone, Copy)]
+    #[repr(C)]
+    struct Entry {
+        addr: u64,
+        len: u32,
+        flags: u16,
+        tag: u16,
+    }
+
+    let edu = open();
+    let ring = edu.device().alloc_dma(4096).unwrap();
+    let entries: Vec<Entry> = (0..8u16)
+        .map(|i| Entry {
+            addr: 0x1000 * u64::from(i),
+            len: 512 + u32::from(i),
+            flags: 1,
+            tag: i,
+        })
+        .collect();
+    // An unaligned offset, written through a part of the buffer.
+    let part = ring.slice(5, 8 * 16).unwrap();
+    assert_eq!(part.device_addr(), ring.device_addr() + 5);
+    part.write_array(0, &entries).unwrap();
+    ring.store::<u32>(4092, 0xc0de, Ordering::Release).unwrap();
+    // Through the device and back: the bytes are the structures' bytes.
+    edu.buffer_to_window(&ring, 0, 0, 4000).unwrap();
+    let copy = edu.device().alloc_dma(4096).unwrap();
+    edu.window_to_buffer(0, &copy, 0, 4000).unwrap();
+    let mut back = [Entry::new_zeroed(); 8];
+    copy.slice(5, 8 * 16)
+        .unwrap()
+        .read_array(0, &mut back)
+        .unwrap();
+    assert_eq!(&back[..], &entries[..]);
+    assert_eq!(copy.read_obj::<Entry>(5 + 16 * 3).unwrap(), entries[3]);
+    assert_eq!(ring.load::<u32>(4092, Ordering::Acquire).unwrap(), 0xc0de);
+    assert!(matches!(
+        part.write::<u32>(8 * 16, 0),
+        Err(DmaError::OutOfBounds { .. })
+    ));
+}
+
+#[test]
+#[ignore = "needs the usrdrv VM: run by `cargo xtask test`"]
 fn cpu_owned_state_round_trip() {
     let edu = open();
-    let mut buffer = edu.device().alloc_dma(4096).unwrap().into_cpu();
+    // SAFETY: the buffer's device address has not been given to the device.
+    let mut buffer = unsafe { edu.device().alloc_dma(4096).unwrap().into_cpu() };
     assert!(
         buffer.as_slice().iter().all(|b| *b == 0),
         "fresh buffers are zeroed"
@@ -67,7 +117,10 @@ fn cpu_owned_state_round_trip() {
     let buffer = buffer.into_device();
     edu.buffer_to_window(&buffer, 0, 0, 4).unwrap();
     edu.window_to_buffer(0, &buffer, 8, 4).unwrap();
-    assert_eq!(&buffer.into_cpu().as_slice()[..12], b"edu!\0\0\0\0edu!");
+    // SAFETY: both transfers completed (the driver waited for edu's DMA
+    // engine to go idle) and no other is started while the CPU owns it.
+    let buffer = unsafe { buffer.into_cpu() };
+    assert_eq!(&buffer.as_slice()[..12], b"edu!\0\0\0\0edu!");
 }
 
 #[test]
@@ -87,34 +140,33 @@ fn mapped_caller_buffers_at_any_offset_and_length() {
         let mut outgoing = vec![0xeeu8; offset + len + 64];
         outgoing[offset..offset + len].copy_from_slice(&data);
         let window = (4095 - len as u64) / 2;
-        {
-            let mapping = edu
-                .device()
-                .map_dma(&outgoing[offset..offset + len], Direction::ToDevice)
-                .unwrap();
-            let sg = mapping.sg_list();
-            assert_eq!(
-                sg.iter().map(|e| e.len).sum::<usize>(),
-                len,
-                "the list covers exactly the bytes"
-            );
-            let first = sg[0].device_addr;
-            assert_eq!(
-                first % 4096,
-                (outgoing.as_ptr() as u64 + offset as u64) % 4096,
-                "sub-page offset kept"
-            );
-            edu.mapping_to_window(&mapping, window).unwrap();
-        }
+        let base = outgoing.as_ptr() as u64;
+        edu.device()
+            .with_dma_to_device(&outgoing[offset..offset + len], |mapping| {
+                let sg = mapping.sg_list();
+                assert_eq!(
+                    sg.iter().map(|e| e.len).sum::<usize>(),
+                    len,
+                    "the list covers exactly the bytes"
+                );
+                let first = sg[0].device_addr;
+                assert_eq!(
+                    first % 4096,
+                    (base + offset as u64) % 4096,
+                    "sub-page offset kept"
+                );
+                edu.mapping_to_window(mapping, window).unwrap();
+            })
+            .unwrap();
         let mut incoming = vec![0x55u8; offset + len + 64];
-        {
-            let mapping = edu
-                .device()
-                .map_dma(&mut incoming[offset..offset + len], Direction::FromDevice)
-                .unwrap();
-            edu.window_to_mapping(window, &mapping).unwrap();
-            mapping.unmap().unwrap();
-        }
+        edu.device()
+            .with_dma(
+                &mut incoming[offset..offset + len],
+                Direction::FromDevice,
+                |mapping| edu.window_to_mapping(window, mapping),
+            )
+            .unwrap()
+            .unwrap();
         assert_eq!(
             &incoming[offset..offset + len],
             &data[..],
@@ -153,12 +205,19 @@ fn owned_buffers_come_back_after_unmap() {
 #[test]
 #[ignore = "needs the usrdrv VM: run by `cargo xtask test`"]
 fn read_only_buffers_cannot_be_mapped_for_the_device_to_write() {
+    static DATA: [u8; 16] = [1u8; 16];
     let edu = open();
-    let data = [1u8; 16];
-    match edu.device().map_dma(&data[..], Direction::FromDevice) {
+    match edu.device().map_dma(&DATA[..], Direction::FromDevice) {
         Err(DmaError::ReadOnly { .. }) => {}
         other => panic!("expected ReadOnly, got {other:?}"),
     }
+    // A 'static read-only buffer maps for the device to read.
+    let mapping = edu
+        .device()
+        .map_dma(&DATA[..], Direction::ToDevice)
+        .unwrap();
+    edu.mapping_to_window(&mapping, 0).unwrap();
+    assert_eq!(mapping.unmap().unwrap(), &DATA[..]);
     assert!(matches!(
         edu.device().map_dma(Vec::new(), Direction::ToDevice),
         Err(DmaError::Empty)
@@ -453,26 +512,24 @@ fn ten_thousand_cycles_leave_locked_memory_and_fds_where_they_were() {
     {
         let edu = Edu::open(address).unwrap();
         let mut memory = vec![0u8; 3 * 4096];
-        let held = edu
-            .device()
-            .map_dma(&mut memory[..], Direction::Bidirectional)
+        edu.device()
+            .with_dma(&mut memory[..], Direction::Bidirectional, |held| {
+                let (locked, pinned, _) = resources();
+                // A bounced mapping (usrdma, memory above the mask) pins nothing.
+                assert!(
+                    held.is_bounced() || locked + pinned >= before.0 + before.1 + 12,
+                    "mapping pins its pages: the measure works"
+                );
+            })
             .unwrap();
-        let (locked, pinned, _) = resources();
-        // A bounced mapping (usrdma, memory above the mask) pins nothing.
-        assert!(
-            held.is_bounced() || locked + pinned >= before.0 + before.1 + 12,
-            "mapping pins its pages: the measure works"
-        );
-        drop(held);
         for i in 0..10_000 {
-            let mapping = edu
-                .device()
-                .map_dma(
+            edu.device()
+                .with_dma(
                     &mut memory[i % 4096..i % 4096 + 5000],
                     Direction::Bidirectional,
+                    |_| {},
                 )
                 .unwrap();
-            mapping.unmap().unwrap();
         }
     }
     for _ in 0..10_000 {

@@ -40,6 +40,38 @@ fn after_unmap_the_iommu_blocks_dma_to_the_old_address() {
 
 #[test]
 #[ignore = "needs the usrdrv VM: run by `cargo xtask test`"]
+fn a_lent_buffer_is_unmapped_when_with_dma_returns() {
+    let edu = open();
+    let data = pattern(512, 11);
+    let source = edu.device().alloc_dma(4096).unwrap();
+    source.write_bytes(0, &data).unwrap();
+    edu.buffer_to_window(&source, 0, 0, 512).unwrap();
+
+    let mut lent = vec![0xcdu8; 512];
+    let stale = edu
+        .device()
+        .with_dma(&mut lent, Direction::FromDevice, |mapping| {
+            mapping.device_addr().expect("one entry with an IOMMU")
+        })
+        .unwrap();
+    // The scope is over: the device's write to the old address must fault.
+    edu.transfer(Transfer::FromDevice, stale, 0, 512).unwrap();
+    assert!(
+        lent.iter().all(|b| *b == 0xcd),
+        "memory changed after with_dma returned"
+    );
+    // Inside the scope the same transfer lands.
+    edu.device()
+        .with_dma(&mut lent, Direction::FromDevice, |mapping| {
+            edu.window_to_mapping(0, mapping)
+        })
+        .unwrap()
+        .unwrap();
+    assert_eq!(lent, data);
+}
+
+#[test]
+#[ignore = "needs the usrdrv VM: run by `cargo xtask test`"]
 fn every_address_stays_under_a_small_mask_until_a_clean_exhaustion() {
     let address = edu_address();
     // 20 bits: 1 MiB of device addresses, page 0 excluded.
@@ -122,10 +154,10 @@ fn the_vfio_mapping_limit_is_a_clear_error() {
         .unwrap()
         .mappings_available
         .expect("the kernel reports it");
-    let page = vec![7u8; 4096];
+    let page: &'static [u8] = Box::leak(vec![7u8; 4096].into_boxed_slice());
     let mut mappings = Vec::new();
     let err = loop {
-        match device.map_dma(&page[..], Direction::ToDevice) {
+        match device.map_dma(page, Direction::ToDevice) {
             Ok(m) => mappings.push(m),
             Err(err) => break err,
         }
@@ -140,7 +172,7 @@ fn the_vfio_mapping_limit_is_a_clear_error() {
     assert_eq!(mappings.len(), available as usize);
     drop(mappings);
     let again = device
-        .map_dma(&page[..], Direction::ToDevice)
+        .map_dma(page, Direction::ToDevice)
         .expect("mapping works again after unmapping");
     drop(again);
 }

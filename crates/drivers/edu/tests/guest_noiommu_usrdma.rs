@@ -136,13 +136,12 @@ fn every_device_address_is_below_the_mask_and_caller_memory_is_bounced_or_pinned
     }
     edu.mapping_to_window(&mapping, 0).unwrap();
     let mut incoming = vec![0u8; 4000];
-    {
-        let back = edu
-            .device()
-            .map_dma(&mut incoming[..], Direction::FromDevice)
-            .unwrap();
-        edu.window_to_mapping(0, &back).unwrap();
-    }
+    edu.device()
+        .with_dma(&mut incoming[..], Direction::FromDevice, |back| {
+            edu.window_to_mapping(0, back)
+        })
+        .unwrap()
+        .unwrap();
     assert!(incoming == data, "the data went through");
     drop(mapping);
     assert_eq!(stat(address, "user_mappings"), 0);
@@ -153,10 +152,8 @@ fn every_device_address_is_below_the_mask_and_caller_memory_is_bounced_or_pinned
     drop(pool);
     drop(edu);
     let wide = Device::open(address, DmaMask::new(64).unwrap()).unwrap();
-    let mut memory = vec![1u8; 3 * 4096];
-    let mapping = wide
-        .map_dma(&mut memory[..], Direction::Bidirectional)
-        .unwrap();
+    let memory = vec![1u8; 3 * 4096];
+    let mapping = wide.map_dma(memory, Direction::Bidirectional).unwrap();
     assert!(!mapping.is_bounced());
     assert_eq!(mapping.len(), 3 * 4096);
     assert!(stat(address, "pinned_pages") >= pinned_before + 3);
@@ -242,24 +239,22 @@ fn memory_the_device_cannot_reach_is_bounced_and_arrives_at_the_sync_points() {
     let source = edu.device().alloc_dma(PAGE).unwrap();
     source.write_bytes(0, &data).unwrap();
     edu.buffer_to_window(&source, 0, 0, data.len()).unwrap();
-    {
-        let mapping = edu
-            .device()
-            .map_dma(
-                &mut chunks[at][high + 64..high + 64 + data.len()],
-                Direction::FromDevice,
-            )
-            .unwrap();
-        assert!(mapping.is_bounced(), "a page above the mask is bounced");
-        for entry in mapping.sg_list() {
-            assert!(
-                entry.device_addr + entry.len as u64 <= MASK_LIMIT,
-                "{entry:?}"
-            );
-        }
-        edu.window_to_mapping(0, &mapping).unwrap();
-        mapping.unmap().unwrap();
-    }
+    edu.device()
+        .with_dma(
+            &mut chunks[at][high + 64..high + 64 + data.len()],
+            Direction::FromDevice,
+            |mapping| {
+                assert!(mapping.is_bounced(), "a page above the mask is bounced");
+                for entry in mapping.sg_list() {
+                    assert!(
+                        entry.device_addr + entry.len as u64 <= MASK_LIMIT,
+                        "{entry:?}"
+                    );
+                }
+                edu.window_to_mapping(0, mapping).unwrap();
+            },
+        )
+        .unwrap();
     let memory = &mut chunks[at];
     assert!(
         memory[high + 64..high + 64 + data.len()] == data[..],
@@ -273,14 +268,12 @@ fn memory_the_device_cannot_reach_is_bounced_and_arrives_at_the_sync_points() {
     // And the other way: the device reads bytes the CPU wrote to such a page.
     let outgoing = pattern(1000, 77);
     memory[high + 2000..high + 3000].copy_from_slice(&outgoing);
-    {
-        let mapping = edu
-            .device()
-            .map_dma(&memory[high + 2000..high + 3000], Direction::ToDevice)
-            .unwrap();
-        assert!(mapping.is_bounced());
-        edu.mapping_to_window(&mapping, 100).unwrap();
-    }
+    edu.device()
+        .with_dma_to_device(&memory[high + 2000..high + 3000], |mapping| {
+            assert!(mapping.is_bounced());
+            edu.mapping_to_window(mapping, 100).unwrap();
+        })
+        .unwrap();
     let sink = edu.device().alloc_dma(PAGE).unwrap();
     edu.window_to_buffer(100, &sink, 0, 1000).unwrap();
     let mut got = vec![0u8; 1000];
@@ -291,13 +284,16 @@ fn memory_the_device_cannot_reach_is_bounced_and_arrives_at_the_sync_points() {
     match low {
         Some((index, offset)) => {
             let page = &chunks[index][offset..offset + PAGE];
-            let mapping = edu.device().map_dma(page, Direction::ToDevice).unwrap();
-            assert!(!mapping.is_bounced());
-            assert_eq!(
-                mapping.sg_list()[0].device_addr,
-                physical(page.as_ptr() as usize, 1)[0],
-                "without an IOMMU the device address is the physical one"
-            );
+            edu.device()
+                .with_dma_to_device(page, |mapping| {
+                    assert!(!mapping.is_bounced());
+                    assert_eq!(
+                        mapping.sg_list()[0].device_addr,
+                        physical(page.as_ptr() as usize, 1)[0],
+                        "without an IOMMU the device address is the physical one"
+                    );
+                })
+                .unwrap();
         }
         None => println!("no touched page lies below 2^28 here: only bouncing was seen"),
     }

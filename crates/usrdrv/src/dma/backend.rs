@@ -73,6 +73,12 @@ pub(crate) fn page_span(addr: usize, len: usize, page: usize) -> Result<(usize, 
 }
 
 /// What a DMA backend does.
+///
+/// Allocation and freeing are safe: the backend allocates the memory itself
+/// and [`DmaBackend::free`] takes the device's access away before the caller
+/// returns it (or the caller leaks it when freeing failed). Mapping the
+/// caller's memory is `unsafe`: the backend cannot know how long the memory
+/// stays put.
 pub(crate) trait DmaBackend: Send + Sync + fmt::Debug {
     /// The DMA mask every device address must fit under.
     fn mask(&self) -> super::DmaMask;
@@ -93,7 +99,18 @@ pub(crate) trait DmaBackend: Send + Sync + fmt::Debug {
     fn free(&self, allocation: &Allocation) -> Result<(), DmaError>;
 
     /// Maps the caller's `len` bytes at `addr` for the device, pinning them.
-    fn map_user(
+    ///
+    /// # Safety
+    ///
+    /// The device may read (and, for a direction it writes, write) these bytes
+    /// and the rest of their pages from the call on, so the caller guarantees
+    /// that `[addr, addr + len)` is memory of this process that stays allocated,
+    /// and is neither freed nor handed back to code that could form references
+    /// to it, until [`DmaBackend::unmap_user`] of the returned mapping has
+    /// succeeded; if that never happens, the memory must be leaked for the rest
+    /// of the process's life.
+    #[allow(unsafe_code)] // the contract above is the point of the seam
+    unsafe fn map_user(
         &self,
         addr: usize,
         len: usize,

@@ -2,20 +2,22 @@
 
 use std::fmt;
 use std::marker::PhantomData;
+use std::ops::Deref;
 use std::sync::Arc;
 use std::sync::atomic::{Ordering, fence};
 
 use super::backend::{Allocation, DmaBackend};
-use super::{Backing, DmaError};
-use crate::mmio::MmioValue;
+use super::{Backing, DmaRegion};
 
-/// The state in which the device may access a buffer: only volatile accesses
-/// from the CPU, and the device address is available.
+/// The state in which the device may access a buffer: the CPU reaches it only
+/// through [`DmaRegion`]'s atomic accessors, and the device address is
+/// available.
 #[derive(Debug)]
 pub enum Shared {}
 
-/// The state in which the CPU owns a buffer: ordinary slices, and no device
-/// address (hand it back with [`DmaBuffer::into_device`] first).
+/// The state in which the CPU owns a buffer exclusively: ordinary slices, and
+/// no device address (hand it back with [`DmaBuffer::into_device`] first).
+/// Entered only through the `unsafe` [`DmaBuffer::into_cpu`].
 #[derive(Debug)]
 pub enum CpuOwned {}
 
@@ -52,27 +54,36 @@ impl Drop for Inner {
 ///
 /// Zeroed, page-aligned, contiguous in device address space and below the
 /// device's DMA mask. Dropping it first takes the device's access away (IOMMU
-/// unmap, verified), then returns the memory; it keeps the IOMMU domain alive
-/// on its own, so the device handle may be dropped first.
+/// unmap, verified), then returns the memory; if the device's access cannot be
+/// taken away, the memory is leaked, never reused. It keeps the IOMMU domain
+/// alive on its own, so the device handle may be dropped first.
 ///
-/// The state parameter enforces the DMA ownership rule: while [`Shared`], no
-/// `&[u8]` into the memory exists and the CPU uses volatile accessors; in
-/// [`CpuOwned`] the CPU gets ordinary slices and the device address is hidden.
-/// Transitions are the synchronisation points ([`DmaBuffer::into_cpu`],
-/// [`DmaBuffer::into_device`]).
+/// In the [`Shared`] state (what allocation gives) the buffer dereferences to a
+/// [`DmaRegion`]: typed, atomic, bounds-checked accesses, safe from any thread
+/// while the device works on the memory. No `&[u8]` into it exists, because
+/// nothing in safe code can prove the device is not writing it: a device address
+/// is a plain `u64` the driver has already given the device.
 ///
 /// ```no_run
 /// use usrdrv::Device;
 /// use usrdrv::dma::DmaMask;
 ///
 /// let device = Device::open("0000:00:03.0".parse()?, DmaMask::new(28)?)?;
-/// let mut buffer = device.alloc_dma(4096)?.into_cpu();
-/// buffer.as_mut_slice()[..5].copy_from_slice(b"hello");
-/// let buffer = buffer.into_device();
+/// let buffer = device.alloc_dma(4096)?;
+/// buffer.write_bytes(0, b"hello")?;
+/// buffer.write::<u32>(8, 0xfeed)?;
 /// println!("the device finds it at {:#x}", buffer.device_addr());
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
+///
+/// When the driver knows the device is done with the buffer (it has reaped the
+/// completion of the last command that used it, or reset the device), it may
+/// take it into the [`CpuOwned`] state for ordinary slices: that step is
+/// [`unsafe`](DmaBuffer::into_cpu), with the contract stated there.
 pub struct DmaBuffer<S: BufferState = Shared> {
+    // INVARIANT: `region` covers `inner.allocation.memory`, which `inner` keeps
+    // mapped for as long as this value lives (and forever if it is leaked).
+    region: DmaRegion,
     inner: Inner,
     _state: PhantomData<S>,
 }
@@ -97,6 +108,7 @@ impl DmaBuffer<Shared> {
             Backing::Anonymous
         };
         Self {
+            region: DmaRegion::new(allocation.memory.window(), allocation.device_addr),
             inner: Inner {
                 allocation,
                 backend,
@@ -106,82 +118,55 @@ impl DmaBuffer<Shared> {
         }
     }
 
-    /// The device address of the first byte.
-    pub fn device_addr(&self) -> u64 {
-        self.allocation().device_addr
-    }
-
-    /// Reads one naturally aligned little-endian value at `offset`, volatile.
-    pub fn read<T: MmioValue>(&self, offset: usize) -> Result<T, DmaError> {
-        let memory = &self.allocation().memory;
-        memory
-            .read(offset)
-            .ok_or_else(|| access_error::<T>(offset, memory.len()))
-    }
-
-    /// Writes one naturally aligned little-endian value at `offset`, volatile.
-    pub fn write<T: MmioValue>(&self, offset: usize, value: T) -> Result<(), DmaError> {
-        let memory = &self.allocation().memory;
-        memory
-            .write(offset, value)
-            .ok_or_else(|| access_error::<T>(offset, memory.len()))
-    }
-
-    /// Copies bytes out of the buffer from `offset`, with volatile reads.
-    pub fn read_bytes(&self, offset: usize, out: &mut [u8]) -> Result<(), DmaError> {
-        let memory = &self.allocation().memory;
-        memory.read_bytes(offset, out).ok_or(DmaError::OutOfBounds {
-            offset,
-            len: out.len(),
-            size: memory.len(),
-        })
-    }
-
-    /// Copies `data` into the buffer at `offset`, with volatile writes.
-    pub fn write_bytes(&self, offset: usize, data: &[u8]) -> Result<(), DmaError> {
-        let memory = &self.allocation().memory;
-        memory
-            .write_bytes(offset, data)
-            .ok_or(DmaError::OutOfBounds {
-                offset,
-                len: data.len(),
-                size: memory.len(),
-            })
-    }
-
-    /// Orders the CPU's earlier writes to DMA memory before what follows (the
-    /// doorbell write that starts the device). A fence on cache-coherent x86;
-    /// the place for cache maintenance on non-coherent platforms.
-    pub fn sync_for_device(&self) {
-        fence(Ordering::SeqCst);
-    }
-
-    /// Orders what the device wrote (as seen after its completion interrupt or
-    /// status read) before the CPU's reads that follow.
-    pub fn sync_for_cpu(&self) {
-        fence(Ordering::SeqCst);
-    }
-
-    /// Takes the buffer back from the device: after this the CPU may use slices.
-    /// The driver must have no DMA to it in flight.
-    pub fn into_cpu(self) -> DmaBuffer<CpuOwned> {
-        self.sync_for_cpu();
+    /// Takes the buffer back from the device: after this the CPU may use
+    /// ordinary slices ([`DmaBuffer::as_slice`], [`DmaBuffer::as_mut_slice`]).
+    ///
+    /// # Safety
+    ///
+    /// From this call until the buffer is handed back with
+    /// [`DmaBuffer::into_device`] (or dropped), no device reads or writes any
+    /// byte of it: every DMA that used its device address (or any address
+    /// inside it) has completed, as the device's own protocol proves (a reaped
+    /// completion, an idle status register, a reset), and none will be started.
+    /// usrdrv cannot check this: the device address is a plain number the
+    /// driver has given the device.
+    #[allow(unsafe_code)] // the typestate's one unchecked step
+    pub unsafe fn into_cpu(self) -> DmaBuffer<CpuOwned> {
+        self.region.sync_for_cpu();
         DmaBuffer {
+            region: self.region,
             inner: self.inner,
             _state: PhantomData,
         }
     }
 }
 
+impl Deref for DmaBuffer<Shared> {
+    type Target = DmaRegion;
+
+    #[inline]
+    fn deref(&self) -> &DmaRegion {
+        &self.region
+    }
+}
+
+#[allow(unsafe_code)] // slices, on the proof `into_cpu`'s caller gave
 impl DmaBuffer<CpuOwned> {
     /// The buffer's bytes.
     pub fn as_slice(&self) -> &[u8] {
-        self.allocation().memory.as_slice()
+        // SAFETY: the CpuOwned state is entered only through `into_cpu`, whose
+        // caller guarantees no device touches the memory until `into_device`
+        // consumes this value; the buffer is owned by this value alone (a
+        // `DmaBuffer` is never cloned, and shared buffers such as persistent
+        // ones have no CpuOwned state), and in this state no `DmaRegion` of it
+        // is reachable, so nothing writes the memory while `&self` is borrowed.
+        unsafe { self.inner.allocation.memory.as_slice() }
     }
 
     /// The buffer's bytes, mutable.
     pub fn as_mut_slice(&mut self) -> &mut [u8] {
-        self.inner.allocation.memory.as_mut_slice()
+        // SAFETY: as in `as_slice`; `&mut self` excludes every other slice.
+        unsafe { self.inner.allocation.memory.as_mut_slice() }
     }
 
     /// Hands the buffer to the device: the CPU's writes become visible to it,
@@ -189,6 +174,7 @@ impl DmaBuffer<CpuOwned> {
     pub fn into_device(self) -> DmaBuffer<Shared> {
         fence(Ordering::SeqCst);
         DmaBuffer {
+            region: self.region,
             inner: self.inner,
             _state: PhantomData,
         }
@@ -196,13 +182,9 @@ impl DmaBuffer<CpuOwned> {
 }
 
 impl<S: BufferState> DmaBuffer<S> {
-    fn allocation(&self) -> &Allocation {
-        &self.inner.allocation
-    }
-
     /// The buffer's length in bytes (a whole number of pages).
     pub fn len(&self) -> usize {
-        self.allocation().memory.len()
+        self.inner.allocation.memory.len()
     }
 
     /// Whether the buffer is empty (never: allocation refuses size 0).
@@ -216,15 +198,62 @@ impl<S: BufferState> DmaBuffer<S> {
     }
 }
 
-fn access_error<T>(offset: usize, size: usize) -> DmaError {
-    let width = std::mem::size_of::<T>();
-    if offset.checked_add(width).is_none_or(|end| end > size) {
-        DmaError::OutOfBounds {
-            offset,
-            len: width,
-            size,
+/// A persistent buffer of the usrdma module: named, kept by the kernel after
+/// this process exits, and mapped by any process that attaches it
+/// ([`Device::alloc_persistent`](crate::Device::alloc_persistent),
+/// [`Device::attach_persistent`](crate::Device::attach_persistent)).
+///
+/// Several handles, in this process and others, may reach the same memory at
+/// once, so it has no CPU-owned state: it dereferences to a [`DmaRegion`]
+/// (atomic accesses) and nothing else. Dropping it unmaps it from this process
+/// only.
+///
+/// ```no_run
+/// # use usrdrv::{Device, dma::DmaMask};
+/// let device = Device::open("0000:00:03.0".parse()?, DmaMask::new(28)?)?;
+/// let log = device.alloc_persistent("fw-log", 64 * 1024)?;
+/// log.write_bytes(0, b"boot ok")?;
+/// println!("{} at {:#x}", log.name(), log.device_addr());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct PersistentBuffer {
+    name: String,
+    buffer: DmaBuffer<Shared>,
+}
+
+impl fmt::Debug for PersistentBuffer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PersistentBuffer")
+            .field("name", &self.name)
+            .field("buffer", &self.buffer)
+            .finish()
+    }
+}
+
+impl PersistentBuffer {
+    pub(crate) fn new(name: &str, buffer: DmaBuffer<Shared>) -> Self {
+        Self {
+            name: name.to_owned(),
+            buffer,
         }
-    } else {
-        DmaError::Misaligned { offset, width }
+    }
+
+    /// The buffer's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// What memory backs the buffer.
+    pub fn backing(&self) -> Backing {
+        self.buffer.backing()
+    }
+}
+
+impl Deref for PersistentBuffer {
+    type Target = DmaRegion;
+
+    #[inline]
+    fn deref(&self) -> &DmaRegion {
+        &self.buffer
     }
 }

@@ -6,6 +6,7 @@ use super::{Direction, IovaError};
 
 /// Errors from DMA buffers, mappings, pools and named buffers.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum DmaError {
     /// The DMA mask width is invalid.
     #[error("a DMA mask of {bits} bits is invalid: declare between 1 and 64 bits")]

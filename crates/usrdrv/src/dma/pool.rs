@@ -2,10 +2,10 @@
 //! allocating and freeing one makes no system call.
 
 use std::fmt;
+use std::ops::Deref;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use super::{DmaBuffer, DmaError};
-use crate::mmio::MmioValue;
+use super::{DmaBuffer, DmaError, DmaRegion};
 
 /// Chunk sizes are rounded up to this, so every chunk starts cache-line aligned.
 const CHUNK_ALIGN: usize = 64;
@@ -20,7 +20,7 @@ const CHUNK_ALIGN: usize = 64;
 /// let device = Device::open("0000:00:03.0".parse()?, DmaMask::new(28)?)?;
 /// let pool = device.dma_pool(4096, 256)?; // one 1 MiB mapping
 /// let chunk = pool.alloc()?;               // no system call
-/// chunk.write_bytes(0, b"descriptor")?;
+/// chunk.write_bytes(0, b"descriptor")?;   // a DmaRegion of its own
 /// println!("chunk at device address {:#x}", chunk.device_addr());
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
@@ -77,7 +77,16 @@ impl DmaPool {
                 chunks: self.inner.chunks,
                 chunk_size: self.inner.chunk_size,
             })?;
+        let size = self.inner.chunk_size;
+        // In bounds: the pool was carved from a buffer of `chunks * chunk_size`
+        // bytes and `index < chunks`.
+        let region = self
+            .inner
+            .buffer
+            .slice(index * size, size)
+            .map(|chunk| DmaRegion::new(chunk.window(), chunk.device_addr()))?;
         Ok(PoolBuffer {
+            region,
             pool: Arc::clone(&self.inner),
             index,
         })
@@ -103,9 +112,12 @@ impl DmaPool {
     }
 }
 
-/// One chunk of a [`DmaPool`], returned to it on drop. Accessed like a shared
-/// [`DmaBuffer`]: volatile, bounds-checked within the chunk.
+/// One chunk of a [`DmaPool`], returned to it on drop. It dereferences to a
+/// [`DmaRegion`] of the chunk: atomic accesses, bounds-checked within it, and
+/// the chunk's own device address.
 pub struct PoolBuffer {
+    // INVARIANT: the chunk's part of `pool.buffer`, which `pool` keeps alive.
+    region: DmaRegion,
     pool: Arc<PoolInner>,
     index: usize,
 }
@@ -119,56 +131,12 @@ impl fmt::Debug for PoolBuffer {
     }
 }
 
-impl PoolBuffer {
-    fn base(&self) -> usize {
-        self.index * self.pool.chunk_size
-    }
+impl Deref for PoolBuffer {
+    type Target = DmaRegion;
 
-    fn check(&self, offset: usize, len: usize) -> Result<usize, DmaError> {
-        let size = self.pool.chunk_size;
-        if offset.checked_add(len).is_none_or(|end| end > size) {
-            return Err(DmaError::OutOfBounds { offset, len, size });
-        }
-        Ok(self.base() + offset)
-    }
-
-    /// The device address of the chunk's first byte.
-    pub fn device_addr(&self) -> u64 {
-        self.pool.buffer.device_addr() + self.base() as u64
-    }
-
-    /// The chunk's size.
-    pub fn len(&self) -> usize {
-        self.pool.chunk_size
-    }
-
-    /// Whether the chunk is empty (never).
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Reads one naturally aligned value at `offset` in the chunk, volatile.
-    pub fn read<T: MmioValue>(&self, offset: usize) -> Result<T, DmaError> {
-        let at = self.check(offset, std::mem::size_of::<T>())?;
-        self.pool.buffer.read(at)
-    }
-
-    /// Writes one naturally aligned value at `offset` in the chunk, volatile.
-    pub fn write<T: MmioValue>(&self, offset: usize, value: T) -> Result<(), DmaError> {
-        let at = self.check(offset, std::mem::size_of::<T>())?;
-        self.pool.buffer.write(at, value)
-    }
-
-    /// Copies bytes out of the chunk from `offset`.
-    pub fn read_bytes(&self, offset: usize, out: &mut [u8]) -> Result<(), DmaError> {
-        let at = self.check(offset, out.len())?;
-        self.pool.buffer.read_bytes(at, out)
-    }
-
-    /// Copies `data` into the chunk at `offset`.
-    pub fn write_bytes(&self, offset: usize, data: &[u8]) -> Result<(), DmaError> {
-        let at = self.check(offset, data.len())?;
-        self.pool.buffer.write_bytes(at, data)
+    #[inline]
+    fn deref(&self) -> &DmaRegion {
+        &self.region
     }
 }
 

@@ -5,15 +5,19 @@ use std::io;
 use std::os::fd::BorrowedFd;
 use std::ptr::NonNull;
 
-use crate::mmio::MmioValue;
+use std::sync::atomic::Ordering;
+
+use super::word::MmioValue;
+use super::word::sealed::Word;
 
 /// 2 MiB, the x86 huge page size used for DMA memory.
 pub(crate) const HUGE_PAGE_SIZE: usize = 2 << 20;
 
 /// Anonymous memory that a device may be given access to.
 ///
-/// While a device may access it, use only the volatile accessors; the slice
-/// accessors are for when the CPU owns it (see `dma::DmaBuffer`'s typestate).
+/// While a device may access it, reach it only through a [`DmaWindow`]
+/// (atomic accesses); the slice accessors are `unsafe`, for when the caller
+/// can prove nothing else touches it (see `dma::DmaBuffer`'s typestate).
 #[derive(Debug)]
 pub(crate) struct DmaMemory {
     // INVARIANT: `ptr` is the start of a live private anonymous mapping (or,
@@ -29,12 +33,12 @@ pub(crate) struct DmaMemory {
     leaked: bool,
 }
 
-// SAFETY: the memory is process-wide and owned by this value; shared access
-// (`&self`) is limited to volatile single-value or byte-wise accesses, which are
-// sound from any thread. Slices need `&mut self` or are handed out only for the
-// CPU-owned state, which the `dma` module keeps exclusive.
+// SAFETY: the memory is process-wide and owned by this value, not tied to the
+// thread that mapped it.
 unsafe impl Send for DmaMemory {}
-// SAFETY: as above.
+// SAFETY: `&DmaMemory` gives no access to the memory by itself: safe methods
+// only report its address and length, and the slice accessors are `unsafe` with
+// a contract that excludes concurrent writers.
 unsafe impl Sync for DmaMemory {}
 
 impl DmaMemory {
@@ -128,65 +132,17 @@ impl DmaMemory {
         self.huge
     }
 
-    fn in_bounds(&self, offset: usize, size: usize) -> bool {
-        offset.checked_add(size).is_some_and(|end| end <= self.len)
-    }
-
-    /// Reads the little-endian `T` at `offset` (naturally aligned), volatile.
-    pub(crate) fn read<T: MmioValue>(&self, offset: usize) -> Option<T> {
-        let size = std::mem::size_of::<T>();
-        if !self.in_bounds(offset, size) || !offset.is_multiple_of(size) {
-            return None;
+    /// A window over the whole memory, for the atomic accessors.
+    ///
+    /// The window does not borrow `self`: whoever stores it must keep this
+    /// memory alive (and not leak-free it) for as long as the window is
+    /// reachable, as the `dma` types do by owning both.
+    pub(crate) fn window(&self) -> DmaWindow {
+        // INVARIANT: the whole live mapping.
+        DmaWindow {
+            ptr: self.ptr,
+            len: self.len,
         }
-        // SAFETY: in bounds of the live mapping (checked) and aligned for `T`
-        // (page-aligned base, offset a multiple of the size).
-        let ptr = unsafe { self.ptr.as_ptr().add(offset) }.cast::<T>();
-        // SAFETY: valid, aligned, and read without forming a reference; any bit
-        // pattern is a valid integer.
-        Some(T::from_le(unsafe { ptr.read_volatile() }))
-    }
-
-    /// Writes `value` little-endian at `offset` (naturally aligned), volatile.
-    pub(crate) fn write<T: MmioValue>(&self, offset: usize, value: T) -> Option<()> {
-        let size = std::mem::size_of::<T>();
-        if !self.in_bounds(offset, size) || !offset.is_multiple_of(size) {
-            return None;
-        }
-        // SAFETY: as in `read`.
-        let ptr = unsafe { self.ptr.as_ptr().add(offset) }.cast::<T>();
-        // SAFETY: valid and aligned; no reference to this memory is live while a
-        // device may access it (typestate), so a volatile store is sound.
-        unsafe { ptr.write_volatile(value.to_le()) };
-        Some(())
-    }
-
-    /// Copies `out.len()` bytes from `offset` into `out`, with volatile reads.
-    pub(crate) fn read_bytes(&self, offset: usize, out: &mut [u8]) -> Option<()> {
-        if !self.in_bounds(offset, out.len()) {
-            return None;
-        }
-        for (i, byte) in out.iter_mut().enumerate() {
-            // SAFETY: `offset + i < offset + out.len() <= len`: in bounds; u8 has
-            // no alignment requirement.
-            let ptr = unsafe { self.ptr.as_ptr().add(offset + i) };
-            // SAFETY: valid pointer, no reference formed.
-            *byte = unsafe { ptr.read_volatile() };
-        }
-        Some(())
-    }
-
-    /// Copies `data` to `offset`, with volatile writes.
-    pub(crate) fn write_bytes(&self, offset: usize, data: &[u8]) -> Option<()> {
-        if !self.in_bounds(offset, data.len()) {
-            return None;
-        }
-        for (i, byte) in data.iter().enumerate() {
-            // SAFETY: in bounds as in `read_bytes`.
-            let ptr = unsafe { self.ptr.as_ptr().add(offset + i) };
-            // SAFETY: valid pointer, no reference formed.
-            unsafe { ptr.write_volatile(*byte) };
-        }
-        Some(())
     }
 
     /// Keeps the memory mapped for the rest of the process's life: for when the
@@ -195,18 +151,30 @@ impl DmaMemory {
         self.leaked = true;
     }
 
-    /// The memory as a slice, for the CPU-owned state only.
-    pub(crate) fn as_slice(&self) -> &[u8] {
+    /// The memory as a slice.
+    ///
+    /// # Safety
+    ///
+    /// For as long as the slice lives, nothing writes the memory: no device
+    /// (no DMA to it in flight or started, by any device address that reaches
+    /// it), no other process (memory shared with one), and no atomic access
+    /// through a [`DmaWindow`] of it.
+    pub(crate) unsafe fn as_slice(&self) -> &[u8] {
         // SAFETY: the mapping is live, readable and `len` bytes long for as long
-        // as `self` is borrowed. Callers hand this out only while the CPU owns the
-        // buffer (no DMA in flight), which is the DMA ownership contract.
+        // as `self` is borrowed (type invariant), and the caller guarantees
+        // nothing writes it meanwhile, so a shared slice is sound.
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
     }
 
-    /// The memory as a mutable slice, for the CPU-owned state only.
-    pub(crate) fn as_mut_slice(&mut self) -> &mut [u8] {
-        // SAFETY: as in `as_slice`, and `&mut self` makes the borrow exclusive
-        // within the process.
+    /// The memory as a mutable slice.
+    ///
+    /// # Safety
+    ///
+    /// For as long as the slice lives, nothing else reads or writes the
+    /// memory: no device, no other process, no [`DmaWindow`] access.
+    pub(crate) unsafe fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: as in `as_slice`; `&mut self` excludes other slices from this
+        // value and the caller excludes every other access.
         unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
     }
 }
@@ -223,6 +191,177 @@ impl Drop for DmaMemory {
     }
 }
 
+/// A window of DMA memory (all of a [`DmaMemory`] or part of it), reached only
+/// by atomic accesses: the memory a device, other threads and other processes
+/// may all be touching.
+///
+/// Every accessor is bounds-checked and safe from any thread: single values are
+/// one atomic load or store (relaxed unless asked otherwise), and bulk copies are
+/// sequences of relaxed atomic loads or stores of aligned 8-byte words (bytes at
+/// an unaligned head and tail). On x86 these are the plain `mov`s a C driver
+/// would issue; in the Rust memory model they cannot race with each other.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct DmaWindow {
+    // INVARIANT: `[ptr, ptr + len)` lies inside a live `DmaMemory` mapping
+    // (readable and writable) for as long as this value is reachable: holders
+    // keep the memory alive (see `DmaMemory::window`), and nothing in this
+    // process accesses it other than atomically while a window exists (slices
+    // come only from the `unsafe` accessors whose contracts exclude that).
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: every access through a window is atomic; the memory is process-wide.
+unsafe impl Send for DmaWindow {}
+// SAFETY: as above: shared use from several threads is atomic accesses only.
+unsafe impl Sync for DmaWindow {}
+
+/// The width of the words bulk copies move.
+const WORD: usize = std::mem::size_of::<u64>();
+
+impl DmaWindow {
+    /// The length in bytes.
+    #[inline]
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The `len` bytes at `offset`, if they lie inside this window.
+    #[inline]
+    pub(crate) fn sub(&self, offset: usize, len: usize) -> Option<DmaWindow> {
+        if !self.in_bounds(offset, len) {
+            return None;
+        }
+        // SAFETY: `offset <= self.len` (checked), so the result stays inside
+        // (or one past the end of) the live mapping.
+        let ptr = unsafe { self.ptr.add(offset) };
+        // INVARIANT: `[ptr, ptr + len)` is inside this window, hence inside the
+        // same live mapping, kept alive by the same holder.
+        Some(DmaWindow { ptr, len })
+    }
+
+    #[inline]
+    fn in_bounds(&self, offset: usize, size: usize) -> bool {
+        offset.checked_add(size).is_some_and(|end| end <= self.len)
+    }
+
+    /// A pointer to a naturally aligned `T` at `offset`, if it lies inside.
+    #[inline]
+    fn word_ptr<T: MmioValue>(&self, offset: usize) -> Option<*mut T> {
+        let size = std::mem::size_of::<T>();
+        let at = (self.ptr.as_ptr() as usize).wrapping_add(offset);
+        if !self.in_bounds(offset, size) || !at.is_multiple_of(size) {
+            return None;
+        }
+        // SAFETY: `offset + size <= len` (checked): in bounds of the mapping.
+        Some(unsafe { self.ptr.as_ptr().add(offset) }.cast::<T>())
+    }
+
+    /// Loads the little-endian `T` at `offset` (naturally aligned) atomically.
+    #[inline]
+    pub(crate) fn load<T: MmioValue>(&self, offset: usize, order: Ordering) -> Option<T> {
+        let ptr = self.word_ptr::<T>(offset)?;
+        // SAFETY: `ptr` is in bounds and aligned (`word_ptr`); the memory is
+        // only accessed atomically in this process while the window exists
+        // (type invariant).
+        Some(T::from_le(unsafe { T::load(ptr, order) }))
+    }
+
+    /// Stores `value` little-endian at `offset` (naturally aligned) atomically.
+    #[inline]
+    pub(crate) fn store<T: MmioValue>(
+        &self,
+        offset: usize,
+        value: T,
+        order: Ordering,
+    ) -> Option<()> {
+        let ptr = self.word_ptr::<T>(offset)?;
+        // SAFETY: as in `load`; the mapping is writable.
+        unsafe { T::store(ptr, value.to_le(), order) };
+        Some(())
+    }
+
+    /// Copies `out.len()` bytes from `offset` into `out`: relaxed atomic loads
+    /// of aligned words, bytes at the edges.
+    pub(crate) fn copy_out(&self, offset: usize, out: &mut [u8]) -> Option<()> {
+        if !self.in_bounds(offset, out.len()) {
+            return None;
+        }
+        // SAFETY: `offset <= len` (checked): inside the live mapping.
+        let start = unsafe { self.ptr.as_ptr().add(offset) };
+        let head = start.align_offset(WORD).min(out.len());
+        let (head_out, rest) = out.split_at_mut(head);
+        let mut words = rest.chunks_exact_mut(WORD);
+        let mut at = start;
+        for byte in head_out {
+            // SAFETY: `at` stays within `[start, start + out.len())`, in bounds
+            // (checked above); bytes need no alignment; accesses to the window
+            // are atomic only (type invariant).
+            *byte = unsafe { u8::load(at, Ordering::Relaxed) };
+            // SAFETY: at most one past the checked range.
+            at = unsafe { at.add(1) };
+        }
+        for word in &mut words {
+            // SAFETY: in bounds as above, and aligned to 8 after the head.
+            let raw = unsafe { u64::load(at.cast::<u64>(), Ordering::Relaxed) };
+            // The bytes in memory order.
+            word.copy_from_slice(&raw.to_ne_bytes());
+            // SAFETY: at most one past the checked range.
+            at = unsafe { at.add(WORD) };
+        }
+        for byte in words.into_remainder() {
+            // SAFETY: in bounds as above.
+            *byte = unsafe { u8::load(at, Ordering::Relaxed) };
+            // SAFETY: at most one past the checked range.
+            at = unsafe { at.add(1) };
+        }
+        Some(())
+    }
+
+    /// Copies `data` to `offset`: relaxed atomic stores of aligned words, bytes
+    /// at the edges.
+    pub(crate) fn copy_in(&self, offset: usize, data: &[u8]) -> Option<()> {
+        if !self.in_bounds(offset, data.len()) {
+            return None;
+        }
+        // SAFETY: `offset <= len` (checked): inside the live mapping.
+        let start = unsafe { self.ptr.as_ptr().add(offset) };
+        let head = start.align_offset(WORD).min(data.len());
+        let (head_data, rest) = data.split_at(head);
+        let words = rest.chunks_exact(WORD);
+        let tail = words.remainder();
+        let mut at = start;
+        for byte in head_data {
+            // SAFETY: `at` stays within `[start, start + data.len())`, in bounds
+            // and writable; accesses to the window are atomic only.
+            unsafe { u8::store(at, *byte, Ordering::Relaxed) };
+            // SAFETY: at most one past the checked range.
+            at = unsafe { at.add(1) };
+        }
+        for word in words {
+            let mut bytes = [0u8; WORD];
+            bytes.copy_from_slice(word);
+            // SAFETY: in bounds as above, and aligned to 8 after the head.
+            unsafe {
+                u64::store(
+                    at.cast::<u64>(),
+                    u64::from_ne_bytes(bytes),
+                    Ordering::Relaxed,
+                )
+            };
+            // SAFETY: at most one past the checked range.
+            at = unsafe { at.add(WORD) };
+        }
+        for byte in tail {
+            // SAFETY: in bounds as above.
+            unsafe { u8::store(at, *byte, Ordering::Relaxed) };
+            // SAFETY: at most one past the checked range.
+            at = unsafe { at.add(1) };
+        }
+        Some(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -231,25 +370,73 @@ mod tests {
     fn memory_is_zeroed_and_accessible_both_ways() {
         let mut m = DmaMemory::new(8192, false).unwrap();
         assert_eq!(m.addr() % 4096, 0);
-        assert!(m.as_slice().iter().all(|b| *b == 0));
-        m.write::<u32>(4, 0xaabb_ccdd).unwrap();
-        assert_eq!(m.as_slice()[4..8], [0xdd, 0xcc, 0xbb, 0xaa]);
-        m.as_mut_slice()[100] = 7;
-        assert_eq!(m.read::<u8>(100), Some(7));
-        m.write_bytes(8190, &[1, 2]).unwrap();
+        let w = m.window();
+        w.store::<u32>(4, 0xaabb_ccdd, Ordering::Relaxed).unwrap();
+        w.copy_in(8190, &[1, 2]).unwrap();
         let mut out = [0u8; 2];
-        m.read_bytes(8190, &mut out).unwrap();
+        w.copy_out(8190, &mut out).unwrap();
         assert_eq!(out, [1, 2]);
+        // SAFETY: no device and no window access while the slices live.
+        unsafe {
+            assert_eq!(m.as_slice()[4..8], [0xdd, 0xcc, 0xbb, 0xaa]);
+            assert!(m.as_slice()[8..8190].iter().all(|b| *b == 0));
+            m.as_mut_slice()[100] = 7;
+        }
+        assert_eq!(m.window().load::<u8>(100, Ordering::Acquire), Some(7));
     }
 
     #[test]
-    fn out_of_bounds_accesses_are_refused() {
+    fn bulk_copies_are_exact_at_every_alignment_and_length() {
         let m = DmaMemory::new(4096, false).unwrap();
-        assert_eq!(m.read::<u64>(4092), None);
-        assert_eq!(m.write::<u16>(1, 0), None);
-        assert_eq!(m.write_bytes(4095, &[1, 2]), None);
-        assert_eq!(m.read_bytes(usize::MAX, &mut [0u8; 1]), None);
-        assert_eq!(m.read::<u8>(4095), Some(0));
+        let w = m.window();
+        let data: Vec<u8> = (0..200u32).map(|i| (i * 7 + 3) as u8).collect();
+        for offset in 0..17 {
+            for len in [0, 1, 7, 8, 9, 15, 16, 17, 63, 64, 65, 200] {
+                w.copy_in(0, &[0xee; 300]).unwrap();
+                w.copy_in(offset, &data[..len]).unwrap();
+                let mut back = vec![0u8; 300];
+                w.copy_out(0, &mut back).unwrap();
+                assert!(back[..offset].iter().all(|b| *b == 0xee), "{offset}/{len}");
+                assert_eq!(&back[offset..offset + len], &data[..len], "{offset}/{len}");
+                assert!(
+                    back[offset + len..].iter().all(|b| *b == 0xee),
+                    "{offset}/{len}"
+                );
+                let mut part = vec![0u8; len];
+                w.copy_out(offset, &mut part).unwrap();
+                assert_eq!(part, &data[..len]);
+            }
+        }
+    }
+
+    #[test]
+    fn values_are_little_endian_in_memory() {
+        let m = DmaMemory::new(4096, false).unwrap();
+        let w = m.window();
+        w.store::<u64>(8, 0x0102_0304_0506_0708, Ordering::Release)
+            .unwrap();
+        let mut raw = [0u8; 8];
+        w.copy_out(8, &mut raw).unwrap();
+        assert_eq!(raw, [8, 7, 6, 5, 4, 3, 2, 1]);
+        assert_eq!(w.load::<u16>(8, Ordering::Relaxed), Some(0x0708));
+    }
+
+    #[test]
+    fn out_of_bounds_and_misaligned_accesses_are_refused() {
+        let m = DmaMemory::new(4096, false).unwrap();
+        let w = m.window();
+        assert_eq!(w.load::<u64>(4092, Ordering::Relaxed), None);
+        assert_eq!(w.store::<u16>(1, 0, Ordering::Relaxed), None);
+        assert_eq!(w.copy_in(4095, &[1, 2]), None);
+        assert_eq!(w.copy_out(usize::MAX, &mut [0u8; 1]), None);
+        assert_eq!(w.load::<u8>(4095, Ordering::Relaxed), Some(0));
+        let part = w.sub(4000, 96).unwrap();
+        assert_eq!(part.len(), 96);
+        assert!(w.sub(4000, 97).is_none());
+        assert!(w.sub(usize::MAX, 2).is_none());
+        assert_eq!(part.load::<u32>(96, Ordering::Relaxed), None);
+        part.store::<u32>(92, 5, Ordering::Relaxed).unwrap();
+        assert_eq!(w.load::<u32>(4092, Ordering::Relaxed), Some(5));
     }
 
     #[test]

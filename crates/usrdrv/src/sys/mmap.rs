@@ -6,7 +6,7 @@ use std::marker::PhantomData;
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::ptr::NonNull;
 
-use crate::mmio::MmioValue;
+use super::word::MmioValue;
 
 /// A `MAP_SHARED` mapping of part of a file.
 ///

@@ -9,3 +9,4 @@ pub(crate) mod limits;
 pub(crate) mod mmap;
 pub(crate) mod usrdma_ioctl;
 pub(crate) mod vfio_ioctl;
+pub(crate) mod word;

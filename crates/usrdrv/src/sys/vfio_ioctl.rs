@@ -235,9 +235,17 @@ pub(crate) fn iommu_get_info(container: BorrowedFd<'_>) -> io::Result<Vec<u8>> {
 /// `VFIO_IOMMU_MAP_DMA`: maps `size` bytes of this process at `vaddr` to device
 /// address `iova`, with `flags` (`VFIO_DMA_MAP_FLAG_READ`/`WRITE`).
 ///
-/// Safe to call with any values: the kernel validates them and pins the pages,
-/// which stay allocated (even if unmapped from the process) until unmapped here.
-pub(crate) fn iommu_map_dma(
+/// The kernel validates the values and pins the pages, which stay allocated
+/// (even if unmapped from the process) until unmapped here.
+///
+/// # Safety
+///
+/// From this call until [`iommu_unmap_dma`] of the whole range succeeds, the
+/// device can read (and with `VFIO_DMA_MAP_FLAG_WRITE`, write) the memory at
+/// `[vaddr, vaddr + size)`. The caller guarantees that memory stays allocated
+/// and is never handed back to code that could free it or form references to
+/// it while the mapping lasts (it is leaked if the unmap never succeeds).
+pub(crate) unsafe fn iommu_map_dma(
     container: BorrowedFd<'_>,
     vaddr: usize,
     iova: u64,

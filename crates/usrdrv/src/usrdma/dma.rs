@@ -196,7 +196,8 @@ impl DmaBackend for UsrdmaDma {
         }
     }
 
-    fn map_user(
+    #[allow(unsafe_code)] // the trait's contract; the ioctl itself is safe to issue
+    unsafe fn map_user(
         &self,
         addr: usize,
         len: usize,

@@ -207,7 +207,14 @@ impl Domain {
 
     /// Maps `[vaddr, vaddr + size)` at a fresh device address; frees the address
     /// again if the kernel refuses.
-    fn map(
+    ///
+    /// # Safety
+    ///
+    /// As for [`vfio_ioctl::iommu_map_dma`]: the memory stays allocated and out
+    /// of reach of safe code until [`Domain::unmap`] of the result succeeds, or
+    /// is leaked.
+    #[allow(unsafe_code)]
+    unsafe fn map(
         &self,
         vaddr: usize,
         size: u64,
@@ -222,9 +229,12 @@ impl Domain {
         if direction.device_writes() {
             flags |= VFIO_DMA_MAP_FLAG_WRITE;
         }
-        if let Err(source) =
-            vfio_ioctl::iommu_map_dma(self.container.as_fd(), vaddr, iova, size, flags)
-        {
+        // SAFETY: this function's caller upholds `iommu_map_dma`'s contract
+        // for the range; `iova` is fresh from the allocator, inside the mask
+        // and the IOMMU's ranges.
+        let mapped =
+            unsafe { vfio_ioctl::iommu_map_dma(self.container.as_fd(), vaddr, iova, size, flags) };
+        if let Err(source) = mapped {
             self.free_iova(iova, size)?;
             return Err(map_failure(iova, size, source));
         }
@@ -277,12 +287,20 @@ impl DmaBackend for Domain {
         } else {
             page
         } as u64;
-        let device_addr = self.map(
-            memory.addr(),
-            memory.len() as u64,
-            align,
-            Direction::Bidirectional,
-        )?;
+        // SAFETY: `memory` is fresh and goes into the `Allocation` returned,
+        // whose holder (`DmaBuffer`) calls `free` (which unmaps) before it unmaps
+        // the memory, and leaks the memory when `free` fails; until then the
+        // CPU reaches it only through atomic `DmaRegion` accesses or the
+        // `unsafe` CPU-owned state.
+        #[allow(unsafe_code)]
+        let device_addr = unsafe {
+            self.map(
+                memory.addr(),
+                memory.len() as u64,
+                align,
+                Direction::Bidirectional,
+            )
+        }?;
         Ok(Allocation {
             memory,
             device_addr,
@@ -295,7 +313,8 @@ impl DmaBackend for Domain {
         self.unmap(allocation.device_addr, allocation.memory.len() as u64)
     }
 
-    fn map_user(
+    #[allow(unsafe_code)]
+    unsafe fn map_user(
         &self,
         addr: usize,
         len: usize,
@@ -304,7 +323,11 @@ impl DmaBackend for Domain {
         let page = self.page_size();
         let (first_page, span) = page_span(addr, len, page)?;
         let span = span as u64;
-        let iova = self.map(first_page, span, page as u64, direction)?;
+        // SAFETY: the caller of `map_user` keeps `[addr, addr + len)` allocated
+        // and out of safe code's reach until `unmap_user` succeeds; the whole
+        // pages around it are what the IOMMU maps (the rest of those pages is
+        // the caller's to share, as `DmaMapping` documents).
+        let iova = unsafe { self.map(first_page, span, page as u64, direction) }?;
         Ok(UserMapping {
             sg: SgList::One(SgEntry {
                 device_addr: iova + (addr - first_page) as u64,

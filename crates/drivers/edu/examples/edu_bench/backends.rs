@@ -11,7 +11,7 @@
 use std::hint::black_box;
 
 use serde_json::json;
-use usrdrv::dma::{Direction, DmaMask};
+use usrdrv::dma::DmaMask;
 use usrdrv::irq::IrqKind;
 use usrdrv::pci::{PciAddress, Sysfs, VFIO_PCI_DRIVER};
 use usrdrv::usrdma::USRDMA_DRIVER;
@@ -92,8 +92,9 @@ fn measure(edu: &mut Edu, clock: &Clock, plan: Plan, page: &[u8], out: &mut Figu
     let mut samples = Vec::with_capacity(n);
     for _ in 0..n {
         let t = clock.now();
-        let mapping = device.map_dma(page, Direction::ToDevice)?;
-        black_box(mapping).unmap()?;
+        device.with_dma_to_device(page, |mapping| {
+            black_box(mapping);
+        })?;
         samples.push(clock.ns_since(t) / 1000.0);
     }
     out.map_unmap_us.push(median(&samples));
