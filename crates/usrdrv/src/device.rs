@@ -505,11 +505,6 @@ impl Device {
         f: impl FnOnce(&DmaMapping<Borrowed<'b>>) -> R,
     ) -> Result<R, DmaError> {
         self.enable_bus_master()?;
-        let mapping = DmaMapping::new(buffer, direction, Arc::clone(&self.dma))?;
-        let result = f(&mapping);
-        // Unmaps, or aborts if the kernel refuses (`Borrowed::unmap_failed`);
-        // on a panic in `f` the same drop runs while unwinding.
-        drop(mapping);
-        Ok(result)
+        crate::dma::lend(Arc::clone(&self.dma), buffer, direction, f)
     }
 }

@@ -30,9 +30,10 @@
 //!
 //! // DMA memory with its device address, and the caller's own memory mapped.
 //! let buffer = device.alloc_dma(4096)?;
-//! let mut mine = vec![0u8; 100];
-//! let mapping = device.map_dma(&mut mine[..], Direction::FromDevice)?;
+//! buffer.write_bytes(0, b"for the device")?;
+//! let mapping = device.map_dma(vec![0u8; 100], Direction::FromDevice)?;
 //! println!("buffer at {:#x}, mine at {:?}", buffer.device_addr(), mapping.sg_list());
+//! let mine: Vec<u8> = mapping.unmap()?;
 //!
 //! // Interrupts as eventfds.
 //! let irqs = device.enable_interrupts(IrqKind::Msi, 1)?;
@@ -55,9 +56,63 @@
 //!   typestate), mappings of the caller's memory, pools, named buffers.
 //! - [`irq`]: INTx, MSI and MSI-X through eventfds.
 //!
-//! All raw system calls live in one private module; the rest of the crate has
-//! no `unsafe` code. DMA and interrupts go through internal backend traits
-//! that VFIO and usrdma implement.
+//! All raw system calls live in one private module. Outside it, `unsafe`
+//! appears only where a contract crosses the DMA seam (mapping memory for the
+//! device, and the CPU-owned state of a buffer), each with a `SAFETY` comment.
+//! DMA and interrupts go through internal backend traits that VFIO and usrdma
+//! implement.
+//!
+//! ## Safety model
+//!
+//! A driver written in safe Rust cannot make the device write memory that
+//! Rust has freed or believes it owns exclusively. That holds whatever safe
+//! code does with usrdrv's values: `mem::forget`, `Box::leak`, `Rc` cycles,
+//! sharing between threads, several handles to one device, drops in any order.
+//! Here is what guarantees it, and where the caller takes over.
+//!
+//! **The caller's memory.** [`Device::map_dma`] takes the buffer by value
+//! (`Vec<u8>`, `Box<[u8]>`) or `'static` (`&'static [u8]`, `&'static mut [u8]`)
+//! and holds it until [`DmaMapping::unmap`](dma::DmaMapping::unmap) gives it
+//! back: if the mapping is forgotten, leaked, or the kernel fails to unmap,
+//! the buffer stays allocated forever and is never reused. Borrowed memory is
+//! lent for a scope with [`Device::with_dma`] (or
+//! [`Device::with_dma_to_device`]): the mapping exists only inside the
+//! closure, is unmapped before the call returns or unwinds, and if the kernel
+//! refuses that unmap the process aborts, because the borrow is ending and the
+//! memory could no longer be handed back safely.
+//!
+//! **Memory the device shares.** [`DmaBuffer`](dma::DmaBuffer)s,
+//! [`PoolBuffer`](dma::PoolBuffer)s and
+//! [`PersistentBuffer`](dma::PersistentBuffer)s dereference to
+//! [`DmaRegion`](dma::DmaRegion): every access is bounds-checked and atomic
+//! (relaxed by default, any [`Ordering`](std::sync::atomic::Ordering) with
+//! `load`/`store`), copies move aligned 8-byte words, and plain-data types go
+//! in and out with `read_obj`/`write_obj` (`zerocopy`'s traits prove them
+//! plain). Atomic accesses cannot race with each other, so these are sound
+//! while the device, other threads and other processes use the memory. No
+//! `&[u8]` into such memory is ever handed out in safe code.
+//!
+//! **Where the caller takes responsibility.** A device address is a plain
+//! `u64` the driver has written into the device; nothing in the type system
+//! knows when the device is done with it. So the one step that hands out
+//! ordinary slices, [`DmaBuffer::into_cpu`](dma::DmaBuffer::into_cpu), is
+//! `unsafe`: its contract is that no device reads or writes the buffer until
+//! it is handed back with `into_device`, as the device's own protocol proves
+//! (a reaped completion, an idle engine, a reset). Persistent buffers, which
+//! other processes may map, have no CPU-owned state at all.
+//!
+//! **What the backends add.** With VFIO the IOMMU confines the device to what
+//! is mapped, and unmapping revokes access: a stale address faults instead of
+//! landing. Whole pages are mapped, so the rest of a page that a small buffer
+//! shares with other heap objects is reachable too; which bytes the device
+//! writes inside the mapped pages is the driver's contract with its device
+//! (the scatter-gather list). With usrdma there is no IOMMU: the device can
+//! reach all memory, so any wrong address a driver writes to a register can
+//! corrupt the machine; usrdma keeps pinned pages and buffers allocated until
+//! they are unmapped and stops the device when the process ends.
+//!
+//! **Registers.** [`Bar`](mmio::Bar) accesses are volatile, bounds- and
+//! alignment-checked, and never form a reference to device memory.
 
 #![deny(unsafe_code)]
 #![warn(missing_docs)]

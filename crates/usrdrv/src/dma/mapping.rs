@@ -320,11 +320,26 @@ impl<B: DmaTarget> DmaMapping<B> {
 
 impl<B: DmaTarget> Drop for DmaMapping<B> {
     fn drop(&mut self) {
-        if let Some(buffer) = self.buffer.take() {
-            if let Err(err) = self.backend.unmap_user(&self.mapping) {
-                eprintln!("usrdrv: {err}");
-                buffer.unmap_failed();
-            }
+        if let Some(buffer) = self.buffer.take()
+            && let Err(err) = self.backend.unmap_user(&self.mapping)
+        {
+            eprintln!("usrdrv: {err}");
+            buffer.unmap_failed();
         }
     }
+}
+
+/// Maps `buffer` through `backend`, calls `f` with the mapping, and unmaps
+/// before returning (also while unwinding from a panic in `f`); aborts the
+/// process if the unmap fails (`Borrowed::unmap_failed`).
+pub(crate) fn lend<'b, R>(
+    backend: Arc<dyn DmaBackend>,
+    buffer: Borrowed<'b>,
+    direction: Direction,
+    f: impl FnOnce(&DmaMapping<Borrowed<'b>>) -> R,
+) -> Result<R, DmaError> {
+    let mapping = DmaMapping::new(buffer, direction, backend)?;
+    let result = f(&mapping);
+    drop(mapping);
+    Ok(result)
 }

@@ -23,12 +23,16 @@ mod pool;
 mod region;
 mod types;
 
+#[cfg(test)]
+mod emulated_iommu;
+
 pub(crate) mod backend;
 pub(crate) use backend::DmaBackend;
 pub use buffer::{BufferState, CpuOwned, DmaBuffer, PersistentBuffer, Shared};
 pub use error::DmaError;
 pub(crate) use error::{map_failure, memlock_limit};
 pub use iova::{IovaAllocator, IovaError, IovaRange};
+pub(crate) use mapping::lend;
 pub use mapping::{Borrowed, DmaMapping, DmaTarget};
 pub(crate) use named::check_name;
 pub use named::{MAX_NAME_LEN, NamedBufferInfo, NamedBuffers};

@@ -377,11 +377,12 @@ mod tests {
         w.copy_out(8190, &mut out).unwrap();
         assert_eq!(out, [1, 2]);
         // SAFETY: no device and no window access while the slices live.
-        unsafe {
-            assert_eq!(m.as_slice()[4..8], [0xdd, 0xcc, 0xbb, 0xaa]);
-            assert!(m.as_slice()[8..8190].iter().all(|b| *b == 0));
-            m.as_mut_slice()[100] = 7;
-        }
+        let bytes = unsafe { m.as_slice() };
+        assert_eq!(bytes[4..8], [0xdd, 0xcc, 0xbb, 0xaa]);
+        assert!(bytes[8..8190].iter().all(|b| *b == 0));
+        // SAFETY: as above.
+        let bytes = unsafe { m.as_mut_slice() };
+        bytes[100] = 7;
         assert_eq!(m.window().load::<u8>(100, Ordering::Acquire), Some(7));
     }
 
