@@ -1,6 +1,7 @@
 //! Benchmarks of usrdrv's hot paths on QEMU's edu device, each next to the raw
 //! VFIO baseline on the same device, container and interrupt, in one process:
 //! MMIO reads and writes, mapping and unmapping a caller's page, the DMA pool,
+//! copies and typed writes into DMA memory (against memcpy on plain pages),
 //! 16 MiB mapped in one call or in 4 KiB calls, MSI wake-up latency (the
 //! interrupt delivered on the waiter's CPU, where it is pending before the
 //! wait starts, and on the other CPU, where the waiter sleeps and is woken),
@@ -19,6 +20,8 @@
 
 #[path = "edu_bench/backends.rs"]
 mod backends;
+#[path = "edu_bench/copies.rs"]
+mod copies;
 #[path = "edu_bench/raw.rs"]
 mod raw;
 
@@ -157,6 +160,9 @@ fn run(plan: Plan) -> Result<()> {
     }
     add(map_unmap(edu.device(), &clock, plan)?);
     add(pool(edu.device(), &clock, plan)?);
+    for row in copies::copies(edu.device(), &clock, plan)? {
+        add(row);
+    }
     for row in map_16m(edu.device(), &clock, plan)? {
         add(row);
     }
