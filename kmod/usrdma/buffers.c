@@ -79,11 +79,14 @@ long usrdma_ioctl_alloc(struct usrdma_dev *ud, void __user *uarg)
 	u32 argsz;
 	int ret;
 
-	ret = usrdma_copy_in(&arg, sizeof(arg), sizeof(arg), uarg, &argsz);
+	BUILD_BUG_ON(offsetof(struct usrdma_alloc, generation) !=
+		     USRDMA_ALLOC_SIZE_V1);
+	ret = usrdma_copy_in(&arg, sizeof(arg), USRDMA_ALLOC_SIZE_V1, uarg,
+			     &argsz);
 	if (ret)
 		return ret;
 	if ((arg.flags & ~USRDMA_BUF_FLAGS) || arg.reserved || arg.id ||
-	    arg.dma_addr || arg.mmap_offset)
+	    arg.dma_addr || arg.mmap_offset || arg.generation)
 		return -EINVAL;
 	if (!arg.size || arg.size > USRDMA_MAX_BUF_SIZE)
 		return -EINVAL;
@@ -142,6 +145,7 @@ long usrdma_ioctl_alloc(struct usrdma_dev *ud, void __user *uarg)
 	arg.id = buf->id;
 	arg.dma_addr = buf->dma_addr;
 	arg.mmap_offset = buf->offset;
+	arg.generation = seq;
 	mutex_unlock(&ud->lock);
 
 	ret = usrdma_copy_out(uarg, &arg, sizeof(arg), argsz);
@@ -174,7 +178,10 @@ long usrdma_ioctl_free(struct usrdma_dev *ud, void __user *uarg)
 	u32 argsz;
 	int ret;
 
-	ret = usrdma_copy_in(&arg, sizeof(arg), sizeof(arg), uarg, &argsz);
+	BUILD_BUG_ON(offsetof(struct usrdma_free, generation) !=
+		     USRDMA_FREE_SIZE_V1);
+	ret = usrdma_copy_in(&arg, sizeof(arg), USRDMA_FREE_SIZE_V1, uarg,
+			     &argsz);
 	if (ret)
 		return ret;
 	if ((arg.flags & ~USRDMA_FREE_BY_NAME) || arg.reserved)
@@ -182,9 +189,11 @@ long usrdma_ioctl_free(struct usrdma_dev *ud, void __user *uarg)
 	by_name = arg.flags & USRDMA_FREE_BY_NAME;
 	if (by_name) {
 		ret = usrdma_check_name(arg.name);
-		if (ret <= 0 || arg.id)
+		if (ret <= 0 || arg.id || arg.generation)
 			return -EINVAL;
-	} else if (!arg.id || memchr_inv(arg.name, 0, sizeof(arg.name))) {
+	} else if (!arg.id || !arg.generation ||
+		   memchr_inv(arg.name, 0, sizeof(arg.name))) {
+		/* Without the generation a stale id could free a newer buffer. */
 		return -EINVAL;
 	}
 
@@ -199,6 +208,25 @@ long usrdma_ioctl_free(struct usrdma_dev *ud, void __user *uarg)
 		ret = -ENOENT;
 		goto out;
 	}
+	if (!by_name && buf->seq != arg.generation) {
+		/* The buffer asked for is gone; its id was reused. */
+		ret = -ESTALE;
+		goto out;
+	}
+	/*
+	 * By name, only a persistent buffer nobody maps: a non-persistent one
+	 * belongs to the open file, whose code may hold it (and may have given
+	 * its address to the device); a mapped one is in use by whoever maps
+	 * it. The counts change only under the lock, so no mmap can slip in.
+	 */
+	if (by_name && !(buf->flags & USRDMA_BUF_PERSISTENT)) {
+		ret = -EPERM;
+		goto out;
+	}
+	if (by_name && buf->mmaps) {
+		ret = -EBUSY;
+		goto out;
+	}
 	usrdma_buf_destroy(ud, buf);
 	ret = 0;
 out:
@@ -211,14 +239,24 @@ long usrdma_ioctl_list(struct usrdma_dev *ud, void __user *uarg)
 	struct usrdma_buf_entry *entries = NULL;
 	struct usrdma_list arg;
 	struct usrdma_buf *buf;
-	unsigned int n = 0, want;
-	u32 argsz;
+	unsigned int n = 0, want, i;
+	u32 argsz, esize;
 	int ret;
 
-	ret = usrdma_copy_in(&arg, sizeof(arg), sizeof(arg), uarg, &argsz);
+	BUILD_BUG_ON(offsetof(struct usrdma_list, entry_size) !=
+		     USRDMA_LIST_SIZE_V1);
+	BUILD_BUG_ON(offsetof(struct usrdma_buf_entry, generation) !=
+		     USRDMA_BUF_ENTRY_SIZE_V1);
+	ret = usrdma_copy_in(&arg, sizeof(arg), USRDMA_LIST_SIZE_V1, uarg,
+			     &argsz);
 	if (ret)
 		return ret;
-	if (arg.flags || arg.count || (arg.capacity && !arg.entries))
+	if (arg.flags || arg.count || arg.reserved ||
+	    (arg.capacity && !arg.entries))
+		return -EINVAL;
+	esize = arg.entry_size ? arg.entry_size : USRDMA_BUF_ENTRY_SIZE_V1;
+	if (esize < USRDMA_BUF_ENTRY_SIZE_V1 || esize > USRDMA_MAX_ARGSZ ||
+	    esize % 8)
 		return -EINVAL;
 	want = min_t(u32, arg.capacity, USRDMA_MAX_BUFFERS);
 	if (want) {
@@ -246,14 +284,24 @@ long usrdma_ioctl_list(struct usrdma_dev *ud, void __user *uarg)
 		e->mmap_offset = buf->offset;
 		e->owner_pid = pid_vnr(buf->owner);
 		memcpy(e->name, buf->name, sizeof(e->name));
+		e->generation = buf->seq;
 	}
 	arg.count = ud->nbufs;
 	mutex_unlock(&ud->lock);
 
-	if (n && copy_to_user(u64_to_user_ptr(arg.entries), entries,
-			      array_size(n, sizeof(*entries)))) {
-		ret = -EFAULT;
-		goto out;
+	/* Each entry as far as the caller knows it, the rest of it cleared. */
+	for (i = 0; i < n; i++) {
+		void __user *dst = u64_to_user_ptr(arg.entries) +
+				   (unsigned long)i * esize;
+
+		if (copy_to_user(dst, &entries[i],
+				 min_t(size_t, esize, sizeof(*entries))) ||
+		    (esize > sizeof(*entries) &&
+		     clear_user(dst + sizeof(*entries),
+				esize - sizeof(*entries)))) {
+			ret = -EFAULT;
+			goto out;
+		}
 	}
 	ret = usrdma_copy_out(uarg, &arg, sizeof(arg), argsz);
 out:

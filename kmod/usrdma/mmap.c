@@ -149,7 +149,53 @@ out:
 	return ret;
 }
 
+/*
+ * The buffer a vma of the node maps, or NULL (a BAR, a freed buffer, a
+ * removed device). Called with the lock held.
+ */
+static struct usrdma_buf *usrdma_vma_buf(struct vm_area_struct *vma)
+{
+	struct usrdma_dev *ud = vma->vm_private_data;
+	u64 off = (u64)vma->vm_pgoff << PAGE_SHIFT;
+
+	lockdep_assert_held(&ud->lock);
+	if (ud->dead || off < USRDMA_BUF_OFFSET_BASE)
+		return NULL;
+	return usrdma_find_offset(ud, off);
+}
+
+/* A new vma over a buffer: a split, a move (mremap) or a copy (fork). */
+static void usrdma_vm_open(struct vm_area_struct *vma)
+{
+	struct usrdma_dev *ud = vma->vm_private_data;
+	struct usrdma_buf *buf;
+
+	mutex_lock(&ud->lock);
+	buf = usrdma_vma_buf(vma);
+	if (buf)
+		buf->mmaps++;
+	mutex_unlock(&ud->lock);
+}
+
+/*
+ * A vma goes away (munmap, exit, or an mmap that failed after ->mmap).
+ * Offsets are never reused, so a vma whose buffer was freed finds none.
+ */
+static void usrdma_vm_close(struct vm_area_struct *vma)
+{
+	struct usrdma_dev *ud = vma->vm_private_data;
+	struct usrdma_buf *buf;
+
+	mutex_lock(&ud->lock);
+	buf = usrdma_vma_buf(vma);
+	if (buf && !WARN_ON_ONCE(!buf->mmaps))
+		buf->mmaps--;
+	mutex_unlock(&ud->lock);
+}
+
 static const struct vm_operations_struct usrdma_vm_ops = {
+	.open = usrdma_vm_open,
+	.close = usrdma_vm_close,
 	.fault = usrdma_vm_fault,
 };
 
@@ -180,6 +226,12 @@ static int usrdma_mmap_buf(struct usrdma_dev *ud, struct vm_area_struct *vma,
 
 	if (!buf || len > buf->size - (off - buf->offset))
 		return -EINVAL;
+	/*
+	 * Counted now, under the lock, so that a FREE by name cannot slip in
+	 * before the vma is linked; usrdma_vm_close() (set below, before
+	 * anything can fail) takes it back.
+	 */
+	buf->mmaps++;
 	return 0;
 }
 

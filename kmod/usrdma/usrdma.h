@@ -18,6 +18,13 @@
  * reason pinning, accounting of locked memory (mmap_lock of the pinning
  * mm) and the copies of bounced mappings happen outside the lock.
  *
+ * Each buffer counts the vmas of the node that map it (usrdma_buf.mmaps,
+ * under the lock): mmap adds one, vm_operations open (a vma split, moved
+ * by mremap or copied by fork) adds one, close removes one. A vma finds its
+ * buffer by its mmap offset, which is never reused, so a vma that outlives
+ * its buffer (freed by id) finds none. FREE by name refuses a buffer that
+ * any vma maps; FREE by id (the opener's own buffer) removes the PTEs.
+ *
  * Mappings of the node (BARs, buffers) are filled in at the first fault,
  * under the lock, with vmf_insert_pfn_prot(), never at mmap time: mmap()
  * links the new vma into the file's mappings only after ->mmap returns, so
@@ -82,7 +89,7 @@ struct usrdma_buf {
 	struct list_head node;
 	u32 id;
 	u32 flags;		/* USRDMA_BUF_* */
-	u64 seq;		/* unique for the device's lifetime */
+	u64 seq;		/* unique for the device's lifetime: the generation */
 	size_t size;		/* page multiple */
 	void *cpu_addr;
 	dma_addr_t dma_addr;
@@ -90,6 +97,7 @@ struct usrdma_buf {
 	bool decrypted;		/* memory encryption: shared with the device */
 	u64 offset;		/* mmap offset, bytes */
 	struct pid *owner;
+	unsigned int mmaps;	/* vmas of the node mapping it, every process */
 	char name[USRDMA_NAME_LEN];
 };
 

@@ -11,8 +11,11 @@
  * the caller knows it) and __u32 flags. The kernel accepts any argsz from
  * the version-1 size up to a page: a shorter structure is rejected with
  * EINVAL, a longer one must have all bytes past the end the kernel knows
- * set to zero (E2BIG otherwise, and for more than a page). Output is written only up to argsz. Unknown flags and
- * non-zero reserved fields are rejected with EINVAL. Every size is in bytes,
+ * set to zero (E2BIG otherwise, and for more than a page). Fields past a
+ * shorter (older) caller's argsz read as zero. Output is written only up
+ * to argsz. The request numbers encode the version-1 sizes
+ * (USRDMA_*_SIZE_V1 where a structure has grown since) and never change.
+ * Unknown flags and non-zero reserved fields are rejected with EINVAL. Every size is in bytes,
  * every device address is what the device puts on the bus (an IOVA; without
  * an IOMMU a physical address). No kernel virtual address is ever reported.
  *
@@ -33,7 +36,12 @@
 #include <linux/types.h>
 #include <linux/ioctl.h>
 
-#define USRDMA_API_VERSION	1
+/*
+ * 2: buffer generations (ALLOC and LIST report them, FREE by id needs
+ * one); FREE by name only of persistent buffers that are not mapped;
+ * LIST entry_size.
+ */
+#define USRDMA_API_VERSION	2
 
 #define USRDMA_IOCTL_TYPE	0xDA
 
@@ -88,6 +96,10 @@ struct usrdma_dma_mask {
  * device (EEXIST), or empty for an anonymous buffer. Non-persistent buffers
  * are freed when the file is released (close of the last reference, or
  * process death).
+ *
+ * generation is unique among all buffers the device ever had while bound
+ * (never 0): ids are reused lowest-first after FREE, generations are not.
+ * FREE by id needs it, so that a stale id cannot free a newer buffer.
  */
 struct usrdma_alloc {
 	__u32 argsz;
@@ -98,15 +110,29 @@ struct usrdma_alloc {
 	__u32 reserved;		/* in: 0 */
 	__u64 dma_addr;		/* in: 0; out: device address */
 	__u64 mmap_offset;	/* in: 0; out: offset to mmap the buffer at */
+	__u64 generation;	/* in: 0; out: non-zero (version 2) */
 };
+
+#define USRDMA_ALLOC_SIZE_V1	72
 
 /* usrdma_free.flags */
 #define USRDMA_FREE_BY_NAME	(1u << 0)	/* use name, not id */
 
 /*
- * USRDMA_FREE: free a buffer by id, or by name with USRDMA_FREE_BY_NAME.
- * Its mappings in the open file are removed first (later accesses fault).
- * ENOENT when there is no such buffer.
+ * USRDMA_FREE: free a buffer by id and generation, or by name with
+ * USRDMA_FREE_BY_NAME. ENOENT when there is no such buffer.
+ *
+ * By id (the opener freeing its own buffer): generation must be the one
+ * ALLOC or LIST reported (EINVAL for 0, so a version-1 caller cannot free
+ * by id); ESTALE when the id now names another, newer buffer (the one
+ * asked for is gone). The buffer's mappings of the node are removed first
+ * (later accesses get SIGBUS).
+ *
+ * By name (the way to free a persistent buffer an earlier opener left):
+ * EPERM when the buffer is not persistent (it belongs to the open file:
+ * free it by id, or it goes at release); EBUSY while any process has it
+ * mapped (an mmap of the node over it, however split, moved or inherited
+ * by fork, that is not yet unmapped).
  */
 struct usrdma_free {
 	__u32 argsz;
@@ -114,7 +140,10 @@ struct usrdma_free {
 	__u32 id;		/* in, without USRDMA_FREE_BY_NAME (else 0) */
 	__u32 reserved;		/* in: 0 */
 	char  name[USRDMA_NAME_LEN];	/* in, with USRDMA_FREE_BY_NAME (else all 0) */
+	__u64 generation;	/* in, without USRDMA_FREE_BY_NAME (else 0) (version 2) */
 };
+
+#define USRDMA_FREE_SIZE_V1	48
 
 /* One buffer, as reported by USRDMA_LIST. */
 struct usrdma_buf_entry {
@@ -126,20 +155,31 @@ struct usrdma_buf_entry {
 	__s32 owner_pid;	/* allocating process, in the caller's pid namespace; 0 if not visible */
 	__u32 reserved;
 	char  name[USRDMA_NAME_LEN];
+	__u64 generation;	/* as ALLOC reported it (version 2) */
 };
+
+#define USRDMA_BUF_ENTRY_SIZE_V1	72
 
 /*
  * USRDMA_LIST: the buffers of this device. in: capacity (entries the
- * array at entries can hold), entries (user pointer). out: count (all
- * buffers; only min(count, capacity) entries are written).
+ * array at entries can hold), entries (user pointer), entry_size (the size
+ * of one entry as the caller knows it: 0 for the version-1 size, else a
+ * multiple of 8 from that size up to a page; EINVAL otherwise). out: count
+ * (all buffers; only min(count, capacity) entries are written, each one
+ * entry_size bytes apart, with the bytes past the entry the kernel knows
+ * cleared).
  */
 struct usrdma_list {
 	__u32 argsz;
 	__u32 flags;		/* in: 0 */
 	__u32 capacity;		/* in */
 	__u32 count;		/* in: 0; out */
-	__u64 entries;		/* in: pointer to struct usrdma_buf_entry[capacity] */
+	__u64 entries;		/* in: pointer to capacity entries of entry_size bytes */
+	__u32 entry_size;	/* in (version 2) */
+	__u32 reserved;		/* in: 0 (version 2) */
 };
+
+#define USRDMA_LIST_SIZE_V1	24
 
 /* usrdma_map_user.flags: the direction (at least one bit) */
 #define USRDMA_DIR_TO_DEVICE	(1u << 0)	/* the device reads the memory */
@@ -298,9 +338,12 @@ struct usrdma_reset {
 
 #define USRDMA_GET_INFO		_IOWR(USRDMA_IOCTL_TYPE, 0x00, struct usrdma_info)
 #define USRDMA_SET_DMA_MASK	_IOWR(USRDMA_IOCTL_TYPE, 0x01, struct usrdma_dma_mask)
-#define USRDMA_ALLOC		_IOWR(USRDMA_IOCTL_TYPE, 0x02, struct usrdma_alloc)
-#define USRDMA_FREE		_IOWR(USRDMA_IOCTL_TYPE, 0x03, struct usrdma_free)
-#define USRDMA_LIST		_IOWR(USRDMA_IOCTL_TYPE, 0x04, struct usrdma_list)
+/* The structures that grew since version 1 keep their version-1 numbers. */
+#define USRDMA_IOWR_V1(nr, size) \
+	_IOC(_IOC_READ | _IOC_WRITE, USRDMA_IOCTL_TYPE, (nr), (size))
+#define USRDMA_ALLOC		USRDMA_IOWR_V1(0x02, USRDMA_ALLOC_SIZE_V1)
+#define USRDMA_FREE		USRDMA_IOWR_V1(0x03, USRDMA_FREE_SIZE_V1)
+#define USRDMA_LIST		USRDMA_IOWR_V1(0x04, USRDMA_LIST_SIZE_V1)
 #define USRDMA_MAP_USER		_IOWR(USRDMA_IOCTL_TYPE, 0x05, struct usrdma_map_user)
 #define USRDMA_UNMAP_USER	_IOWR(USRDMA_IOCTL_TYPE, 0x06, struct usrdma_unmap_user)
 #define USRDMA_SYNC		_IOWR(USRDMA_IOCTL_TYPE, 0x07, struct usrdma_sync)

@@ -412,8 +412,12 @@ impl Device {
         ))
     }
 
-    /// Frees the persistent buffer `name` (usrdma only); mappings of it in
-    /// this process are removed first (later accesses fault).
+    /// Frees the persistent buffer `name` (usrdma only), which no process
+    /// may still map: a handle to it (from [`Device::alloc_persistent`] or
+    /// [`Device::attach_persistent`]) that is alive here or in a child is
+    /// [`DmaError::BufferInUse`], and a buffer that is not persistent (a
+    /// named buffer of this process) is [`DmaError::NotPersistent`]; neither
+    /// is freed.
     pub fn free_persistent(&self, name: &str) -> Result<(), DmaError> {
         self.usrdma_dma("persistent buffers")?.free_by_name(name)
     }

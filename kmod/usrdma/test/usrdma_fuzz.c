@@ -11,7 +11,8 @@
  * kernel addresses, unmapped, read-only or valid, random lengths, handles,
  * buffer ids, eventfds, and random mmap offsets and lengths. A second
  * thread races it on the same file with UNMAP_USER, SYNC, SET_DMA_MASK,
- * SET_IRQ, FREE and LIST of guessed handles and ids. The fuzzer
+ * SET_IRQ and GET_INFO of guessed handles, and FREE of buffers it finds
+ * with LIST (by id and generation, or by name). The fuzzer
  * never writes to the device's registers (a random DMA would corrupt the
  * machine), and never hands the kernel a BAR mapping to write into.
  *
@@ -95,6 +96,7 @@ static unsigned int nhandles;
 static uint32_t bufs[MAX_BUFS];
 static uint64_t buf_off[MAX_BUFS];
 static uint64_t buf_size[MAX_BUFS];
+static uint64_t buf_gen[MAX_BUFS];
 static unsigned int nbufs;
 static struct {
 	void *p;
@@ -200,6 +202,24 @@ static uint32_t rand_buf_id(void)
 	return chance(50) ? (uint32_t)below(10) : (uint32_t)rnd();
 }
 
+/* A generation: mostly the right one for a known id, else a near miss. */
+static uint64_t rand_gen(uint32_t id)
+{
+	unsigned int i;
+
+	for (i = 0; i < nbufs; i++)
+		if (bufs[i] == id && chance(80))
+			return buf_gen[i];
+	switch (below(4)) {
+	case 0:
+		return 0;
+	case 1:
+		return rnd();
+	default:
+		return 1 + below(100000);
+	}
+}
+
 static uint32_t rand_flags(uint32_t valid)
 {
 	switch (below(6)) {
@@ -282,15 +302,16 @@ static void forget_handle(uint32_t h)
 		}
 }
 
-static void forget_buf(uint32_t id)
+static void forget_buf(uint32_t id, uint64_t gen)
 {
 	unsigned int i;
 
 	for (i = 0; i < nbufs; i++)
-		if (bufs[i] == id) {
+		if (bufs[i] == id && buf_gen[i] == gen) {
 			bufs[i] = bufs[--nbufs];
 			buf_off[i] = buf_off[nbufs];
 			buf_size[i] = buf_size[nbufs];
+			buf_gen[i] = buf_gen[nbufs];
 			return;
 		}
 }
@@ -306,14 +327,15 @@ static int do_unmap(uint32_t h)
 	return ret;
 }
 
-static int do_free(uint32_t id)
+static int do_free(uint32_t id, uint64_t gen)
 {
-	struct usrdma_free f = { .argsz = sizeof(f), .id = id };
+	struct usrdma_free f = { .argsz = sizeof(f), .id = id, .generation = gen };
 	int ret = ioctl(fd, USRDMA_FREE, &f);
 
 	count(ret);
-	if (!ret || errno == ENOENT)
-		forget_buf(id);
+	/* Gone: freed by the racing thread, maybe its id reused (ESTALE). */
+	if (!ret || errno == ENOENT || errno == ESTALE)
+		forget_buf(id, gen);
 	return ret;
 }
 
@@ -464,21 +486,47 @@ static void fuzz_one(void)
 			arg.alloc.mmap_offset = rnd();
 		if (chance(4))
 			arg.alloc.reserved = 1;
+		if (chance(4))
+			arg.alloc.generation = rnd();
 	} else if (op < 70) {		/* FREE */
 		cmd = USRDMA_FREE;
 		size = sizeof(arg.free);
 		arg.free.flags = rand_flags(USRDMA_FREE_BY_NAME);
-		if (arg.free.flags & USRDMA_FREE_BY_NAME)
+		if (arg.free.flags & USRDMA_FREE_BY_NAME) {
 			rand_name(arg.free.name);
-		else
+			if (chance(5))
+				arg.free.generation = rnd();
+		} else {
 			arg.free.id = rand_buf_id();
+			arg.free.generation = rand_gen(arg.free.id);
+		}
 		if (chance(5))
 			arg.free.reserved = 1;
 	} else if (op < 74) {		/* LIST */
 		cmd = USRDMA_LIST;
 		size = sizeof(arg.list);
 		arg.list.capacity = chance(70) ? (uint32_t)below(64) : (uint32_t)rnd();
-		arg.list.entries = any_ptr(64 * sizeof(struct usrdma_buf_entry));
+		/* 0, the sizes of versions 1 and 2, a longer one, or invalid. */
+		switch (below(8)) {
+		case 0:
+			arg.list.entry_size = 0;
+			break;
+		case 1:
+			arg.list.entry_size = USRDMA_BUF_ENTRY_SIZE_V1;
+			break;
+		case 2:
+			arg.list.entry_size = 96;
+			break;
+		case 3:
+			arg.list.entry_size = chance(50) ? (uint32_t)below(80) :
+							   (uint32_t)rnd();
+			break;
+		default:
+			arg.list.entry_size = sizeof(struct usrdma_buf_entry);
+		}
+		arg.list.entries = any_ptr(64 * 96);
+		if (chance(5))
+			arg.list.reserved = 1;
 		if (chance(5))
 			arg.list.count = 1;
 	} else if (op < 80) {		/* SET_DMA_MASK */
@@ -566,17 +614,20 @@ static void fuzz_one(void)
 			bufs[nbufs] = arg.alloc.id;
 			buf_off[nbufs] = arg.alloc.mmap_offset;
 			buf_size[nbufs] = arg.alloc.size;
+			buf_gen[nbufs] = arg.alloc.generation;
 			nbufs++;
 		} else {
-			do_free(arg.alloc.id);
+			do_free(arg.alloc.id, arg.alloc.generation);
 		}
 	} else if (cmd == USRDMA_FREE && !(arg.free.flags & USRDMA_FREE_BY_NAME)) {
-		forget_buf(arg.free.id);
+		forget_buf(arg.free.id, arg.free.generation);
 	}
 	if (nhandles > MAX_HANDLES / 2 && chance(20))
 		do_unmap(handles[below(nhandles)]);
-	if (nbufs > MAX_BUFS / 2 && chance(20))
-		do_free(bufs[below(nbufs)]);
+	if (nbufs > MAX_BUFS / 2 && chance(20)) {
+		i = below(nbufs);
+		do_free(bufs[i], buf_gen[i]);
+	}
 	if (nmaps && chance(5)) {
 		i = below(nmaps);
 		munmap(maps[i].p, maps[i].len);
@@ -604,7 +655,10 @@ static void *racer(void *unused)
 			struct usrdma_free free;
 			struct usrdma_info info;
 		} a;
+		struct usrdma_buf_entry e[16];
+		struct usrdma_list l;
 		unsigned long cmd;
+		unsigned int i;
 		uint64_t r;
 		int ret;
 
@@ -641,9 +695,27 @@ static void *racer(void *unused)
 			a.irq.eventfds = (uintptr_t)rfds;
 			break;
 		case 6:
+			/* A buffer the main thread may be using, found by LIST. */
+			memset(&l, 0, sizeof(l));
+			l.argsz = sizeof(l);
+			l.capacity = 16;
+			l.entries = (uintptr_t)e;
+			l.entry_size = sizeof(e[0]);
 			cmd = USRDMA_FREE;
 			a.free.argsz = sizeof(a.free);
-			a.free.id = 1 + (r >> 8) % 64;
+			if (ioctl(fd, USRDMA_LIST, &l) || !l.count) {
+				a.free.id = 1 + (r >> 8) % 64;
+				a.free.generation = 1 + (r >> 16) % 4096;
+				break;
+			}
+			i = (r >> 8) % (l.count < 16 ? l.count : 16);
+			if ((r >> 24) % 2 && e[i].name[0]) {
+				a.free.flags = USRDMA_FREE_BY_NAME;
+				memcpy(a.free.name, e[i].name, sizeof(a.free.name));
+			} else {
+				a.free.id = e[i].id;
+				a.free.generation = e[i].generation;
+			}
 			break;
 		default:
 			cmd = USRDMA_GET_INFO;
@@ -679,11 +751,15 @@ static void free_all_buffers(int f)
 		l.argsz = sizeof(l);
 		l.capacity = 64;
 		l.entries = (uintptr_t)e;
+		l.entry_size = sizeof(e[0]);
 		if (ioctl(f, USRDMA_LIST, &l))
 			return;
 		n = l.count < 64 ? l.count : 64;
 		for (i = 0; i < n; i++) {
-			struct usrdma_free fr = { .argsz = sizeof(fr), .id = e[i].id };
+			struct usrdma_free fr = {
+				.argsz = sizeof(fr), .id = e[i].id,
+				.generation = e[i].generation,
+			};
 
 			ioctl(f, USRDMA_FREE, &fr);
 		}

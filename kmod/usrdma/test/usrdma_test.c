@@ -22,6 +22,13 @@
  *                                 parent blocks in read() on the eventfd:
  *                                 it wakes up, ioctls give ENODEV, the
  *                                 locked memory is given back
+ *   usrdma-test free ADDR         buffer generations: a stale (id,
+ *                                 generation) cannot free the buffer that
+ *                                 reuses the id, which edu then DMAs
+ *                                 through; version-1 callers; LIST entry
+ *                                 sizes; FREE by name refused for buffers
+ *                                 that are not persistent or still mapped
+ *                                 (split, inherited by fork)
  *
  * ADDR is the device's full PCI address (0000:00:03.0), already bound to
  * usrdma. Prints one line per check; exits 0 when all passed.
@@ -298,8 +305,9 @@ static int test_dma(const char *addr)
 	memset(&fr, 0, sizeof(fr));
 	fr.argsz = sizeof(fr);
 	fr.id = a.id;
+	fr.generation = a.generation;
 	ret = ioctl(fd, USRDMA_FREE, &fr);
-	CHECK(ret == 0, "FREE src by id");
+	CHECK(ret == 0, "FREE src by id and generation");
 	CHECK(touch(src) == SIGBUS, "src mapping faults after FREE");
 	ret = ioctl(fd, USRDMA_FREE, &fr);
 	CHECK(ret < 0 && errno == ENOENT, "FREE again: %s", ret ? strerror(errno) : "accepted");
@@ -308,8 +316,11 @@ static int test_dma(const char *addr)
 	fr.flags = USRDMA_FREE_BY_NAME;
 	strcpy(fr.name, "dst");
 	ret = ioctl(fd, USRDMA_FREE, &fr);
-	CHECK(ret == 0, "FREE dst by name");
-	CHECK(touch(dst) == SIGBUS, "dst mapping faults after FREE");
+	CHECK(ret < 0 && errno == EBUSY, "FREE dst by name while mapped: %s",
+	      ret ? strerror(errno) : "accepted");
+	munmap(dst, 4096);
+	ret = ioctl(fd, USRDMA_FREE, &fr);
+	CHECK(ret == 0, "FREE dst by name once unmapped");
 
 	/* A persistent buffer survives close; a plain one does not. */
 	ret = alloc_buf(fd, "keep", USRDMA_BUF_PERSISTENT, 8192, &a);
@@ -318,7 +329,6 @@ static int test_dma(const char *addr)
 	CHECK(ret == 0, "ALLOC drop");
 	munmap((void *)bar, 4096);
 	munmap(src, 4096);
-	munmap(dst, 4096);
 	close(fd);
 
 	fd = open_node(addr);
@@ -1089,10 +1099,13 @@ static void buffers_attr(int fd, const char *addr)
 	      "usrdma_stats buffers %ld, buffer_bytes %ld", stat_get(addr, "buffers"),
 	      stat_get(addr, "buffer_bytes"));
 	{
-		struct usrdma_free fr = { .argsz = sizeof(fr), .id = a.id };
+		struct usrdma_free fr = {
+			.argsz = sizeof(fr), .id = a.id, .generation = a.generation,
+		};
 
 		ioctl(fd, USRDMA_FREE, &fr);
 		fr.id = b.id;
+		fr.generation = b.generation;
 		ioctl(fd, USRDMA_FREE, &fr);
 	}
 }
@@ -1392,6 +1405,265 @@ static int test_revoke_wait(const char *addr)
 	return failures ? 1 : 0;
 }
 
+/* ---- generations and FREE rules (API version 2) -------------------------- */
+
+static int free_id(int fd, uint32_t id, uint64_t generation)
+{
+	struct usrdma_free fr = {
+		.argsz = sizeof(fr), .id = id, .generation = generation,
+	};
+
+	return ioctl(fd, USRDMA_FREE, &fr);
+}
+
+static int free_name(int fd, const char *name)
+{
+	struct usrdma_free fr = { .argsz = sizeof(fr), .flags = USRDMA_FREE_BY_NAME };
+
+	snprintf(fr.name, sizeof(fr.name), "%s", name);
+	return ioctl(fd, USRDMA_FREE, &fr);
+}
+
+/* The LIST entry of buffer id (version 2 entries); 0 if found. */
+static int find_entry(int fd, uint32_t id, struct usrdma_buf_entry *out)
+{
+	struct usrdma_buf_entry e[64];
+	struct usrdma_list l = {
+		.argsz = sizeof(l), .capacity = 64, .entries = (uintptr_t)e,
+		.entry_size = sizeof(e[0]),
+	};
+	unsigned int i;
+
+	if (ioctl(fd, USRDMA_LIST, &l))
+		return -1;
+	for (i = 0; i < l.count && i < 64; i++)
+		if (e[i].id == id) {
+			*out = e[i];
+			return 0;
+		}
+	return -1;
+}
+
+static const char *errstr(int ret)
+{
+	return ret ? strerror(errno) : "accepted";
+}
+
+/* Stale ids, the generation, LIST entry sizes and version-1 callers. */
+static void generations(int fd, volatile uint8_t *bar)
+{
+	struct usrdma_alloc a, b, v1;
+	struct usrdma_buf_entry e;
+	struct usrdma_free old;
+	struct usrdma_list l;
+	uint8_t raw[5 * 96], want[XFER];
+	unsigned int i, n, found;
+	uint8_t *p;
+	int ret, ok;
+
+	ret = alloc_buf(fd, "", 0, PAGE, &a);
+	CHECK(ret == 0 && a.generation, "ALLOC: id %u, generation %llu", a.id,
+	      (unsigned long long)a.generation);
+	if (ret)
+		return;
+	ret = find_entry(fd, a.id, &e);
+	CHECK(ret == 0 && e.generation == a.generation, "LIST reports generation %llu",
+	      ret ? 0ull : (unsigned long long)e.generation);
+	ret = free_id(fd, a.id, 0);
+	CHECK(ret < 0 && errno == EINVAL, "FREE by id without a generation: %s", errstr(ret));
+	ret = free_id(fd, a.id, a.generation + 1000);
+	CHECK(ret < 0 && errno == ESTALE, "FREE by id with another generation: %s", errstr(ret));
+	ret = free_id(fd, a.id, a.generation);
+	CHECK(ret == 0, "FREE (id %u, generation %llu): %s", a.id,
+	      (unsigned long long)a.generation, ret ? strerror(errno) : "ok");
+
+	/* The id comes back with a new generation; the old pair cannot free it. */
+	ret = alloc_buf(fd, "", 0, PAGE, &b);
+	CHECK(ret == 0 && b.id == a.id && b.generation != a.generation,
+	      "ALLOC again: id %u (reused), generation %llu (new)", b.id,
+	      (unsigned long long)b.generation);
+	if (ret)
+		return;
+	ret = free_id(fd, a.id, a.generation);
+	CHECK(ret < 0 && errno == ESTALE, "stale FREE (id %u, generation %llu): %s", a.id,
+	      (unsigned long long)a.generation, errstr(ret));
+	ret = find_entry(fd, b.id, &e);
+	CHECK(ret == 0 && e.generation == b.generation, "the newer buffer is still listed");
+	p = map_buf(fd, &b);
+	CHECK(p != MAP_FAILED, "mmap the newer buffer");
+	if (p == MAP_FAILED)
+		return;
+	for (i = 0; i < XFER; i++)
+		want[i] = p[i] = (uint8_t)(i * 13 + 5);
+	ret = edu_dma(bar, b.dma_addr, EDU_WINDOW, 0);
+	memset(p, 0, XFER);
+	ret |= edu_dma(bar, EDU_WINDOW, b.dma_addr, EDU_CMD_TO_RAM);
+	CHECK(ret == 0 && !memcmp(p, want, XFER),
+	      "edu DMA out of and back into the newer buffer");
+	munmap(p, PAGE);
+
+	/* Version-1 callers: ALLOC and LIST work, FREE by id does not. */
+	memset(&v1, 0, sizeof(v1));
+	v1.argsz = USRDMA_ALLOC_SIZE_V1;
+	v1.size = PAGE;
+	ret = ioctl(fd, USRDMA_ALLOC, &v1);
+	CHECK(ret == 0 && v1.id && !v1.generation,
+	      "version-1 ALLOC: id %u, no generation written", v1.id);
+	memset(raw, 0xee, sizeof(raw));
+	memset(&l, 0, sizeof(l));
+	l.argsz = USRDMA_LIST_SIZE_V1;
+	l.capacity = 4;
+	l.entries = (uintptr_t)raw;
+	ret = ioctl(fd, USRDMA_LIST, &l);
+	n = l.count < 4 ? l.count : 4;
+	for (i = found = 0; !ret && i < n; i++) {
+		uint32_t id;
+
+		memcpy(&id, raw + i * USRDMA_BUF_ENTRY_SIZE_V1, sizeof(id));
+		found += id == v1.id || id == b.id;
+	}
+	CHECK(ret == 0 && found == 2 && raw[n * USRDMA_BUF_ENTRY_SIZE_V1] == 0xee,
+	      "version-1 LIST: %u entries of %d bytes, nothing written past them",
+	      l.count, USRDMA_BUF_ENTRY_SIZE_V1);
+	memset(&old, 0, sizeof(old));
+	old.argsz = USRDMA_FREE_SIZE_V1;
+	old.id = v1.id;
+	ret = ioctl(fd, USRDMA_FREE, &old);
+	CHECK(ret < 0 && errno == EINVAL, "version-1 FREE by id: %s", errstr(ret));
+	if (!find_entry(fd, v1.id, &e))
+		free_id(fd, v1.id, e.generation);
+
+	/* entry_size: larger ones get their tail cleared, bad ones EINVAL. */
+	memset(raw, 0xee, sizeof(raw));
+	memset(&l, 0, sizeof(l));
+	l.argsz = sizeof(l);
+	l.capacity = 4;
+	l.entries = (uintptr_t)raw;
+	l.entry_size = 96;
+	ret = ioctl(fd, USRDMA_LIST, &l);
+	n = l.count < 4 ? l.count : 4;
+	for (i = found = 0, ok = !ret; ok && i < n; i++) {
+		memcpy(&e, raw + i * 96, sizeof(e));
+		found += e.id == b.id && e.generation == b.generation;
+		ok = all_equal(raw + i * 96 + sizeof(e), 96 - sizeof(e), 0);
+	}
+	CHECK(ok && found == 1 && raw[n * 96] == 0xee,
+	      "LIST with 96-byte entries: tails cleared, nothing past the last");
+	for (i = 0; i < 4; i++) {
+		static const uint32_t bad[] = { 4, 64, 76, PAGE + 8 };
+
+		l.count = 0;
+		l.entry_size = bad[i];
+		ret = ioctl(fd, USRDMA_LIST, &l);
+		CHECK(ret < 0 && errno == EINVAL, "LIST with entry_size %u: %s", bad[i],
+		      errstr(ret));
+	}
+	free_id(fd, b.id, b.generation);
+}
+
+/*
+ * FREE by name: only persistent buffers that no vma maps, whatever became
+ * of the vma (split by a partial munmap, copied by fork).
+ */
+static void free_by_name_rules(int fd, const char *addr)
+{
+	struct usrdma_alloc a, k;
+	struct usrdma_buf_entry e;
+	int ready[2], go[2];
+	uint8_t *q;
+	char c = 0;
+	long before = stat_get(addr, "buffers");
+	pid_t child;
+	int ret, status;
+
+	/* The review's sequence: a name held by the opener, not persistent. */
+	ret = alloc_buf(fd, "rx", 0, PAGE, &a);
+	CHECK(ret == 0, "ALLOC rx (not persistent)");
+	ret = free_name(fd, "rx");
+	CHECK(ret < 0 && errno == EPERM, "FREE rx by name: %s", errstr(ret));
+	CHECK(find_entry(fd, a.id, &e) == 0, "rx is still there");
+	ret = free_id(fd, a.id, a.generation);
+	CHECK(ret == 0, "its opener frees it by id: %s", ret ? strerror(errno) : "ok");
+
+	ret = alloc_buf(fd, "kept", USRDMA_BUF_PERSISTENT, 2 * PAGE, &k);
+	CHECK(ret == 0, "ALLOC kept (persistent, 2 pages)");
+	if (ret)
+		return;
+	q = map_buf(fd, &k);
+	CHECK(q != MAP_FAILED, "mmap kept");
+	if (q == MAP_FAILED)
+		return;
+	q[0] = 1;
+	q[PAGE] = 2;
+	ret = free_name(fd, "kept");
+	CHECK(ret < 0 && errno == EBUSY, "FREE kept by name while mapped: %s", errstr(ret));
+	munmap(q, PAGE);
+	ret = free_name(fd, "kept");
+	CHECK(ret < 0 && errno == EBUSY, "... while half of it is still mapped: %s",
+	      errstr(ret));
+
+	/* A child inherits the mapping; it counts until the child is gone. */
+	if (pipe(ready) || pipe(go)) {
+		CHECK(0, "pipe: %s", strerror(errno));
+		return;
+	}
+	child = fork();
+	if (child == 0) {
+		int seen = q[PAGE] == 2;
+
+		if (write(ready[1], "r", 1) != 1 || read(go[0], &c, 1) != 1)
+			_exit(3);
+		_exit(seen ? 0 : 4);
+	}
+	CHECK(child > 0 && read(ready[0], &c, 1) == 1, "fork: the child has the mapping");
+	munmap(q + PAGE, PAGE);
+	ret = free_name(fd, "kept");
+	CHECK(ret < 0 && errno == EBUSY, "FREE kept while only the child maps it: %s",
+	      errstr(ret));
+	if (child > 0) {
+		if (write(go[1], "g", 1) != 1)
+			kill(child, SIGKILL);
+		waitpid(child, &status, 0);
+		CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+		      "the child read the buffer through its copy of the mapping");
+	}
+	close(ready[0]);
+	close(ready[1]);
+	close(go[0]);
+	close(go[1]);
+	ret = free_name(fd, "kept");
+	CHECK(ret == 0, "FREE kept by name once nobody maps it: %s",
+	      ret ? strerror(errno) : "ok");
+	ret = free_name(fd, "kept");
+	CHECK(ret < 0 && errno == ENOENT, "FREE kept again: %s", errstr(ret));
+	CHECK(stat_get(addr, "buffers") == before, "usrdma_stats: %ld buffers, as before",
+	      stat_get(addr, "buffers"));
+}
+
+static int test_free(const char *addr)
+{
+	volatile uint8_t *bar;
+	int fd, ret;
+
+	fd = open_node(addr);
+	CHECK(fd >= 0, "open: %s", fd >= 0 ? "ok" : strerror(errno));
+	if (fd < 0)
+		return 1;
+	ret = set_mask(fd, 28);
+	CHECK(ret == 0, "SET_DMA_MASK 28");
+	bar = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, USRDMA_BAR_OFFSET(0));
+	CHECK(bar != MAP_FAILED, "mmap BAR0");
+	if (ret || bar == MAP_FAILED)
+		return 1;
+	generations(fd, bar);
+	free_by_name_rules(fd, addr);
+	munmap((void *)bar, 4096);
+	close(fd);
+
+	printf("%s: %d failure(s)\n", failures ? "FAILED" : "PASSED", failures);
+	return failures ? 1 : 0;
+}
+
 int main(int argc, char **argv)
 {
 	setvbuf(stdout, NULL, _IOLBF, 0);
@@ -1405,6 +1677,8 @@ int main(int argc, char **argv)
 		return test_irq(argv[2]);
 	if (argc == 3 && !strcmp(argv[1], "revoke-wait"))
 		return test_revoke_wait(argv[2]);
-	fprintf(stderr, "usage: usrdma-test dma|revoke|map|irq|revoke-wait ADDR\n");
+	if (argc == 3 && !strcmp(argv[1], "free"))
+		return test_free(argv[2]);
+	fprintf(stderr, "usage: usrdma-test dma|revoke|map|irq|revoke-wait|free ADDR\n");
 	return 2;
 }

@@ -531,3 +531,123 @@ fn hugepage_requests_get_contiguous_coherent_memory() {
     buffer.read_bytes(0, &mut got).unwrap();
     assert_eq!(&got, b"end");
 }
+
+/// The device addresses in the module's `usrdma_buffers` attribute for `address`.
+fn buffer_addrs(address: PciAddress) -> Vec<u64> {
+    let path = format!("/sys/bus/pci/devices/{address}/usrdma_buffers");
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("read {path}: {e}"))
+        .lines()
+        .filter_map(|line| {
+            let field = line.split_whitespace().nth(3)?;
+            u64::from_str_radix(field.strip_prefix("0x")?, 16).ok()
+        })
+        .collect()
+}
+
+/// edu copies `data` into `buffer` (through its window, from a buffer of
+/// its own) and the CPU reads it back.
+fn dma_into(edu: &Edu, buffer: &usrdrv::dma::DmaBuffer, data: &[u8]) {
+    let source = edu.device().alloc_dma(4096).expect("a source buffer");
+    source.write_bytes(0, data).expect("write the source");
+    edu.buffer_to_window(&source, 0, 0, data.len())
+        .expect("DMA into edu's window");
+    edu.window_to_buffer(0, buffer, 0, data.len())
+        .expect("DMA into the buffer");
+    let mut got = vec![0u8; data.len()];
+    buffer.read_bytes(0, &mut got).expect("read the buffer");
+    assert!(got == data, "the device's bytes arrived");
+}
+
+#[test]
+#[ignore = "needs the usrdrv VM: run by `cargo xtask test`"]
+fn free_persistent_refuses_a_named_buffer_of_this_process_which_keeps_working() {
+    let edu = open();
+    let address = edu.device().address();
+    let names = edu.device().named_buffers().unwrap();
+    let rx = names.alloc("rx", 4096).unwrap();
+    match edu.device().free_persistent("rx") {
+        Err(err @ DmaError::NotPersistent { .. }) => {
+            assert!(err.to_string().contains("not persistent"), "{err}");
+        }
+        other => panic!("expected NotPersistent, got {other:?}"),
+    }
+    assert!(buffer_names(address).contains(&"rx".to_owned()));
+    dma_into(&edu, &rx, &pattern(1500, 41));
+    drop(rx);
+    names.free("rx").unwrap();
+    assert!(!buffer_names(address).contains(&"rx".to_owned()));
+}
+
+#[test]
+#[ignore = "needs the usrdrv VM: run by `cargo xtask test`"]
+fn free_persistent_refuses_a_buffer_still_attached_here_and_frees_it_once_dropped() {
+    let edu = open();
+    let address = edu.device().address();
+    let held = edu.device().alloc_persistent("held", 8192).unwrap();
+    match edu.device().free_persistent("held") {
+        Err(err @ DmaError::BufferInUse { .. }) => {
+            assert!(err.to_string().contains("drop every handle"), "{err}");
+        }
+        other => panic!("expected BufferInUse, got {other:?}"),
+    }
+    // Refused, not freed: the device still reaches it.
+    dma_into(&edu, &held, &pattern(2000, 42));
+    drop(held);
+
+    // Attached again (as a later process would), it is busy again.
+    let again = edu.device().attach_persistent("held").unwrap();
+    assert!(matches!(
+        edu.device().free_persistent("held"),
+        Err(DmaError::BufferInUse { .. })
+    ));
+    let mut got = vec![0u8; 2000];
+    again.read_bytes(0, &mut got).unwrap();
+    assert!(got == pattern(2000, 42), "the bytes survived the refusals");
+    drop(again);
+    edu.device().free_persistent("held").unwrap();
+    assert!(!buffer_names(address).contains(&"held".to_owned()));
+}
+
+#[test]
+#[ignore = "needs the usrdrv VM: run by `cargo xtask test`"]
+fn a_stale_buffer_id_never_frees_the_buffer_that_reused_it() {
+    // The sequence that once made the module free `fresh` under the device.
+    let edu = open();
+    let address = edu.device().address();
+    let device = edu.device();
+    let names = device.named_buffers().unwrap();
+    let stale = names.alloc("rx", 4096).unwrap();
+    let buffers_before = stat(address, "buffers");
+    assert!(device.free_persistent("rx").is_err());
+    let fresh = device.alloc_dma(4096).unwrap();
+    names.free("rx").unwrap();
+    drop(stale);
+    assert_eq!(
+        stat(address, "buffers"),
+        buffers_before,
+        "rx went, fresh stays"
+    );
+    assert!(
+        buffer_addrs(address).contains(&fresh.device_addr()),
+        "the module still has fresh at {:#x}",
+        fresh.device_addr()
+    );
+    dma_into(&edu, &fresh, &pattern(3000, 43));
+}
+
+#[test]
+#[ignore = "needs the usrdrv VM: run by `cargo xtask test`"]
+fn the_module_refuses_stale_ids_and_frees_by_name_only_unmapped_persistent_buffers() {
+    // Raw ioctls from C (kmod/usrdma/test/usrdma_test.c, `free`).
+    let address = edu_address();
+    let out = Command::new("usrdma-test")
+        .args(["free", &address.to_string()])
+        .output()
+        .expect("usrdma-test (built with the module) is in the VM's PATH");
+    let said = String::from_utf8_lossy(&out.stdout);
+    println!("{said}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "usrdma-test free failed:\n{said}");
+    assert!(said.contains("PASSED: 0 failure(s)"), "{said}");
+    assert!(said.contains("stale FREE"), "{said}");
+}

@@ -181,11 +181,21 @@ pub enum DmaError {
         /// What was asked for.
         what: &'static str,
     },
-    /// The named buffer belongs to another process and is not persistent.
+    /// The named buffer is not persistent: it belongs to the process that
+    /// has the device open, which frees it when its handle drops or it exits.
     #[error(
-        "the buffer '{name}' belongs to another process and is freed when it exits: only persistent buffers can be attached"
+        "the buffer '{name}' is not persistent: it belongs to the process that allocated it and is freed when that process drops its handle or exits; only persistent buffers can be attached or freed by name (drop the handle, or NamedBuffers::free the name, instead)"
     )]
     NotPersistent {
+        /// The name.
+        name: String,
+    },
+    /// The persistent buffer is still mapped by a process, which may be using
+    /// it (and may have given its device address to the device).
+    #[error(
+        "the persistent buffer '{name}' is still mapped (attached) by a process: drop every handle to it, here and in child processes, then free it"
+    )]
+    BufferInUse {
         /// The name.
         name: String,
     },

@@ -1,5 +1,7 @@
-//! The usrdma ioctls, each wrapped in a safe function taking the device file
-//! and typed arguments.
+//! The usrdma ioctls, each wrapped in a function taking the device file and
+//! typed arguments: safe where the kernel only reads and writes the argument
+//! and arrays this module allocates, `unsafe` where the caller's memory is
+//! handed to the device ([`map_user`]).
 //!
 //! The structures mirror `kmod/usrdma/usrdma_uapi.h`, the one definition of
 //! the ABI; a test compiles that header with the C compiler and checks every
@@ -11,7 +13,7 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 /// `USRDMA_NAME_LEN`: a buffer name with its terminating NUL.
 pub(crate) const NAME_LEN: usize = 32;
 /// `USRDMA_API_VERSION`.
-pub(crate) const API_VERSION: u32 = 1;
+pub(crate) const API_VERSION: u32 = 2;
 /// `USRDMA_BAR_OFFSET(n)` is `n << BAR_SHIFT`.
 pub(crate) const BAR_SHIFT: u32 = 40;
 
@@ -68,6 +70,8 @@ pub(crate) struct Alloc {
     pub(crate) reserved: u32,
     pub(crate) dma_addr: u64,
     pub(crate) mmap_offset: u64,
+    /// Unique among the device's buffers while it stays bound; never 0.
+    pub(crate) generation: u64,
 }
 
 /// `struct usrdma_free`.
@@ -79,6 +83,8 @@ pub(crate) struct Free {
     pub(crate) id: u32,
     pub(crate) reserved: u32,
     pub(crate) name: [u8; NAME_LEN],
+    /// By id: the buffer's generation (a stale id then gets `ESTALE`).
+    pub(crate) generation: u64,
 }
 
 /// `struct usrdma_buf_entry`.
@@ -93,6 +99,7 @@ pub(crate) struct BufEntry {
     pub(crate) owner_pid: i32,
     pub(crate) reserved: u32,
     pub(crate) name: [u8; NAME_LEN],
+    pub(crate) generation: u64,
 }
 
 /// `struct usrdma_list`.
@@ -104,6 +111,9 @@ pub(crate) struct List {
     pub(crate) capacity: u32,
     pub(crate) count: u32,
     pub(crate) entries: u64,
+    /// The size of one `BufEntry` as this side knows it.
+    pub(crate) entry_size: u32,
+    pub(crate) reserved: u32,
 }
 
 /// `struct usrdma_sg_entry`.
@@ -172,16 +182,29 @@ pub(crate) struct Header {
 
 /// `_IOWR(0xDA, nr, T)`.
 const fn iowr<T>(nr: u32) -> libc::Ioctl {
+    iowr_sized(nr, std::mem::size_of::<T>() as u32)
+}
+
+/// `_IOC(_IOC_READ | _IOC_WRITE, 0xDA, nr, size)`: the request numbers of
+/// structures that grew keep their version-1 size.
+const fn iowr_sized(nr: u32, size: u32) -> libc::Ioctl {
     const READ_WRITE: u32 = 3;
-    let size = std::mem::size_of::<T>() as u32;
     ((READ_WRITE << 30) | (size << 16) | (0xDA << 8) | nr) as libc::Ioctl
 }
 
+/// `USRDMA_ALLOC_SIZE_V1`, `USRDMA_FREE_SIZE_V1`, `USRDMA_LIST_SIZE_V1`.
+const ALLOC_SIZE_V1: u32 = 72;
+const FREE_SIZE_V1: u32 = 48;
+const LIST_SIZE_V1: u32 = 24;
+/// `USRDMA_BUF_ENTRY_SIZE_V1`.
+#[cfg(test)]
+const BUF_ENTRY_SIZE_V1: u32 = 72;
+
 pub(crate) const GET_INFO: libc::Ioctl = iowr::<Info>(0x00);
 pub(crate) const SET_DMA_MASK: libc::Ioctl = iowr::<DmaMaskArg>(0x01);
-pub(crate) const ALLOC: libc::Ioctl = iowr::<Alloc>(0x02);
-pub(crate) const FREE: libc::Ioctl = iowr::<Free>(0x03);
-pub(crate) const LIST: libc::Ioctl = iowr::<List>(0x04);
+pub(crate) const ALLOC: libc::Ioctl = iowr_sized(0x02, ALLOC_SIZE_V1);
+pub(crate) const FREE: libc::Ioctl = iowr_sized(0x03, FREE_SIZE_V1);
+pub(crate) const LIST: libc::Ioctl = iowr_sized(0x04, LIST_SIZE_V1);
 pub(crate) const MAP_USER: libc::Ioctl = iowr::<MapUser>(0x05);
 pub(crate) const UNMAP_USER: libc::Ioctl = iowr::<UnmapUser>(0x06);
 pub(crate) const SYNC: libc::Ioctl = iowr::<Sync>(0x07);
@@ -195,30 +218,58 @@ fn argsz<T>() -> u32 {
     std::mem::size_of::<T>() as u32
 }
 
-/// The argument structures: plain data starting with `argsz` and `flags`.
-pub(crate) trait Arg: Copy + Default {}
-impl Arg for Info {}
-impl Arg for DmaMaskArg {}
-impl Arg for Alloc {}
-impl Arg for Free {}
-impl Arg for List {}
-impl Arg for MapUser {}
-impl Arg for UnmapUser {}
-impl Arg for Sync {}
-impl Arg for Irq {}
-impl Arg for Header {}
+/// The argument structures of the usrdma ioctls.
+///
+/// # Safety
+///
+/// Implementors are `repr(C)` plain data (no references, no padding the
+/// kernel could not write) whose first field is the `u32` `argsz`, and every
+/// bit pattern is a valid value: [`call`] writes `argsz` through a `u32`
+/// pointer and lets the kernel overwrite up to `size_of::<Self>()` bytes.
+pub(crate) unsafe trait Arg: Copy + Default {}
+// SAFETY: each of these is a `repr(C)` struct of integers (and byte arrays)
+// starting with `argsz: u32`, mirroring usrdma_uapi.h (checked by the layout
+// test below); any bit pattern is a valid value of it.
+unsafe impl Arg for Info {}
+// SAFETY: as for `Info`.
+unsafe impl Arg for DmaMaskArg {}
+// SAFETY: as for `Info`.
+unsafe impl Arg for Alloc {}
+// SAFETY: as for `Info`.
+unsafe impl Arg for Free {}
+// SAFETY: as for `Info`.
+unsafe impl Arg for List {}
+// SAFETY: as for `Info`.
+unsafe impl Arg for MapUser {}
+// SAFETY: as for `Info`.
+unsafe impl Arg for UnmapUser {}
+// SAFETY: as for `Info`.
+unsafe impl Arg for Sync {}
+// SAFETY: as for `Info`.
+unsafe impl Arg for Irq {}
+// SAFETY: as for `Info`.
+unsafe impl Arg for Header {}
 
 /// Issues `request` with `arg` (its `argsz` set here), returning the kernel's
 /// output in place.
-fn call<T: Arg>(fd: BorrowedFd<'_>, request: libc::Ioctl, arg: &mut T) -> io::Result<()> {
+///
+/// # Safety
+///
+/// `request` is the usrdma request whose argument is a `T`, and every
+/// pointer field of `arg` (`entries`, `eventfds`, `addr`) points at live
+/// memory of the capacity or length the structure states, writable where
+/// the kernel writes (LIST and MAP_USER entries). A `MAP_USER` request
+/// additionally carries the contract of [`map_user`].
+unsafe fn call<T: Arg>(fd: BorrowedFd<'_>, request: libc::Ioctl, arg: &mut T) -> io::Result<()> {
     let size = argsz::<T>();
     // SAFETY: every `Arg` is a `repr(C)` structure whose first field is the u32
-    // `argsz`, so the pointer is valid and aligned for a u32 write.
+    // `argsz` (the trait's contract), so the pointer is valid and aligned for a
+    // u32 write.
     unsafe { std::ptr::from_mut(arg).cast::<u32>().write(size) };
-    // SAFETY: `arg` is a valid, exclusively borrowed `T`; the kernel reads and
-    // writes at most `argsz` = `size_of::<T>()` bytes of it. Pointers inside it
-    // (entries, eventfds) are set by the callers below to live buffers of the
-    // stated capacity; `fd` is open for the call's duration.
+    // SAFETY: `arg` is a valid, exclusively borrowed `T` that may hold any bit
+    // pattern; the kernel reads and writes at most `argsz` = `size_of::<T>()`
+    // bytes of it. The memory its pointer fields name is live and large enough
+    // (this function's contract); `fd` is open for the call's duration.
     let ret = unsafe { libc::ioctl(fd.as_raw_fd(), request, std::ptr::from_mut(arg)) };
     if ret < 0 {
         Err(io::Error::last_os_error())
@@ -230,7 +281,8 @@ fn call<T: Arg>(fd: BorrowedFd<'_>, request: libc::Ioctl, arg: &mut T) -> io::Re
 /// `USRDMA_GET_INFO`.
 pub(crate) fn get_info(fd: BorrowedFd<'_>) -> io::Result<Info> {
     let mut info = Info::default();
-    call(fd, GET_INFO, &mut info)?;
+    // SAFETY: GET_INFO takes an `Info`, which has no pointer fields.
+    unsafe { call(fd, GET_INFO, &mut info) }?;
     Ok(info)
 }
 
@@ -240,7 +292,8 @@ pub(crate) fn set_dma_mask(fd: BorrowedFd<'_>, bits: u32) -> io::Result<()> {
         bits,
         ..Default::default()
     };
-    call(fd, SET_DMA_MASK, &mut arg)
+    // SAFETY: SET_DMA_MASK takes a `DmaMaskArg`, which has no pointer fields.
+    unsafe { call(fd, SET_DMA_MASK, &mut arg) }
 }
 
 /// `USRDMA_ALLOC`: `name` without its NUL (checked by the caller to fit).
@@ -251,17 +304,21 @@ pub(crate) fn alloc(fd: BorrowedFd<'_>, size: u64, flags: u32, name: &[u8]) -> i
         ..Default::default()
     };
     copy_name(&mut arg.name, name)?;
-    call(fd, ALLOC, &mut arg)?;
+    // SAFETY: ALLOC takes an `Alloc`, which has no pointer fields.
+    unsafe { call(fd, ALLOC, &mut arg) }?;
     Ok(arg)
 }
 
-/// `USRDMA_FREE` by id.
-pub(crate) fn free(fd: BorrowedFd<'_>, id: u32) -> io::Result<()> {
+/// `USRDMA_FREE` by id and generation (`ESTALE` when the id names a newer
+/// buffer now).
+pub(crate) fn free(fd: BorrowedFd<'_>, id: u32, generation: u64) -> io::Result<()> {
     let mut arg = Free {
         id,
+        generation,
         ..Default::default()
     };
-    call(fd, FREE, &mut arg)
+    // SAFETY: FREE takes a `Free`, which has no pointer fields.
+    unsafe { call(fd, FREE, &mut arg) }
 }
 
 /// `USRDMA_FREE` by name.
@@ -271,7 +328,8 @@ pub(crate) fn free_by_name(fd: BorrowedFd<'_>, name: &[u8]) -> io::Result<()> {
         ..Default::default()
     };
     copy_name(&mut arg.name, name)?;
-    call(fd, FREE, &mut arg)
+    // SAFETY: FREE takes a `Free`, which has no pointer fields.
+    unsafe { call(fd, FREE, &mut arg) }
 }
 
 /// `USRDMA_LIST`: every buffer of the device.
@@ -282,9 +340,13 @@ pub(crate) fn list(fd: BorrowedFd<'_>) -> io::Result<Vec<BufEntry>> {
         let mut arg = List {
             capacity,
             entries: entries.as_mut_ptr() as u64,
+            entry_size: argsz::<BufEntry>(),
             ..Default::default()
         };
-        call(fd, LIST, &mut arg)?;
+        // SAFETY: `entries` points at `capacity` live, writable `BufEntry`s of
+        // `entry_size` bytes each (a dangling but unused pointer when empty);
+        // any bytes the kernel writes there are a valid `BufEntry`.
+        unsafe { call(fd, LIST, &mut arg) }?;
         let count = arg.count as usize;
         if count <= entries.len() {
             entries.truncate(count);
@@ -297,7 +359,18 @@ pub(crate) fn list(fd: BorrowedFd<'_>) -> io::Result<Vec<BufEntry>> {
 
 /// `USRDMA_MAP_USER`: maps `[addr, addr + len)`; `entries` must hold one entry
 /// per page the range touches.
-pub(crate) fn map_user(
+///
+/// # Safety
+///
+/// Once this returns `Ok`, the device may read (and, with
+/// `DIR_FROM_DEVICE`, write) `[addr, addr + len)` at any time: that range
+/// must stay allocated, and must not be handed back to safe code (freed,
+/// reused, or reached through references the device's writes would
+/// invalidate), until a successful [`unmap_user`] of the returned handle,
+/// or be leaked for good. The module pins the pages, so the device keeps
+/// reaching the same physical memory even after the range is unmapped from
+/// the process: only `unmap_user` (or closing the device) ends it.
+pub(crate) unsafe fn map_user(
     fd: BorrowedFd<'_>,
     addr: usize,
     len: usize,
@@ -313,7 +386,11 @@ pub(crate) fn map_user(
             .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?,
         ..Default::default()
     };
-    call(fd, MAP_USER, &mut arg)?;
+    // SAFETY: `entries` points at `capacity` live, writable `SgEntryArg`s, and
+    // any bytes the kernel writes there are valid ones; the kernel only pins
+    // and reads `[addr, addr + len)`, and what the device may do with it
+    // afterwards is this function's own contract, passed on to its caller.
+    unsafe { call(fd, MAP_USER, &mut arg) }?;
     entries.truncate(arg.count as usize);
     Ok(arg)
 }
@@ -324,7 +401,8 @@ pub(crate) fn unmap_user(fd: BorrowedFd<'_>, handle: u32) -> io::Result<()> {
         handle,
         ..Default::default()
     };
-    call(fd, UNMAP_USER, &mut arg)
+    // SAFETY: UNMAP_USER takes an `UnmapUser`, which has no pointer fields.
+    unsafe { call(fd, UNMAP_USER, &mut arg) }
 }
 
 /// `USRDMA_SYNC` of a whole mapping.
@@ -340,7 +418,9 @@ pub(crate) fn sync(fd: BorrowedFd<'_>, handle: u32, len: u64, for_cpu: bool) -> 
         length: len,
         ..Default::default()
     };
-    call(fd, SYNC, &mut arg)
+    // SAFETY: SYNC takes a `Sync`, which has no pointer fields (the kernel
+    // copies bounced data only within the mapping made by MAP_USER).
+    unsafe { call(fd, SYNC, &mut arg) }
 }
 
 /// `USRDMA_SET_IRQ`: `kind` is one of `IRQ_*`; an empty `eventfds` disables.
@@ -352,17 +432,21 @@ pub(crate) fn set_irq(fd: BorrowedFd<'_>, kind: u32, eventfds: &[i32]) -> io::Re
         eventfds: eventfds.as_ptr() as u64,
         ..Default::default()
     };
-    call(fd, SET_IRQ, &mut arg)
+    // SAFETY: `eventfds` points at `count` live `i32`s, which the kernel only
+    // reads.
+    unsafe { call(fd, SET_IRQ, &mut arg) }
 }
 
 /// `USRDMA_IRQ_UNMASK`.
 pub(crate) fn irq_unmask(fd: BorrowedFd<'_>) -> io::Result<()> {
-    call(fd, IRQ_UNMASK, &mut Header::default())
+    // SAFETY: IRQ_UNMASK takes a `Header`, which has no pointer fields.
+    unsafe { call(fd, IRQ_UNMASK, &mut Header::default()) }
 }
 
 /// `USRDMA_RESET`.
 pub(crate) fn reset(fd: BorrowedFd<'_>) -> io::Result<()> {
-    call(fd, RESET, &mut Header::default())
+    // SAFETY: RESET takes a `Header`, which has no pointer fields.
+    unsafe { call(fd, RESET, &mut Header::default()) }
 }
 
 /// Copies `name` into a NUL-padded field, refusing what does not fit with its NUL.
@@ -427,11 +511,15 @@ mod tests {
         O(usrdma_info, num_buffers) O(usrdma_info, bar_size)
         S(usrdma_dma_mask) O(usrdma_dma_mask, bits)
         S(usrdma_alloc) O(usrdma_alloc, size) O(usrdma_alloc, name) O(usrdma_alloc, id)
-        O(usrdma_alloc, dma_addr) O(usrdma_alloc, mmap_offset)
-        S(usrdma_free) O(usrdma_free, id) O(usrdma_free, name)
+        O(usrdma_alloc, dma_addr) O(usrdma_alloc, mmap_offset) O(usrdma_alloc, generation)
+        S(usrdma_free) O(usrdma_free, id) O(usrdma_free, name) O(usrdma_free, generation)
         S(usrdma_buf_entry) O(usrdma_buf_entry, size) O(usrdma_buf_entry, dma_addr)
         O(usrdma_buf_entry, mmap_offset) O(usrdma_buf_entry, owner_pid) O(usrdma_buf_entry, name)
+        O(usrdma_buf_entry, generation)
         S(usrdma_list) O(usrdma_list, capacity) O(usrdma_list, count) O(usrdma_list, entries)
+        O(usrdma_list, entry_size) O(usrdma_list, reserved)
+        V(USRDMA_ALLOC_SIZE_V1) V(USRDMA_FREE_SIZE_V1) V(USRDMA_LIST_SIZE_V1)
+        V(USRDMA_BUF_ENTRY_SIZE_V1)
         S(usrdma_sg_entry) O(usrdma_sg_entry, length)
         S(usrdma_map_user) O(usrdma_map_user, addr) O(usrdma_map_user, length)
         O(usrdma_map_user, entries) O(usrdma_map_user, capacity) O(usrdma_map_user, count)
@@ -484,19 +572,28 @@ mod tests {
             o!("usrdma_alloc.id", Alloc, id),
             o!("usrdma_alloc.dma_addr", Alloc, dma_addr),
             o!("usrdma_alloc.mmap_offset", Alloc, mmap_offset),
+            o!("usrdma_alloc.generation", Alloc, generation),
             s!("usrdma_free", Free),
             o!("usrdma_free.id", Free, id),
             o!("usrdma_free.name", Free, name),
+            o!("usrdma_free.generation", Free, generation),
             s!("usrdma_buf_entry", BufEntry),
             o!("usrdma_buf_entry.size", BufEntry, size),
             o!("usrdma_buf_entry.dma_addr", BufEntry, dma_addr),
             o!("usrdma_buf_entry.mmap_offset", BufEntry, mmap_offset),
             o!("usrdma_buf_entry.owner_pid", BufEntry, owner_pid),
             o!("usrdma_buf_entry.name", BufEntry, name),
+            o!("usrdma_buf_entry.generation", BufEntry, generation),
             s!("usrdma_list", List),
             o!("usrdma_list.capacity", List, capacity),
             o!("usrdma_list.count", List, count),
             o!("usrdma_list.entries", List, entries),
+            o!("usrdma_list.entry_size", List, entry_size),
+            o!("usrdma_list.reserved", List, reserved),
+            ("USRDMA_ALLOC_SIZE_V1", ALLOC_SIZE_V1.into()),
+            ("USRDMA_FREE_SIZE_V1", FREE_SIZE_V1.into()),
+            ("USRDMA_LIST_SIZE_V1", LIST_SIZE_V1.into()),
+            ("USRDMA_BUF_ENTRY_SIZE_V1", BUF_ENTRY_SIZE_V1.into()),
             s!("usrdma_sg_entry", SgEntryArg),
             o!("usrdma_sg_entry.length", SgEntryArg, length),
             s!("usrdma_map_user", MapUser),

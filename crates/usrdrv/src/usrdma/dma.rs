@@ -81,7 +81,7 @@ impl UsrdmaDma {
         let end = entry.dma_addr.checked_add(entry.size.saturating_sub(1));
         if end.is_none_or(|end| end > self.mask.limit()) {
             // The module broke its promise; never hand such memory out.
-            let _ = ioctl::free(self.device.fd(), entry.id);
+            let _ = ioctl::free(self.device.fd(), entry.id, entry.generation);
             return Err(DmaError::Kernel {
                 op: "USRDMA_ALLOC",
                 source: io::Error::other(format!(
@@ -95,7 +95,7 @@ impl UsrdmaDma {
         self.attach(&entry, flags & ioctl::BUF_PERSISTENT != 0)
             .inspect_err(|_| {
                 // Just made for this caller, persistent or not: take it back.
-                let _ = ioctl::free(self.device.fd(), entry.id);
+                let _ = ioctl::free(self.device.fd(), entry.id, entry.generation);
             })
     }
 
@@ -110,12 +110,22 @@ impl UsrdmaDma {
             what: "the buffer",
             size: entry.size,
         })?;
+        let handle =
+            buffer_handle(entry.id, entry.generation).ok_or_else(|| DmaError::Kernel {
+                op: "USRDMA_ALLOC",
+                source: io::Error::other(format!(
+                    "the usrdma module returned buffer id {} of generation {}: usrdrv keeps ids below 2^{ID_BITS} and generations below 2^{} (rebind the device to start the generations again)",
+                    entry.id,
+                    entry.generation,
+                    64 - ID_BITS
+                )),
+            })?;
         let memory = DmaMemory::map_shared(self.device.fd(), entry.mmap_offset, len)
             .map_err(|e| self.failure(e, |source| DmaError::Memory { size: len, source }))?;
         Ok(Allocation {
             memory,
             device_addr: entry.dma_addr,
-            handle: entry.id.into(),
+            handle,
             keep,
         })
     }
@@ -130,11 +140,20 @@ impl UsrdmaDma {
         })
     }
 
-    /// Frees a buffer of this device by name, whoever allocated it.
+    /// Frees a persistent buffer of this device by name, whoever allocated it,
+    /// provided no process maps it.
     pub(crate) fn free_by_name(&self, name: &str) -> Result<(), DmaError> {
         ioctl::free_by_name(self.device.fd(), name.as_bytes()).map_err(|e| {
             self.failure(e, |source| match source.raw_os_error() {
                 Some(libc::ENOENT) => DmaError::NoSuchName {
+                    name: name.to_owned(),
+                },
+                // Held by the opener (this process): freed when its handle drops.
+                Some(libc::EPERM) => DmaError::NotPersistent {
+                    name: name.to_owned(),
+                },
+                // A handle (here, or in a child that inherited it) still maps it.
+                Some(libc::EBUSY) => DmaError::BufferInUse {
                     name: name.to_owned(),
                 },
                 Some(libc::EINVAL) => DmaError::BadName {
@@ -152,6 +171,26 @@ impl UsrdmaDma {
 /// The largest buffer the module allocates.
 const MAX_BUFFER: u64 = 1 << 30;
 
+/// Bits of `Allocation.handle` that hold the buffer id; the generation is in
+/// the rest. The module hands out the lowest free id and keeps at most 4096
+/// buffers, and its generations count up from 1 per bound device: both fit
+/// with room to spare.
+const ID_BITS: u32 = 16;
+
+/// `Allocation.handle` of buffer `id` of `generation`: both are needed to
+/// free it (a stale id alone could name a newer buffer). `None` when they do
+/// not fit (or are 0, which the module never returns).
+fn buffer_handle(id: u32, generation: u64) -> Option<u64> {
+    let fits = id != 0 && id < 1 << ID_BITS && generation != 0 && generation < 1 << (64 - ID_BITS);
+    fits.then(|| (generation << ID_BITS) | u64::from(id))
+}
+
+/// The id and generation in an `Allocation.handle` made by [`buffer_handle`].
+fn buffer_of(handle: u64) -> (u32, u64) {
+    let id = u32::try_from(handle & ((1 << ID_BITS) - 1)).unwrap_or(0);
+    (id, handle >> ID_BITS)
+}
+
 /// The listing entry of a freshly allocated buffer.
 fn out_entry(out: &ioctl::Alloc) -> ioctl::BufEntry {
     ioctl::BufEntry {
@@ -161,6 +200,7 @@ fn out_entry(out: &ioctl::Alloc) -> ioctl::BufEntry {
         dma_addr: out.dma_addr,
         mmap_offset: out.mmap_offset,
         name: out.name,
+        generation: out.generation,
         ..Default::default()
     }
 }
@@ -183,8 +223,9 @@ impl DmaBackend for UsrdmaDma {
         if allocation.keep {
             return Ok(());
         }
-        let id = u32::try_from(allocation.handle).unwrap_or(0);
-        match ioctl::free(self.device.fd(), id) {
+        let (id, generation) = buffer_of(allocation.handle);
+        // A stale pair (the buffer is gone) is refused, never another buffer freed.
+        match ioctl::free(self.device.fd(), id, generation) {
             Ok(()) => Ok(()),
             // Revoked: the module already stopped the device and freed everything.
             Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Ok(()),
@@ -213,8 +254,16 @@ impl DmaBackend for UsrdmaDma {
         if direction.device_writes() {
             flags |= ioctl::DIR_FROM_DEVICE;
         }
-        let out =
-            ioctl::map_user(self.device.fd(), addr, len, flags, &mut entries).map_err(|e| {
+        #[allow(
+            unsafe_code,
+            reason = "MAP_USER lets the device reach the caller's memory until unmap"
+        )]
+        // SAFETY: the caller of `DmaBackend::map_user` guarantees the memory
+        // `[addr, addr + len)` stays put (allocated, and not handed back to safe
+        // code) until `unmap_user` of the returned mapping succeeds, or is
+        // leaked: the contract of `ioctl::map_user`.
+        let out = unsafe { ioctl::map_user(self.device.fd(), addr, len, flags, &mut entries) }
+            .map_err(|e| {
                 self.failure(e, |source| {
                     match source.raw_os_error() {
                         // Not the locked-memory limit: no bounce buffer below the mask.
@@ -293,5 +342,28 @@ impl DmaBackend for UsrdmaDma {
                 source,
             })
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handles_keep_the_id_and_the_generation() {
+        for (id, generation) in [(1, 1), (4096, 7), (0xffff, (1 << 48) - 1), (3, 1 << 40)] {
+            let handle = buffer_handle(id, generation).unwrap();
+            assert_eq!(buffer_of(handle), (id, generation));
+        }
+        // Reusing an id gives another handle.
+        assert_ne!(buffer_handle(5, 10), buffer_handle(5, 11));
+    }
+
+    #[test]
+    fn what_does_not_fit_gets_no_handle() {
+        assert_eq!(buffer_handle(0, 1), None);
+        assert_eq!(buffer_handle(1, 0), None);
+        assert_eq!(buffer_handle(1 << 16, 1), None);
+        assert_eq!(buffer_handle(1, 1 << 48), None);
     }
 }
