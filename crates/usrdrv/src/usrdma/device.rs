@@ -11,7 +11,7 @@ use std::sync::Arc;
 use super::UsrdmaError;
 use crate::mmio::Bar;
 use crate::pci::{PciAddress, Sysfs};
-use crate::revocation::Revocation;
+use crate::revocation::{DeviceRevocation, Revocation};
 use crate::sys::eventfd::{EventFd, wait_hangup};
 use crate::sys::mmap::Mapping;
 use crate::sys::usrdma_ioctl as ioctl;
@@ -28,7 +28,7 @@ pub fn node_path(address: PciAddress) -> PathBuf {
 #[derive(Debug)]
 struct Shared {
     /// Dropped first: stops the watcher before the node closes.
-    revocation: Option<Revocation>,
+    revocation: DeviceRevocation,
     file: File,
     address: PciAddress,
     config: PathBuf,
@@ -99,9 +99,9 @@ impl Device {
                 expected: ioctl::API_VERSION,
             });
         }
-        let revocation = file.try_clone().ok().and_then(|watched| {
+        let revocation = DeviceRevocation::new(file.try_clone().ok().and_then(|watched| {
             Revocation::watch(move |stop| wait_hangup(watched.as_fd(), stop).unwrap_or(false))
-        });
+        }));
         Ok(Self {
             shared: Arc::new(Shared {
                 revocation,
@@ -125,22 +125,17 @@ impl Device {
     /// Whether the kernel has taken the device back (unbind, hot-unplug):
     /// everything fails from then on; drop every handle.
     pub fn is_revoked(&self) -> bool {
-        self.shared
-            .revocation
-            .as_ref()
-            .is_some_and(Revocation::is_revoked)
+        self.shared.revocation.is_revoked()
     }
 
     /// The event waits poll to learn of revocation.
     pub(crate) fn revocation_event(&self) -> Option<&EventFd> {
-        self.shared.revocation.as_ref().map(Revocation::event)
+        self.shared.revocation.event()
     }
 
     /// Records a revocation seen by a waiter or a call that got `ENODEV`.
     pub(crate) fn mark_revoked(&self) {
-        if let Some(r) = &self.shared.revocation {
-            r.mark();
-        }
+        self.shared.revocation.mark();
     }
 
     /// The error for a failed call: revocation when the module said `ENODEV`.
@@ -185,7 +180,7 @@ impl Device {
             index,
             mapping,
             self.shared.clone(),
-            self.shared.revocation.as_ref().map(Revocation::flag),
+            self.shared.revocation.flag(),
         ))
     }
 

@@ -5,7 +5,6 @@ use std::fs::File;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 
 use vfio_bindings::bindings::vfio::{
     VFIO_DEVICE_FLAGS_PCI, VFIO_DEVICE_FLAGS_RESET, VFIO_PCI_BAR5_REGION_INDEX,
@@ -18,7 +17,7 @@ use super::revocation;
 use super::{Container, Group, VfioError};
 use crate::mmio::Bar;
 use crate::pci::{PciAddress, Sysfs};
-use crate::revocation::Revocation;
+use crate::revocation::DeviceRevocation;
 use crate::sys::eventfd::EventFd;
 use crate::sys::mmap::Mapping;
 use crate::sys::vfio_ioctl;
@@ -56,7 +55,7 @@ impl RegionInfo {
 #[derive(Debug)]
 struct Shared {
     /// Dropped first: stops the watcher before the descriptor closes.
-    revocation: Option<Revocation>,
+    revocation: DeviceRevocation,
     file: Arc<File>,
     address: PciAddress,
     flags: u32,
@@ -115,7 +114,7 @@ impl Device {
                 source: std::io::Error::other("VFIO reports a device that is not PCI"),
             });
         }
-        let revocation = revocation::arm(file.as_fd());
+        let revocation = DeviceRevocation::new(revocation::arm(file.as_fd()));
         Ok(Self {
             shared: Arc::new(Shared {
                 revocation,
@@ -138,26 +137,17 @@ impl Device {
     /// Register accesses fail from then on; drop every handle to the device so
     /// the kernel can complete the unbind.
     pub fn is_revoked(&self) -> bool {
-        self.shared
-            .revocation
-            .as_ref()
-            .is_some_and(Revocation::is_revoked)
+        self.shared.revocation.is_revoked()
     }
 
     /// The event a wait polls to learn of revocation, if the kernel offers it.
     pub(crate) fn revocation_event(&self) -> Option<&EventFd> {
-        self.shared.revocation.as_ref().map(Revocation::event)
+        self.shared.revocation.event()
     }
 
     /// Records a revocation a waiter saw.
     pub(crate) fn mark_revoked(&self) {
-        if let Some(r) = &self.shared.revocation {
-            r.mark();
-        }
-    }
-
-    fn revoked_flag(&self) -> Option<Arc<AtomicBool>> {
-        self.shared.revocation.as_ref().map(Revocation::flag)
+        self.shared.revocation.mark();
     }
 
     /// The group the device belongs to.
@@ -243,7 +233,7 @@ impl Device {
                 index,
                 mapping,
                 self.shared.clone(),
-                self.revoked_flag(),
+                self.shared.revocation.flag(),
             ));
         }
         Ok(Bar::through_file(
@@ -252,7 +242,7 @@ impl Device {
             Arc::clone(&self.shared.file),
             region.offset,
             self.shared.clone(),
-            self.revoked_flag(),
+            self.shared.revocation.flag(),
         ))
     }
 
