@@ -2,6 +2,7 @@
 
 use std::ffi::CString;
 use std::fs::File;
+use std::ops::Range;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
@@ -13,9 +14,10 @@ use vfio_bindings::bindings::vfio::{
 };
 
 use super::group::usable_group;
+use super::region;
 use super::revocation;
 use super::{Container, Group, VfioError};
-use crate::mmio::Bar;
+use crate::mmio::{Bar, FileRegion};
 use crate::pci::{PciAddress, Sysfs};
 use crate::revocation::DeviceRevocation;
 use crate::sys::eventfd::EventFd;
@@ -180,23 +182,37 @@ impl Device {
 
     /// What VFIO says about region `index`.
     pub fn region_info(&self, index: u32) -> Result<RegionInfo, VfioError> {
-        let info = vfio_ioctl::device_get_region_info(self.shared.file.as_fd(), index).map_err(
-            |source| VfioError::Ioctl {
-                op: "VFIO_DEVICE_GET_REGION_INFO",
-                target: format!("{} region {index}", self.address()),
-                source,
-            },
-        )?;
+        let region = self.region(index)?;
         Ok(RegionInfo {
-            index: info.index,
-            size: info.size,
-            offset: info.offset,
-            flags: info.flags,
+            index: region.index,
+            size: region.size,
+            offset: region.offset,
+            flags: region.flags,
+        })
+    }
+
+    /// Region `index` with its capability chain parsed.
+    fn region(&self, index: u32) -> Result<region::Region, VfioError> {
+        let op = "VFIO_DEVICE_GET_REGION_INFO";
+        let target = || format!("{} region {index}", self.address());
+        let bytes = vfio_ioctl::device_get_region_info_caps(self.shared.file.as_fd(), index)
+            .map_err(|source| VfioError::Ioctl {
+                op,
+                target: target(),
+                source,
+            })?;
+        region::parse(&bytes).map_err(|why| VfioError::BadReply {
+            op,
+            target: target(),
+            why,
         })
     }
 
     /// BAR `index` (`0..=5`) ready for register access: mapped into the process
-    /// when VFIO allows it, otherwise reached through the device file.
+    /// where VFIO allows it (all of it, or the areas its sparse-mmap capability
+    /// lists), and reached through the device file elsewhere, or everywhere when
+    /// mapping fails ([`Bar::is_mapped`] says which). A BAR VFIO reports
+    /// read-only refuses writes with [`crate::mmio::MmioError::ReadOnly`].
     pub fn bar(&self, index: u8) -> Result<Bar, VfioError> {
         let address = self.address();
         let no_bar = |why| VfioError::NoSuchBar {
@@ -207,43 +223,54 @@ impl Device {
         if u32::from(index) > VFIO_PCI_BAR5_REGION_INDEX {
             return Err(no_bar("BARs are numbered 0 to 5"));
         }
-        let region = self.region_info(index.into())?;
-        if region.size == 0 {
+        let region = self.region(index.into())?;
+        let info = RegionInfo {
+            index: region.index,
+            size: region.size,
+            offset: region.offset,
+            flags: region.flags,
+        };
+        if info.size == 0 {
             return Err(no_bar("the device does not implement it"));
         }
-        if !region.readable() {
+        if !info.readable() {
             return Err(no_bar("VFIO does not allow reading it (an I/O port BAR?)"));
         }
-        if region.mappable()
-            && let Ok(len) = usize::try_from(region.size)
-        {
-            let mapping = Mapping::map_shared(
-                self.shared.file.as_fd(),
-                region.offset,
-                len,
-                region.writable(),
-            )
-            .map_err(|source| VfioError::Map {
-                address,
-                bar: index,
-                len: region.size,
-                source,
-            })?;
-            return Ok(Bar::mapped(
-                index,
-                mapping,
-                self.shared.clone(),
-                self.shared.revocation.flag(),
-            ));
-        }
-        Ok(Bar::through_file(
+        let windows = if info.mappable() {
+            let areas = region
+                .sparse
+                .unwrap_or_else(|| std::iter::once(0..info.size).collect());
+            self.map_areas(&info, &areas)
+        } else {
+            Vec::new()
+        };
+        Ok(Bar::windowed(
             index,
-            region.size,
-            Arc::clone(&self.shared.file),
-            region.offset,
+            info.size,
+            info.writable(),
+            windows,
+            FileRegion {
+                device: Arc::clone(&self.shared.file),
+                offset: info.offset,
+            },
             self.shared.clone(),
             self.shared.revocation.flag(),
         ))
+    }
+
+    /// Maps each of `areas` (offset ranges in the region) that can be mapped;
+    /// the others are left to the device file.
+    fn map_areas(&self, region: &RegionInfo, areas: &[Range<u64>]) -> Vec<(u64, Mapping)> {
+        areas
+            .iter()
+            .filter_map(|area| {
+                let len = usize::try_from(area.end - area.start).ok()?;
+                let at = region.offset.checked_add(area.start)?;
+                Mapping::map_shared(self.shared.file.as_fd(), at, len, region.writable())
+                    .ok()
+                    .map(|map| (area.start, map))
+            })
+            .collect()
     }
 
     /// Reads `buf.len()` bytes of PCI configuration space from `offset`.

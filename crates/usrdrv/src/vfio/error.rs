@@ -101,6 +101,18 @@ pub enum VfioError {
         #[source]
         source: io::Error,
     },
+    /// The kernel's answer to an ioctl is not what the UAPI header documents.
+    #[error(
+        "{op} on {target} returned something unexpected: {why}; please report this with your kernel version"
+    )]
+    BadReply {
+        /// The ioctl's name.
+        op: &'static str,
+        /// What it was issued on.
+        target: String,
+        /// What is wrong with the answer.
+        why: String,
+    },
     /// The device has no such region, or the region is not a usable BAR.
     #[error("{address} has no usable BAR {bar}: {why}")]
     NoSuchBar {
@@ -110,19 +122,6 @@ pub enum VfioError {
         bar: u8,
         /// Why it cannot be used.
         why: &'static str,
-    },
-    /// Mapping a region into the process failed.
-    #[error("cannot map BAR {bar} of {address} ({len:#x} bytes)")]
-    Map {
-        /// The device.
-        address: PciAddress,
-        /// The BAR.
-        bar: u8,
-        /// Its length.
-        len: u64,
-        /// The error the kernel returned.
-        #[source]
-        source: io::Error,
     },
     /// The IOMMU's address ranges and the DMA mask leave nothing to allocate.
     #[error("cannot set up device addresses")]
