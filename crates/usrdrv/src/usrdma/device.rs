@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use super::UsrdmaError;
 use crate::mmio::Bar;
-use crate::pci::{PciAddress, Sysfs};
+use crate::pci::{PciAddress, Sysfs, config};
 use crate::revocation::{DeviceRevocation, Revocation};
 use crate::sys::eventfd::{EventFd, wait_hangup};
 use crate::sys::mmap::Mapping;
@@ -211,7 +211,52 @@ impl Device {
     }
 
     /// Writes `buf` to configuration space at `offset` (through sysfs).
+    /// Writes that would change the I/O or memory decode bits of the command
+    /// register, a BAR (which the module maps at the address it had at bind)
+    /// or the expansion ROM BAR are refused ([`UsrdmaError::ProtectedConfig`],
+    /// which says what to use instead); other bits of the command register,
+    /// such as bus master, may change.
     pub fn write_config(&self, offset: u64, buf: &[u8]) -> Result<(), UsrdmaError> {
+        let command = if config::covers_decode_bits(offset, buf.len()) {
+            let mut command = [0u8; 2];
+            self.read_config(0x04, &mut command)?;
+            Some(u16::from_le_bytes(command))
+        } else {
+            None
+        };
+        config::check_write(offset, buf, command)?;
+        self.write_config_raw(offset, buf)
+    }
+
+    /// Writes `buf` to configuration space at `offset` without refusing
+    /// anything ([`Device::write_config`] says what it refuses).
+    ///
+    /// # Safety
+    ///
+    /// The caller guarantees that for as long as the write's effect lasts:
+    ///
+    /// - if it clears I/O or memory decoding (command register bits 0-1), no
+    ///   register access is made through a [`Bar`] or `BarView` of this device
+    ///   (a mapped access would fault with `SIGBUS`) until the bits are set
+    ///   again;
+    /// - if it changes a base address register or the expansion ROM BAR, the
+    ///   original value is written back before any access through a `Bar` of
+    ///   this device, and the address written decodes to no other device or
+    ///   memory in the meantime: the module's
+    ///   mappings of the BAR keep pointing at the old bus address, so an access
+    ///   through them reaches whatever decodes there (another device, or RAM).
+    // `unsafe` for its contract only: the body is safe code (no system call).
+    #[allow(unsafe_code)]
+    pub unsafe fn write_config_unchecked(
+        &self,
+        offset: u64,
+        buf: &[u8],
+    ) -> Result<(), UsrdmaError> {
+        self.write_config_raw(offset, buf)
+    }
+
+    /// The write, unfiltered (the safe core of `write_config_unchecked`).
+    pub(crate) fn write_config_raw(&self, offset: u64, buf: &[u8]) -> Result<(), UsrdmaError> {
         let config = OpenOptions::new()
             .write(true)
             .open(&self.shared.config)

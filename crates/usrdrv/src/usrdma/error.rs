@@ -79,6 +79,9 @@ pub enum UsrdmaError {
         /// The mask width asked for.
         bits: u32,
     },
+    /// A configuration-space write was refused.
+    #[error(transparent)]
+    ProtectedConfig(#[from] crate::pci::ConfigError),
     /// The function has no reset method the kernel can use.
     #[error("{address} cannot be reset: it has no function-level or other reset method")]
     ResetUnsupported {

@@ -126,6 +126,9 @@ pub enum VfioError {
     /// The IOMMU's address ranges and the DMA mask leave nothing to allocate.
     #[error("cannot set up device addresses")]
     AddressSpace(#[source] crate::dma::IovaError),
+    /// A configuration-space write was refused.
+    #[error(transparent)]
+    ProtectedConfig(#[from] crate::pci::ConfigError),
     /// The device does not support reset.
     #[error("{address} does not support reset (no FLR, PM or bus reset available to VFIO)")]
     ResetUnsupported {
