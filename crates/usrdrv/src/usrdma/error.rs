@@ -8,6 +8,7 @@ use crate::pci::{PciAddress, SysfsError};
 
 /// Errors from the usrdma backend.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum UsrdmaError {
     /// Reading PCI state from sysfs failed.
     #[error(transparent)]

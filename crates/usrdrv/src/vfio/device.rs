@@ -110,11 +110,7 @@ impl Device {
                 source,
             })?;
         if info.flags & VFIO_DEVICE_FLAGS_PCI == 0 {
-            return Err(VfioError::Ioctl {
-                op: "VFIO_DEVICE_GET_INFO",
-                target: address.to_string(),
-                source: std::io::Error::other("VFIO reports a device that is not PCI"),
-            });
+            return Err(VfioError::NotPci { address });
         }
         let revocation = DeviceRevocation::new(revocation::arm(file.as_fd()));
         Ok(Self {

@@ -7,6 +7,7 @@ use crate::pci::{PciAddress, SysfsError};
 
 /// Errors from VFIO containers, groups and devices.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum VfioError {
     /// Reading PCI state from sysfs failed.
     #[error(transparent)]
@@ -100,6 +101,12 @@ pub enum VfioError {
         /// The error the kernel returned.
         #[source]
         source: io::Error,
+    },
+    /// VFIO gave a device that is not a PCI function.
+    #[error("VFIO reports {address} as a device that is not PCI: usrdrv drives PCI functions only")]
+    NotPci {
+        /// The device.
+        address: PciAddress,
     },
     /// The kernel's answer to an ioctl is not what the UAPI header documents.
     #[error(
