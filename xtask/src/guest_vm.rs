@@ -63,7 +63,7 @@ pub struct SourceArgs {
     #[arg(long, value_name = "PATH", requires = "modules")]
     pub kernel: Option<PathBuf>,
 
-    /// The lib/modules/<version> directory of --kernel, with modules.dep.
+    /// The lib/modules/VERSION directory of --kernel, with modules.dep.
     #[arg(long, value_name = "DIR", requires = "kernel")]
     pub modules: Option<PathBuf>,
 

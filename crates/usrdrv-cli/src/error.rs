@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use usrdrv::pci::{AddressError, PciAddress, SysfsError};
 use usrdrv::usrdma::listing::ListingError;
 
-use crate::usrdma_view::LOAD_HINT;
+/// How to get the usrdma module, for messages (here, at the bottom of the
+/// module graph, so every module that prints it can depend on it).
+pub const LOAD_HINT: &str = "load the usrdma module (`modprobe usrdma`, or build and install it from kmod/usrdma with DKMS as its README says)";
 
 /// Why a command failed (exit status 1).
 #[derive(Debug, thiserror::Error)]

@@ -13,9 +13,6 @@ use crate::output::{Table, human_size};
 
 pub use usrdrv::usrdma::USRDMA_DRIVER;
 
-/// How to get the module, for messages.
-pub const LOAD_HINT: &str = "load the usrdma module (`modprobe usrdma`, or build and install it from kmod/usrdma with DKMS as its README says)";
-
 /// The device node of `address` when bound to usrdma (`/dev/usrdma/ADDR`).
 pub fn node(ctx: &Context, address: PciAddress) -> PathBuf {
     ctx.devfs.join("usrdma").join(address.to_string())

@@ -200,10 +200,56 @@ impl Device {
     }
 
     /// Writes `buf` to configuration space at `offset`.
+    ///
+    /// Writes that would change what the BARs usrdrv hands out rely on are
+    /// refused with an error that says what to use instead
+    /// ([`crate::pci::ConfigError`], inside the backend's error): the I/O and
+    /// memory decode bits of the command register (bits 0 and 1 at 0x04), the
+    /// base address registers (0x10..0x28) and the expansion ROM BAR
+    /// (0x30..0x34). The command register's other bits (bus master, INTx
+    /// disable, ...) may change: write it whole with the decode bits as read.
+    ///
+    /// ```no_run
+    /// # let device = usrdrv::Device::open("0000:00:03.0".parse()?, usrdrv::dma::DmaMask::new(28)?)?;
+    /// let mut command = [0u8; 2];
+    /// device.read_config(0x04, &mut command)?;
+    /// let intx_disabled = u16::from_le_bytes(command) | 1 << 10;
+    /// device.write_config(0x04, &intx_disabled.to_le_bytes())?;
+    /// assert!(device.write_config(0x10, &[0xff; 4]).is_err(), "BAR 0 is refused");
+    /// # Ok::<(), usrdrv::Error>(())
+    /// ```
     pub fn write_config(&self, offset: u64, buf: &[u8]) -> Result<(), Error> {
         match &self.kernel {
             Kernel::Vfio { device, .. } => device.write_config(offset, buf)?,
             Kernel::Usrdma { device, .. } => device.write_config(offset, buf)?,
+        }
+        Ok(())
+    }
+
+    /// Writes `buf` to configuration space at `offset`, refusing nothing
+    /// (unlike [`Device::write_config`]): for BAR sizing, or turning decoding
+    /// off around a step that needs it.
+    ///
+    /// # Safety
+    ///
+    /// The caller guarantees that for as long as the write's effect lasts:
+    ///
+    /// - if it clears I/O or memory decoding (command register bits 0-1), no
+    ///   register access is made through a [`Bar`] or
+    ///   [`BarView`](crate::mmio::BarView) of this device (a mapped access
+    ///   would fault with `SIGBUS`) until the bits are set again;
+    /// - if it changes a base address register or the expansion ROM BAR, the
+    ///   original value is written back before any access through a `Bar` of
+    ///   this device, and the address written decodes to no other device or
+    ///   memory in the meantime (on usrdma the module's mappings keep pointing
+    ///   at the old bus address, so an access through them would reach
+    ///   whatever decodes there: another device, or RAM).
+    // `unsafe` for its contract only: the body is safe code (no system call).
+    #[allow(unsafe_code)]
+    pub unsafe fn write_config_unchecked(&self, offset: u64, buf: &[u8]) -> Result<(), Error> {
+        match &self.kernel {
+            Kernel::Vfio { device, .. } => device.write_config_raw(offset, buf)?,
+            Kernel::Usrdma { device, .. } => device.write_config_raw(offset, buf)?,
         }
         Ok(())
     }

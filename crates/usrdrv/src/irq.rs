@@ -64,6 +64,7 @@ pub struct IrqInfo {
 
 /// Errors from interrupt setup and waits.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum IrqError {
     /// The device has fewer vectors of this kind than asked for.
     #[error("{address} has {available} {kind} vector(s); {asked} were asked for")]
@@ -92,6 +93,17 @@ pub enum IrqError {
     Revoked {
         /// The device.
         address: PciAddress,
+    },
+    /// Reading the configuration space (to learn the vectors) failed.
+    #[error("reading the configuration space of {address} to learn its {kind} vectors failed")]
+    ConfigSpace {
+        /// The kind.
+        kind: IrqKind,
+        /// The device.
+        address: PciAddress,
+        /// Why (the usrdma backend reads it through sysfs).
+        #[source]
+        source: Box<crate::usrdma::UsrdmaError>,
     },
     /// A system call failed.
     #[error("{op} for {kind} on {address} failed")]

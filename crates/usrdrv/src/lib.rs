@@ -121,6 +121,7 @@ mod device;
 pub mod dma;
 mod error;
 pub mod irq;
+pub mod limits;
 pub mod mmio;
 pub mod pci;
 mod revocation;

@@ -12,6 +12,7 @@ pub use crate::sys::word::MmioValue;
 
 /// Why a device memory access was refused or failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum MmioError {
     /// The access does not lie wholly inside the BAR.
     #[error("BAR {bar}: a {width}-byte access at offset {offset:#x} is outside its {len:#x} bytes")]
@@ -30,6 +31,18 @@ pub enum MmioError {
         "BAR {bar}: a {width}-byte access at offset {offset:#x} is misaligned: use a multiple of {width}"
     )]
     Misaligned {
+        /// The BAR index.
+        bar: u8,
+        /// The offset asked for.
+        offset: u64,
+        /// The access width in bytes.
+        width: usize,
+    },
+    /// The BAR may be read but not written (VFIO reports it read-only).
+    #[error(
+        "BAR {bar} is read-only (the kernel does not allow writes to it): the {width}-byte write at offset {offset:#x} was refused; registers there can only be read"
+    )]
+    ReadOnly {
         /// The BAR index.
         bar: u8,
         /// The offset asked for.
@@ -73,17 +86,59 @@ pub enum MmioError {
 pub(crate) trait KeepAlive: Send + Sync + std::fmt::Debug {}
 impl<T: Send + Sync + std::fmt::Debug> KeepAlive for T {}
 
+/// Where the device file holds a BAR, for accesses outside mapped memory.
+#[derive(Debug)]
+pub(crate) struct FileRegion {
+    /// The device file (VFIO performs the access in the kernel).
+    pub(crate) device: Arc<File>,
+    /// Where the BAR starts in it.
+    pub(crate) offset: u64,
+}
+
 /// How a BAR is reached.
 #[derive(Debug)]
 enum Access {
-    /// Mapped into the process: each access is one volatile load or store.
+    /// Wholly mapped, readable and writable: each access is one volatile load
+    /// or store, after one bounds check (the hot path; nothing else is checked).
     Mapped(Mapping),
-    /// Not mappable: each access is one `pread`/`pwrite` on the device file at
-    /// the region's offset (VFIO performs the access in the kernel).
-    File {
-        device: Arc<File>,
-        region_offset: u64,
-    },
+    /// Anything else (read-only, not mappable, or mappable only in parts):
+    /// every access takes the out-of-line path.
+    Windowed(Box<Windowed>),
+}
+
+/// A BAR reached through mapped windows where there are some, and through the
+/// device file elsewhere.
+#[derive(Debug)]
+struct Windowed {
+    /// Mapped parts of the BAR, each at its offset in the BAR; they do not
+    /// overlap. Empty when the BAR could not be mapped at all.
+    windows: Vec<Window>,
+    /// Reaches every byte of the BAR with `pread`/`pwrite`.
+    file: FileRegion,
+    /// Whether the BAR may be written.
+    writable: bool,
+}
+
+/// One mapped part of a BAR.
+#[derive(Debug)]
+struct Window {
+    /// Its offset in the BAR.
+    start: u64,
+    map: Mapping,
+}
+
+impl Windowed {
+    /// The window holding all `width` bytes at `offset`, and the offset in it.
+    fn window(&self, offset: u64, width: u64) -> Option<(&Mapping, usize)> {
+        self.windows.iter().find_map(|w| {
+            let inner = offset.checked_sub(w.start)?;
+            let end = inner.checked_add(width)?;
+            (end <= w.map.len() as u64)
+                .then(|| usize::try_from(inner).ok())
+                .flatten()
+                .map(|inner| (&w.map, inner))
+        })
+    }
 }
 
 /// One memory BAR of a device, ready for register access.
@@ -114,6 +169,7 @@ pub struct Bar {
 }
 
 impl Bar {
+    /// A BAR wholly mapped, readable and writable.
     pub(crate) fn mapped(
         index: u8,
         mapping: Mapping,
@@ -129,21 +185,47 @@ impl Bar {
         }
     }
 
-    pub(crate) fn through_file(
+    /// A BAR of `len` bytes reached through `file`, except for the parts in
+    /// `windows` (mapped from their offset in the BAR), and written only if
+    /// `writable`. Windows outside the BAR or overlapping an earlier one are
+    /// dropped. A writable BAR with one window covering it all is
+    /// [`Bar::mapped`].
+    pub(crate) fn windowed(
         index: u8,
         len: u64,
-        device: Arc<File>,
-        region_offset: u64,
+        writable: bool,
+        windows: Vec<(u64, Mapping)>,
+        file: FileRegion,
         owner: Arc<dyn KeepAlive>,
         revoked: Option<Arc<AtomicBool>>,
     ) -> Self {
+        let mut kept: Vec<Window> = Vec::with_capacity(windows.len());
+        for (start, map) in windows {
+            let end = start.checked_add(map.len() as u64);
+            let inside = end.is_some_and(|end| end <= len);
+            let overlaps = kept
+                .iter()
+                .any(|w| start < w.start + w.map.len() as u64 && end.is_none_or(|e| w.start < e));
+            if inside && !overlaps {
+                kept.push(Window { start, map });
+            }
+        }
+        if writable
+            && let [only] = kept.as_slice()
+            && only.start == 0
+            && only.map.len() as u64 == len
+            && let Some(Window { map, .. }) = kept.pop()
+        {
+            return Self::mapped(index, map, owner, revoked);
+        }
         Self {
             index,
             len,
-            access: Access::File {
-                device,
-                region_offset,
-            },
+            access: Access::Windowed(Box::new(Windowed {
+                windows: kept,
+                file,
+                writable,
+            })),
             revoked: revoked.unwrap_or_default(),
             _owner: owner,
         }
@@ -164,10 +246,45 @@ impl Bar {
         self.len == 0
     }
 
-    /// Whether accesses go straight to mapped memory (`true`) or through a
-    /// system call per access (`false`, for BARs the kernel will not let us map).
+    /// Whether the whole BAR is mapped, so every access is a load or store of
+    /// mapped memory (`true`), or some accesses take a system call on the
+    /// device file (`false`: the kernel would not map the BAR, or only parts
+    /// of it; see [`Bar::mapped_ranges`]).
     pub fn is_mapped(&self) -> bool {
-        matches!(self.access, Access::Mapped(_))
+        match &self.access {
+            Access::Mapped(_) => true,
+            Access::Windowed(w) => {
+                w.windows.iter().map(|w| w.map.len() as u64).sum::<u64>() == self.len
+            }
+        }
+    }
+
+    /// The parts of the BAR that are mapped, as offset ranges in the BAR, in
+    /// order: all of it for a mapped BAR, the areas the kernel allows for a
+    /// BAR it maps only in parts (VFIO's sparse mmap), none when it could not
+    /// be mapped. Accesses elsewhere go through the device file.
+    pub fn mapped_ranges(&self) -> Vec<std::ops::Range<u64>> {
+        match &self.access {
+            Access::Mapped(map) => std::iter::once(0..map.len() as u64).collect(),
+            Access::Windowed(w) => {
+                let mut ranges: Vec<_> = w
+                    .windows
+                    .iter()
+                    .map(|w| w.start..w.start + w.map.len() as u64)
+                    .collect();
+                ranges.sort_by_key(|r| r.start);
+                ranges
+            }
+        }
+    }
+
+    /// Whether the BAR may be written (`false` when the kernel reports it
+    /// read-only; writes are then [`MmioError::ReadOnly`]).
+    pub fn is_writable(&self) -> bool {
+        match &self.access {
+            Access::Mapped(_) => true,
+            Access::Windowed(w) => w.writable,
+        }
     }
 
     #[inline(always)]
@@ -201,7 +318,7 @@ impl Bar {
         }
     }
 
-    /// Checks an access through the device file (the mapping checks its own).
+    /// Checks an access off the hot path (a whole mapping checks its own).
     fn check<T: MmioValue>(&self, offset: u64) -> Result<(), MmioError> {
         let width = std::mem::size_of::<T>() as u64;
         let fits = offset.checked_add(width).is_some_and(|end| end <= self.len);
@@ -222,28 +339,34 @@ impl Bar {
                 .and_then(|off| map.read::<T>(off))
                 .ok_or_else(|| self.refusal::<T>(offset)),
             Access::Mapped(_) => Err(self.refusal::<T>(offset)),
-            Access::File {
-                device,
-                region_offset,
-            } => self.read_through_file(device, *region_offset, offset),
+            Access::Windowed(windowed) => self.read_windowed(windowed, offset),
         }
     }
 
-    /// A read through the device file: a system call, kept out of line so the
-    /// mapped path stays small enough to inline.
+    /// A read of a BAR that is not wholly mapped: through a mapped window when
+    /// one holds the value, otherwise a system call on the device file. Kept
+    /// out of line so the mapped path stays small enough to inline.
     #[cold]
     #[inline(never)]
-    fn read_through_file<T: MmioValue>(
+    fn read_windowed<T: MmioValue>(
         &self,
-        device: &File,
-        region_offset: u64,
+        windowed: &Windowed,
         offset: u64,
     ) -> Result<T, MmioError> {
         self.check::<T>(offset)?;
+        let width = std::mem::size_of::<T>();
+        if let Some(value) = windowed
+            .window(offset, width as u64)
+            .and_then(|(map, inner)| map.read::<T>(inner))
+        {
+            return Ok(value);
+        }
         let mut buf = [0u8; 8];
-        let buf = &mut buf[..std::mem::size_of::<T>()];
-        device
-            .read_exact_at(buf, region_offset + offset)
+        let buf = &mut buf[..width];
+        windowed
+            .file
+            .device
+            .read_exact_at(buf, windowed.file.offset + offset)
             .map_err(|source| self.io_error::<T>(offset, source))?;
         Ok(T::from_le_slice(buf))
     }
@@ -257,34 +380,48 @@ impl Bar {
                 .and_then(|off| map.write(off, value))
                 .ok_or_else(|| self.refusal::<T>(offset)),
             Access::Mapped(_) => Err(self.refusal::<T>(offset)),
-            Access::File {
-                device,
-                region_offset,
-            } => self.write_through_file(device, *region_offset, offset, value),
+            Access::Windowed(windowed) => self.write_windowed(windowed, offset, value),
         }
     }
 
-    /// A write through the device file, out of line like `read_through_file`.
+    /// A write of a BAR that is not wholly mapped (or is read-only), out of
+    /// line like `read_windowed`.
     #[cold]
     #[inline(never)]
-    fn write_through_file<T: MmioValue>(
+    fn write_windowed<T: MmioValue>(
         &self,
-        device: &File,
-        region_offset: u64,
+        windowed: &Windowed,
         offset: u64,
         value: T,
     ) -> Result<(), MmioError> {
         self.check::<T>(offset)?;
-        let mut buf = Vec::with_capacity(std::mem::size_of::<T>());
+        let width = std::mem::size_of::<T>();
+        if !windowed.writable {
+            return Err(MmioError::ReadOnly {
+                bar: self.index,
+                offset,
+                width,
+            });
+        }
+        if let Some(()) = windowed
+            .window(offset, width as u64)
+            .and_then(|(map, inner)| map.write(inner, value))
+        {
+            return Ok(());
+        }
+        let mut buf = Vec::with_capacity(width);
         value.extend_le(&mut buf);
-        device
-            .write_all_at(&buf, region_offset + offset)
+        windowed
+            .file
+            .device
+            .write_all_at(&buf, windowed.file.offset + offset)
             .map_err(|source| self.io_error::<T>(offset, source))
     }
 
     /// A view of the first `SIZE` bytes for hot paths: register offsets become
     /// constants checked at compile time, so an access is one volatile load or
-    /// store and cannot fail. Needs a mapped BAR of at least `SIZE` bytes.
+    /// store and cannot fail. Needs a writable BAR whose first `SIZE` bytes
+    /// are mapped.
     ///
     /// Revocation is checked when the view is taken, as a guard: take a view
     /// per batch of accesses (it is free) and drop it before waiting. Accesses
@@ -319,16 +456,27 @@ impl Bar {
         if self.is_revoked() {
             return Err(MmioError::Revoked { bar: self.index });
         }
-        match &self.access {
-            Access::Mapped(map) => Ok(BarView {
-                map: map
-                    .sized::<SIZE>()
-                    .ok_or_else(|| no_view("the BAR is smaller"))?,
-            }),
-            Access::File { .. } => Err(no_view(
-                "the BAR is not mapped (accesses go through the device file)",
-            )),
-        }
+        let map = match &self.access {
+            Access::Mapped(map) => map,
+            Access::Windowed(w) if !w.writable => {
+                return Err(no_view(
+                    "the BAR is read-only (a view's writes cannot fail); use Bar::read",
+                ));
+            }
+            Access::Windowed(w) => match w.windows.iter().find(|w| w.start == 0) {
+                Some(first) => &first.map,
+                None => {
+                    return Err(no_view(
+                        "the start of the BAR is not mapped (accesses go through the device file); use Bar::read and Bar::write",
+                    ));
+                }
+            },
+        };
+        Ok(BarView {
+            map: map
+                .sized::<SIZE>()
+                .ok_or_else(|| no_view("the BAR, or the part of it mapped, is smaller"))?,
+        })
     }
 
     fn io_error<T>(&self, offset: u64, source: std::io::Error) -> MmioError {
@@ -449,13 +597,37 @@ mod tests {
         (file, handle)
     }
 
+    fn file_region(handle: &Arc<File>) -> FileRegion {
+        FileRegion {
+            device: Arc::clone(handle),
+            offset: 0,
+        }
+    }
+
+    fn through_file(
+        index: u8,
+        len: u64,
+        handle: &Arc<File>,
+        revoked: Option<Arc<AtomicBool>>,
+    ) -> Bar {
+        Bar::windowed(
+            index,
+            len,
+            true,
+            Vec::new(),
+            file_region(handle),
+            Arc::new(()),
+            revoked,
+        )
+    }
+
     fn both_bars(bytes: &[u8]) -> (tempfile::NamedTempFile, Vec<Bar>) {
         let (file, handle) = region(bytes);
         let map = Mapping::map_shared(handle.as_fd(), 0, bytes.len(), true).unwrap();
         let owner: Arc<dyn KeepAlive> = Arc::new(());
         let bars = vec![
             Bar::mapped(0, map, Arc::clone(&owner), None),
-            Bar::through_file(0, bytes.len() as u64, handle, 0, owner, None),
+            through_file(0, bytes.len() as u64, &handle, None),
         ];
         (file, bars)
     }
@@ -481,8 +653,7 @@ mod tests {
     fn revoked_bars_refuse_every_access() {
         let (_file, handle) = region(&[0u8; 16]);
         let flag = Arc::new(AtomicBool::new(false));
-        let owner: Arc<dyn KeepAlive> = Arc::new(());
-        let bar = Bar::through_file(2, 16, handle, 0, owner, Some(Arc::clone(&flag)));
+        let bar = through_file(2, 16, &handle, Some(Arc::clone(&flag)));
         bar.write32(0, 7).unwrap();
         flag.store(true, Ordering::SeqCst);
         assert!(matches!(bar.read32(0), Err(MmioError::Revoked { bar: 2 })));
@@ -538,5 +709,159 @@ mod tests {
             msg.contains("offset 0x10") && msg.contains("0x10 bytes"),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn one_writable_window_over_the_whole_bar_is_the_mapped_fast_path() {
+        let (_file, handle) = region(&[0u8; 4096]);
+        let map = Mapping::map_shared(handle.as_fd(), 0, 4096, true).unwrap();
+        let bar = Bar::windowed(
+            0,
+            4096,
+            true,
+            vec![(0, map)],
+            file_region(&handle),
+            Arc::new(()),
+            None,
+        );
+        assert!(matches!(bar.access, Access::Mapped(_)));
+        assert!(bar.is_mapped() && bar.is_writable());
+        assert_eq!(bar.mapped_ranges(), vec![0..4096]);
+    }
+
+    #[test]
+    fn writes_to_a_read_only_bar_are_refused_on_both_paths() {
+        let (_file, handle) = region(&(0u8..16).collect::<Vec<_>>());
+        let map = Mapping::map_shared(handle.as_fd(), 0, 16, false).unwrap();
+        let mapped = Bar::windowed(
+            3,
+            16,
+            false,
+            vec![(0, map)],
+            file_region(&handle),
+            Arc::new(()),
+            None,
+        );
+        let unmapped = Bar::windowed(
+            3,
+            16,
+            false,
+            Vec::new(),
+            file_region(&handle),
+            Arc::new(()),
+            None,
+        );
+        assert!(mapped.is_mapped() && !unmapped.is_mapped());
+        for bar in [&mapped, &unmapped] {
+            assert!(!bar.is_writable());
+            assert_eq!(bar.read32(4).unwrap(), 0x0706_0504);
+            let err = bar.write32(4, 1).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    MmioError::ReadOnly {
+                        bar: 3,
+                        offset: 4,
+                        width: 4
+                    }
+                ),
+                "{err:?}"
+            );
+            assert!(err.to_string().contains("read-only"), "{err}");
+            // Bounds and alignment are still reported as such.
+            assert!(matches!(
+                bar.write32(16, 1),
+                Err(MmioError::OutOfBounds { .. })
+            ));
+            assert!(matches!(bar.view::<16>(), Err(MmioError::NoView { .. })));
+        }
+        assert_eq!(
+            mapped.read32(4).unwrap(),
+            0x0706_0504,
+            "nothing was written"
+        );
+    }
+
+    #[test]
+    fn sparse_windows_are_mapped_and_the_rest_goes_through_the_file() {
+        // The window is mapped from one file and the BAR's file is another, so
+        // each access shows which way it went.
+        let page = 4096;
+        let (_window_file, window_handle) = region(&vec![0xaa; page]);
+        let (_bar_file, bar_handle) = region(&vec![0x55; 3 * page]);
+        let window = Mapping::map_shared(window_handle.as_fd(), 0, page, true).unwrap();
+        let bar = Bar::windowed(
+            1,
+            3 * page as u64,
+            true,
+            vec![(page as u64, window)],
+            file_region(&bar_handle),
+            Arc::new(()),
+            None,
+        );
+        assert!(!bar.is_mapped());
+        assert_eq!(bar.mapped_ranges(), vec![4096..8192]);
+        assert_eq!(
+            bar.read32(0).unwrap(),
+            0x5555_5555,
+            "before the window: the file"
+        );
+        assert_eq!(
+            bar.read32(4096).unwrap(),
+            0xaaaa_aaaa,
+            "inside: the mapping"
+        );
+        assert_eq!(bar.read32(8188).unwrap(), 0xaaaa_aaaa);
+        assert_eq!(bar.read32(8192).unwrap(), 0x5555_5555, "after: the file");
+        bar.write64(4096 + 8, 0x0102_0304_0506_0708).unwrap();
+        assert_eq!(
+            window_handle.read_at(&mut [0u8; 1], 4096 + 8).unwrap(),
+            0,
+            "past the window file's end"
+        );
+        let mut eight = [0u8; 8];
+        window_handle.read_exact_at(&mut eight, 8).unwrap();
+        assert_eq!(
+            u64::from_le_bytes(eight),
+            0x0102_0304_0506_0708,
+            "written through the window"
+        );
+        bar.write32(12, 0xdead_beef).unwrap();
+        let mut four = [0u8; 4];
+        bar_handle.read_exact_at(&mut four, 12).unwrap();
+        assert_eq!(
+            u32::from_le_bytes(four),
+            0xdead_beef,
+            "written through the file"
+        );
+        // No view: the start of the BAR is not mapped.
+        assert!(matches!(bar.view::<16>(), Err(MmioError::NoView { .. })));
+        assert!(matches!(
+            bar.read32(3 * 4096),
+            Err(MmioError::OutOfBounds { .. })
+        ));
+    }
+
+    #[test]
+    fn a_window_at_the_start_gives_views_and_bad_windows_are_dropped() {
+        let page = 4096;
+        let (_file, handle) = region(&vec![0u8; 2 * page]);
+        let first = Mapping::map_shared(handle.as_fd(), 0, page, true).unwrap();
+        let overlapping = Mapping::map_shared(handle.as_fd(), 0, page, true).unwrap();
+        let outside = Mapping::map_shared(handle.as_fd(), 0, page, true).unwrap();
+        let bar = Bar::windowed(
+            0,
+            2 * page as u64,
+            true,
+            vec![(0, first), (2048, overlapping), (2 * page as u64, outside)],
+            file_region(&handle),
+            Arc::new(()),
+            None,
+        );
+        assert_eq!(bar.mapped_ranges(), vec![0..4096]);
+        let view = bar.view::<64>().unwrap();
+        view.write32::<0>(9);
+        assert_eq!(bar.read32(0).unwrap(), 9);
+        assert!(matches!(bar.view::<8192>(), Err(MmioError::NoView { .. })));
     }
 }

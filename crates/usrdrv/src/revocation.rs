@@ -73,6 +73,42 @@ impl Revocation {
     }
 }
 
+/// What a device handle keeps of revocation: the watcher when the kernel offers
+/// a signal to watch, nothing otherwise (then revocation goes unnoticed until
+/// the device is closed). Shared by the VFIO and usrdma device types.
+#[derive(Debug)]
+pub(crate) struct DeviceRevocation(Option<Revocation>);
+
+impl DeviceRevocation {
+    /// Wraps the watcher, if one could be armed.
+    pub(crate) fn new(watcher: Option<Revocation>) -> Self {
+        Self(watcher)
+    }
+
+    /// Whether the kernel has asked for the device back.
+    pub(crate) fn is_revoked(&self) -> bool {
+        self.0.as_ref().is_some_and(Revocation::is_revoked)
+    }
+
+    /// The event a wait polls to learn of revocation, if there is a watcher.
+    pub(crate) fn event(&self) -> Option<&EventFd> {
+        self.0.as_ref().map(Revocation::event)
+    }
+
+    /// Records a revocation seen by a waiter or a failed call (nothing without
+    /// a watcher).
+    pub(crate) fn mark(&self) {
+        if let Some(r) = &self.0 {
+            r.mark();
+        }
+    }
+
+    /// The flag the BARs taken from the device check, if there is a watcher.
+    pub(crate) fn flag(&self) -> Option<Arc<AtomicBool>> {
+        self.0.as_ref().map(Revocation::flag)
+    }
+}
+
 impl Drop for Revocation {
     fn drop(&mut self) {
         let _ = self.stop.signal(1);

@@ -54,6 +54,9 @@ fn edu_identification_and_liveness_over_vfio() {
     let device = Device::open(edu()).unwrap();
     let bar0 = device.bar(0).unwrap();
     assert!(bar0.is_mapped(), "vfio-pci lets BAR0 be mapped");
+    let whole: Vec<_> = std::iter::once(0..EDU_BAR0_LEN).collect();
+    assert_eq!(bar0.mapped_ranges(), whole, "all of it");
+    assert!(bar0.is_writable());
     assert_eq!(bar0.len(), EDU_BAR0_LEN);
     assert_eq!(bar0.read32(0x00).unwrap(), EDU_ID);
     for value in [0, u32::MAX, 0x1234_5678, 0xa5a5_5a5a, 1] {
@@ -226,5 +229,100 @@ fn capabilities_interrupts_and_reset_of_edu_and_nvme() {
         sysfs.driver(nvme).unwrap().as_deref(),
         Some("nvme"),
         "given back to its kernel driver"
+    );
+}
+
+#[test]
+#[ignore = "needs the usrdrv VM: run by `cargo xtask test`"]
+fn config_writes_that_would_pull_the_bars_away_are_refused_and_the_unchecked_write_does_them() {
+    use usrdrv::dma::DmaMask;
+    use usrdrv::pci::{ConfigError, ProtectedRegister};
+
+    const COMMAND: u64 = 0x04;
+    const MEMORY: u16 = 1 << 1;
+    const INTX_DISABLE: u16 = 1 << 10;
+    const BAR0: u64 = 0x10;
+    const ROM: u64 = 0x30;
+
+    let device = usrdrv::Device::open(edu(), DmaMask::new(28).unwrap()).unwrap();
+    let bar0 = device.bar(0).unwrap();
+    let read16 = |offset| {
+        let mut b = [0u8; 2];
+        device.read_config(offset, &mut b).unwrap();
+        u16::from_le_bytes(b)
+    };
+    let read32 = |offset| {
+        let mut b = [0u8; 4];
+        device.read_config(offset, &mut b).unwrap();
+        u32::from_le_bytes(b)
+    };
+    let refused = |result: Result<(), usrdrv::Error>| match result {
+        Err(
+            ref err @ usrdrv::Error::Vfio(VfioError::ProtectedConfig(ConfigError::Protected {
+                register,
+                ..
+            })),
+        ) => {
+            let msg = err.to_string();
+            assert!(msg.contains("write_config_unchecked"), "{msg}");
+            register
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    };
+    let command = read16(COMMAND);
+    let bar0_base = read32(BAR0);
+    assert_ne!(command & MEMORY, 0, "memory decoding is on");
+
+    // Refused: memory decode off, BAR 0, the ROM BAR; nothing changes.
+    let off = command & !MEMORY;
+    assert_eq!(
+        refused(device.write_config(COMMAND, &off.to_le_bytes())),
+        ProtectedRegister::Decode
+    );
+    assert_eq!(
+        refused(device.write_config(BAR0, &[0xff; 4])),
+        ProtectedRegister::Bar(0)
+    );
+    assert_eq!(
+        refused(device.write_config(ROM, &[0xff; 4])),
+        ProtectedRegister::ExpansionRom
+    );
+    assert_eq!(read16(COMMAND), command);
+    assert_eq!(read32(BAR0), bar0_base);
+    assert_eq!(bar0.read32(0x00).unwrap(), EDU_ID);
+
+    // Allowed: the command register's other bits, read-modify-write.
+    device
+        .write_config(COMMAND, &(command | INTX_DISABLE).to_le_bytes())
+        .unwrap();
+    assert_eq!(read16(COMMAND) & INTX_DISABLE, INTX_DISABLE);
+    device
+        .write_config(COMMAND, &command.to_le_bytes())
+        .unwrap();
+    device.enable_bus_master().unwrap();
+    assert_ne!(read16(COMMAND) & 0x4, 0, "bus master on");
+
+    // The escape hatch sizes BAR 0 the classic way...
+    // SAFETY: BAR 0 is not accessed until its base is written back, and the
+    // all-ones sizing pattern is never decoded (VFIO virtualises the BARs).
+    unsafe { device.write_config_unchecked(BAR0, &[0xff; 4]) }.unwrap();
+    let sized = read32(BAR0);
+    // SAFETY: restores the base the kernel assigned.
+    unsafe { device.write_config_unchecked(BAR0, &bar0_base.to_le_bytes()) }.unwrap();
+    assert_eq!(u64::from(!(sized & !0xf)) + 1, EDU_BAR0_LEN, "{sized:#x}");
+    assert_eq!(read32(BAR0), bar0_base);
+
+    // ...and turns memory decoding off and on again.
+    let command = read16(COMMAND);
+    // SAFETY: no BAR of the device is accessed until decoding is back on.
+    unsafe { device.write_config_unchecked(COMMAND, &(command & !MEMORY).to_le_bytes()) }.unwrap();
+    assert_eq!(read16(COMMAND) & MEMORY, 0, "decoding is off");
+    // SAFETY: turns decoding back on.
+    unsafe { device.write_config_unchecked(COMMAND, &command.to_le_bytes()) }.unwrap();
+    assert_eq!(read16(COMMAND), command);
+    assert_eq!(
+        bar0.read32(0x00).unwrap(),
+        EDU_ID,
+        "the BAR works again once decoding is back"
     );
 }

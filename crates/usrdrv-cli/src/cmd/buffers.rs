@@ -13,9 +13,9 @@ use usrdrv::pci::{PciAddress, SysfsError};
 use usrdrv::usrdma::listing::{self, ListingError};
 
 use crate::context::Context;
-use crate::error::CliError;
+use crate::error::{CliError, LOAD_HINT};
 use crate::output::{self, human_size};
-use crate::usrdma_view::{self, BufferJson, LOAD_HINT};
+use crate::usrdma_view::{self, BufferJson};
 
 /// The JSON schema name.
 const SCHEMA: &str = "usrdrv.buffers/2";

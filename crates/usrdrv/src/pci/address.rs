@@ -31,6 +31,7 @@ pub struct PciAddress {
 
 /// Why a string is not a PCI address.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum AddressError {
     /// The text does not have the shape `DDDD:BB:DD.F` or `BB:DD.F`.
     #[error(

@@ -15,6 +15,7 @@ pub const VFIO_PCI_DRIVER: &str = "vfio-pci";
 
 /// Errors from reading or changing PCI state in sysfs.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum SysfsError {
     /// No function with this address exists.
     #[error("no PCI device at {address}: `ls {}` lists the addresses present", .devices_dir.display())]

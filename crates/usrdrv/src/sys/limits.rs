@@ -4,6 +4,11 @@ use std::io;
 
 /// The soft `RLIMIT_MEMLOCK` in bytes, or `None` when unlimited.
 pub(crate) fn memlock() -> io::Result<Option<u64>> {
+    memlock_both().map(|(soft, _)| soft)
+}
+
+/// The soft and hard `RLIMIT_MEMLOCK` in bytes, each `None` when unlimited.
+pub(crate) fn memlock_both() -> io::Result<(Option<u64>, Option<u64>)> {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -14,7 +19,8 @@ pub(crate) fn memlock() -> io::Result<Option<u64>> {
     if ret != 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok((limit.rlim_cur != libc::RLIM_INFINITY).then_some(limit.rlim_cur))
+    let finite = |v: libc::rlim_t| (v != libc::RLIM_INFINITY).then_some(v);
+    Ok((finite(limit.rlim_cur), finite(limit.rlim_max)))
 }
 
 /// `CAP_IPC_LOCK`: lock memory past `RLIMIT_MEMLOCK`.

@@ -69,8 +69,22 @@ pub(crate) fn map_shared_raw(
     NonNull::new(addr.cast::<u8>()).ok_or_else(|| io::Error::from(io::ErrorKind::AddrNotAvailable))
 }
 
+/// Marks `len` bytes from `ptr` `MADV_DONTFORK`: a child made by `fork` gets
+/// no mapping there.
+fn dont_fork(ptr: NonNull<u8>, len: usize) -> io::Result<()> {
+    // SAFETY: madvise only changes the kernel's bookkeeping for the range, which
+    // is a live mapping owned by the caller; MADV_DONTFORK does not touch its
+    // contents or this process's view of it.
+    let ret = unsafe { libc::madvise(ptr.as_ptr().cast(), len, libc::MADV_DONTFORK) };
+    if ret != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 impl Mapping {
-    /// Maps `len` bytes of `fd` from `offset`, readable and, if `writable`, writable.
+    /// Maps `len` bytes of `fd` from `offset`, readable and, if `writable`,
+    /// writable, and not inherited by children the process forks.
     pub(crate) fn map_shared(
         fd: BorrowedFd<'_>,
         offset: u64,
@@ -79,7 +93,12 @@ impl Mapping {
     ) -> io::Result<Self> {
         let ptr = map_shared_raw(fd, offset, len, writable)?;
         // INVARIANT: `ptr` and `len` describe the mapping just created.
-        Ok(Self { ptr, len })
+        let mapping = Self { ptr, len };
+        // Device registers must not be reachable from a forked child: it would
+        // share them with no handle keeping the device, and outlive revocation.
+        // On failure `mapping` drops and unmaps.
+        dont_fork(mapping.ptr, mapping.len)?;
+        Ok(mapping)
     }
 
     /// The mapping's length in bytes.
@@ -252,6 +271,35 @@ mod tests {
         assert_eq!(view.read::<u32, 4>(), 0x0706_0504);
         view.write::<u16, 14>(0xbeef);
         assert_eq!(map.read::<u16>(14), Some(0xbeef));
+    }
+
+    #[test]
+    fn a_forked_child_does_not_inherit_the_mapping() {
+        let (_file, map) = mapped_file(&[7u8; 16]);
+        let addr = map.ptr.as_ptr() as usize;
+        // SAFETY: the child only calls async-signal-safe functions (mincore,
+        // _exit) before exiting.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork failed");
+        if pid == 0 {
+            let mut vec = 0u8;
+            // SAFETY: mincore writes one byte for one page into a live local;
+            // it fails with ENOMEM when nothing is mapped at `addr`.
+            let ret = unsafe { libc::mincore(addr as *mut libc::c_void, 1, &mut vec) };
+            let unmapped =
+                ret != 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ENOMEM);
+            // SAFETY: _exit ends the child without running the parent's destructors.
+            unsafe { libc::_exit(if unmapped { 0 } else { 1 }) };
+        }
+        let mut status = 0;
+        // SAFETY: waits for the child just forked, writing its status to a local.
+        let waited = unsafe { libc::waitpid(pid, &mut status, 0) };
+        assert_eq!(waited, pid);
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "the child still had the mapping (status {status:#x})"
+        );
+        assert_eq!(map.read::<u8>(0), Some(7), "the parent keeps it");
     }
 
     #[test]

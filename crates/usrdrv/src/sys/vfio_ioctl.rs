@@ -139,20 +139,6 @@ pub(crate) fn device_get_info(device: BorrowedFd<'_>) -> io::Result<vfio_device_
     Ok(info)
 }
 
-/// `VFIO_DEVICE_GET_REGION_INFO` for region `index` (capabilities not read).
-pub(crate) fn device_get_region_info(
-    device: BorrowedFd<'_>,
-    index: u32,
-) -> io::Result<vfio_region_info> {
-    let mut info = vfio_region_info {
-        argsz: argsz::<vfio_region_info>(),
-        index,
-        ..Default::default()
-    };
-    ioctl_with_mut(device, VFIO_DEVICE_GET_REGION_INFO, &mut info)?;
-    Ok(info)
-}
-
 /// `VFIO_DEVICE_GET_IRQ_INFO` for interrupt index `index`.
 pub(crate) fn device_get_irq_info(device: BorrowedFd<'_>, index: u32) -> io::Result<vfio_irq_info> {
     let mut info = vfio_irq_info {
@@ -205,21 +191,64 @@ pub(crate) fn device_reset(device: BorrowedFd<'_>) -> io::Result<()> {
 /// `VFIO_IOMMU_GET_INFO` with its capability chain: the raw bytes of a
 /// `vfio_iommu_type1_info` followed by the capabilities its `cap_offset` points to.
 pub(crate) fn iommu_get_info(container: BorrowedFd<'_>) -> io::Result<Vec<u8>> {
-    let header = argsz::<vfio_iommu_type1_info>();
+    info_with_caps(
+        container,
+        VFIO_IOMMU_GET_INFO,
+        "VFIO_IOMMU_GET_INFO",
+        argsz::<vfio_iommu_type1_info>(),
+        None,
+    )
+}
+
+/// `VFIO_DEVICE_GET_REGION_INFO` for region `index` with its capability
+/// chain: the raw bytes of a `vfio_region_info` followed by the capabilities
+/// its `cap_offset` points to (such as the sparse-mmap areas).
+pub(crate) fn device_get_region_info_caps(
+    device: BorrowedFd<'_>,
+    index: u32,
+) -> io::Result<Vec<u8>> {
+    info_with_caps(
+        device,
+        VFIO_DEVICE_GET_REGION_INFO,
+        "VFIO_DEVICE_GET_REGION_INFO",
+        argsz::<vfio_region_info>(),
+        Some(index),
+    )
+}
+
+/// An info ioctl whose structure starts with `argsz` and may be followed by a
+/// capability chain: asks with `header` bytes, and again with what the kernel
+/// says it needs. `index`, if any, is the `u32` at byte 8 (the region index).
+fn info_with_caps(
+    fd: BorrowedFd<'_>,
+    request: libc::Ioctl,
+    name: &str,
+    header: u32,
+    index: Option<u32>,
+) -> io::Result<Vec<u8>> {
     let mut argsz = header;
     // The kernel raises `argsz` when the capabilities do not fit; ask again once
     // with room for them (twice in case they grew in between).
     for _ in 0..3 {
         // u64 words keep the buffer aligned for the structure's u64 fields.
         let mut words = vec![0u64; (argsz as usize).div_ceil(8)];
+        // Two native-endian u32 fields per word: `argsz`, then (after `flags`)
+        // the index.
+        let pair = |first: u32| {
+            let mut bytes = [0u8; 8];
+            bytes[..4].copy_from_slice(&first.to_ne_bytes());
+            u64::from_ne_bytes(bytes)
+        };
+        words[0] = pair(argsz);
+        if let Some(index) = index {
+            words[1] = pair(index);
+        }
         let buf = words.as_mut_ptr().cast::<u8>();
         // SAFETY: `buf` points at `words.len() * 8 >= argsz` writable, 8-byte
-        // aligned bytes, enough for a `vfio_iommu_type1_info`; writing its first
-        // field through a properly typed pointer is sound.
-        unsafe { buf.cast::<u32>().write(argsz) };
-        // SAFETY: the kernel writes at most `argsz` bytes (the value just stored)
-        // into the live buffer; `container` is open for the call.
-        check(unsafe { libc::ioctl(container.as_raw_fd(), VFIO_IOMMU_GET_INFO, buf) })?;
+        // aligned bytes holding `argsz` (and the index) in their first fields;
+        // the kernel writes at most `argsz` bytes into the live buffer; `fd` is
+        // open for the call.
+        check(unsafe { libc::ioctl(fd.as_raw_fd(), request, buf) })?;
         let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_ne_bytes()).collect();
         let wanted = u32::from_ne_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
         if wanted <= argsz {
@@ -227,9 +256,9 @@ pub(crate) fn iommu_get_info(container: BorrowedFd<'_>) -> io::Result<Vec<u8>> {
         }
         argsz = wanted;
     }
-    Err(io::Error::other(
-        "VFIO_IOMMU_GET_INFO kept asking for a larger buffer",
-    ))
+    Err(io::Error::other(format!(
+        "{name} kept asking for a larger buffer"
+    )))
 }
 
 /// `VFIO_IOMMU_MAP_DMA`: maps `size` bytes of this process at `vaddr` to device

@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use super::UsrdmaError;
 use crate::mmio::Bar;
-use crate::pci::{PciAddress, Sysfs};
-use crate::revocation::Revocation;
+use crate::pci::{PciAddress, Sysfs, config};
+use crate::revocation::{DeviceRevocation, Revocation};
 use crate::sys::eventfd::{EventFd, wait_hangup};
 use crate::sys::mmap::Mapping;
 use crate::sys::usrdma_ioctl as ioctl;
@@ -28,7 +28,7 @@ pub fn node_path(address: PciAddress) -> PathBuf {
 #[derive(Debug)]
 struct Shared {
     /// Dropped first: stops the watcher before the node closes.
-    revocation: Option<Revocation>,
+    revocation: DeviceRevocation,
     file: File,
     address: PciAddress,
     config: PathBuf,
@@ -99,9 +99,9 @@ impl Device {
                 expected: ioctl::API_VERSION,
             });
         }
-        let revocation = file.try_clone().ok().and_then(|watched| {
+        let revocation = DeviceRevocation::new(file.try_clone().ok().and_then(|watched| {
             Revocation::watch(move |stop| wait_hangup(watched.as_fd(), stop).unwrap_or(false))
-        });
+        }));
         Ok(Self {
             shared: Arc::new(Shared {
                 revocation,
@@ -125,22 +125,17 @@ impl Device {
     /// Whether the kernel has taken the device back (unbind, hot-unplug):
     /// everything fails from then on; drop every handle.
     pub fn is_revoked(&self) -> bool {
-        self.shared
-            .revocation
-            .as_ref()
-            .is_some_and(Revocation::is_revoked)
+        self.shared.revocation.is_revoked()
     }
 
     /// The event waits poll to learn of revocation.
     pub(crate) fn revocation_event(&self) -> Option<&EventFd> {
-        self.shared.revocation.as_ref().map(Revocation::event)
+        self.shared.revocation.event()
     }
 
     /// Records a revocation seen by a waiter or a call that got `ENODEV`.
     pub(crate) fn mark_revoked(&self) {
-        if let Some(r) = &self.shared.revocation {
-            r.mark();
-        }
+        self.shared.revocation.mark();
     }
 
     /// The error for a failed call: revocation when the module said `ENODEV`.
@@ -185,7 +180,7 @@ impl Device {
             index,
             mapping,
             self.shared.clone(),
-            self.shared.revocation.as_ref().map(Revocation::flag),
+            self.shared.revocation.flag(),
         ))
     }
 
@@ -216,7 +211,52 @@ impl Device {
     }
 
     /// Writes `buf` to configuration space at `offset` (through sysfs).
+    /// Writes that would change the I/O or memory decode bits of the command
+    /// register, a BAR (which the module maps at the address it had at bind)
+    /// or the expansion ROM BAR are refused ([`UsrdmaError::ProtectedConfig`],
+    /// which says what to use instead); other bits of the command register,
+    /// such as bus master, may change.
     pub fn write_config(&self, offset: u64, buf: &[u8]) -> Result<(), UsrdmaError> {
+        let command = if config::covers_decode_bits(offset, buf.len()) {
+            let mut command = [0u8; 2];
+            self.read_config(0x04, &mut command)?;
+            Some(u16::from_le_bytes(command))
+        } else {
+            None
+        };
+        config::check_write(offset, buf, command)?;
+        self.write_config_raw(offset, buf)
+    }
+
+    /// Writes `buf` to configuration space at `offset` without refusing
+    /// anything ([`Device::write_config`] says what it refuses).
+    ///
+    /// # Safety
+    ///
+    /// The caller guarantees that for as long as the write's effect lasts:
+    ///
+    /// - if it clears I/O or memory decoding (command register bits 0-1), no
+    ///   register access is made through a [`Bar`] or `BarView` of this device
+    ///   (a mapped access would fault with `SIGBUS`) until the bits are set
+    ///   again;
+    /// - if it changes a base address register or the expansion ROM BAR, the
+    ///   original value is written back before any access through a `Bar` of
+    ///   this device, and the address written decodes to no other device or
+    ///   memory in the meantime: the module's
+    ///   mappings of the BAR keep pointing at the old bus address, so an access
+    ///   through them reaches whatever decodes there (another device, or RAM).
+    // `unsafe` for its contract only: the body is safe code (no system call).
+    #[allow(unsafe_code)]
+    pub unsafe fn write_config_unchecked(
+        &self,
+        offset: u64,
+        buf: &[u8],
+    ) -> Result<(), UsrdmaError> {
+        self.write_config_raw(offset, buf)
+    }
+
+    /// The write, unfiltered (the safe core of `write_config_unchecked`).
+    pub(crate) fn write_config_raw(&self, offset: u64, buf: &[u8]) -> Result<(), UsrdmaError> {
         let config = OpenOptions::new()
             .write(true)
             .open(&self.shared.config)

@@ -8,6 +8,7 @@ use crate::pci::{PciAddress, SysfsError};
 
 /// Errors from the usrdma backend.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum UsrdmaError {
     /// Reading PCI state from sysfs failed.
     #[error(transparent)]
@@ -79,6 +80,9 @@ pub enum UsrdmaError {
         /// The mask width asked for.
         bits: u32,
     },
+    /// A configuration-space write was refused.
+    #[error(transparent)]
+    ProtectedConfig(#[from] crate::pci::ConfigError),
     /// The function has no reset method the kernel can use.
     #[error("{address} cannot be reset: it has no function-level or other reset method")]
     ResetUnsupported {

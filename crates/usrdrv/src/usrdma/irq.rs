@@ -43,11 +43,10 @@ impl IrqControl for Device {
     }
 
     fn info(&self, kind: IrqKind) -> Result<IrqInfo, IrqError> {
-        let config = self.config_space().map_err(|e| IrqError::Sys {
-            op: "reading configuration space",
+        let config = self.config_space().map_err(|e| IrqError::ConfigSpace {
             kind,
             address: self.address(),
-            source: io::Error::other(e),
+            source: Box::new(e),
         })?;
         Ok(info_from_config(&config, kind))
     }

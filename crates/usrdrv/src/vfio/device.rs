@@ -2,10 +2,10 @@
 
 use std::ffi::CString;
 use std::fs::File;
+use std::ops::Range;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 
 use vfio_bindings::bindings::vfio::{
     VFIO_DEVICE_FLAGS_PCI, VFIO_DEVICE_FLAGS_RESET, VFIO_PCI_BAR5_REGION_INDEX,
@@ -14,11 +14,12 @@ use vfio_bindings::bindings::vfio::{
 };
 
 use super::group::usable_group;
+use super::region;
 use super::revocation;
 use super::{Container, Group, VfioError};
-use crate::mmio::Bar;
-use crate::pci::{PciAddress, Sysfs};
-use crate::revocation::Revocation;
+use crate::mmio::{Bar, FileRegion};
+use crate::pci::{PciAddress, Sysfs, config};
+use crate::revocation::DeviceRevocation;
 use crate::sys::eventfd::EventFd;
 use crate::sys::mmap::Mapping;
 use crate::sys::vfio_ioctl;
@@ -56,7 +57,7 @@ impl RegionInfo {
 #[derive(Debug)]
 struct Shared {
     /// Dropped first: stops the watcher before the descriptor closes.
-    revocation: Option<Revocation>,
+    revocation: DeviceRevocation,
     file: Arc<File>,
     address: PciAddress,
     flags: u32,
@@ -109,13 +110,9 @@ impl Device {
                 source,
             })?;
         if info.flags & VFIO_DEVICE_FLAGS_PCI == 0 {
-            return Err(VfioError::Ioctl {
-                op: "VFIO_DEVICE_GET_INFO",
-                target: address.to_string(),
-                source: std::io::Error::other("VFIO reports a device that is not PCI"),
-            });
+            return Err(VfioError::NotPci { address });
         }
-        let revocation = revocation::arm(file.as_fd());
+        let revocation = DeviceRevocation::new(revocation::arm(file.as_fd()));
         Ok(Self {
             shared: Arc::new(Shared {
                 revocation,
@@ -138,26 +135,17 @@ impl Device {
     /// Register accesses fail from then on; drop every handle to the device so
     /// the kernel can complete the unbind.
     pub fn is_revoked(&self) -> bool {
-        self.shared
-            .revocation
-            .as_ref()
-            .is_some_and(Revocation::is_revoked)
+        self.shared.revocation.is_revoked()
     }
 
     /// The event a wait polls to learn of revocation, if the kernel offers it.
     pub(crate) fn revocation_event(&self) -> Option<&EventFd> {
-        self.shared.revocation.as_ref().map(Revocation::event)
+        self.shared.revocation.event()
     }
 
     /// Records a revocation a waiter saw.
     pub(crate) fn mark_revoked(&self) {
-        if let Some(r) = &self.shared.revocation {
-            r.mark();
-        }
-    }
-
-    fn revoked_flag(&self) -> Option<Arc<AtomicBool>> {
-        self.shared.revocation.as_ref().map(Revocation::flag)
+        self.shared.revocation.mark();
     }
 
     /// The group the device belongs to.
@@ -190,23 +178,37 @@ impl Device {
 
     /// What VFIO says about region `index`.
     pub fn region_info(&self, index: u32) -> Result<RegionInfo, VfioError> {
-        let info = vfio_ioctl::device_get_region_info(self.shared.file.as_fd(), index).map_err(
-            |source| VfioError::Ioctl {
-                op: "VFIO_DEVICE_GET_REGION_INFO",
-                target: format!("{} region {index}", self.address()),
-                source,
-            },
-        )?;
+        let region = self.region(index)?;
         Ok(RegionInfo {
-            index: info.index,
-            size: info.size,
-            offset: info.offset,
-            flags: info.flags,
+            index: region.index,
+            size: region.size,
+            offset: region.offset,
+            flags: region.flags,
+        })
+    }
+
+    /// Region `index` with its capability chain parsed.
+    fn region(&self, index: u32) -> Result<region::Region, VfioError> {
+        let op = "VFIO_DEVICE_GET_REGION_INFO";
+        let target = || format!("{} region {index}", self.address());
+        let bytes = vfio_ioctl::device_get_region_info_caps(self.shared.file.as_fd(), index)
+            .map_err(|source| VfioError::Ioctl {
+                op,
+                target: target(),
+                source,
+            })?;
+        region::parse(&bytes).map_err(|why| VfioError::BadReply {
+            op,
+            target: target(),
+            why,
         })
     }
 
     /// BAR `index` (`0..=5`) ready for register access: mapped into the process
-    /// when VFIO allows it, otherwise reached through the device file.
+    /// where VFIO allows it (all of it, or the areas its sparse-mmap capability
+    /// lists), and reached through the device file elsewhere, or everywhere when
+    /// mapping fails ([`Bar::is_mapped`] says which). A BAR VFIO reports
+    /// read-only refuses writes with [`crate::mmio::MmioError::ReadOnly`].
     pub fn bar(&self, index: u8) -> Result<Bar, VfioError> {
         let address = self.address();
         let no_bar = |why| VfioError::NoSuchBar {
@@ -217,43 +219,54 @@ impl Device {
         if u32::from(index) > VFIO_PCI_BAR5_REGION_INDEX {
             return Err(no_bar("BARs are numbered 0 to 5"));
         }
-        let region = self.region_info(index.into())?;
-        if region.size == 0 {
+        let region = self.region(index.into())?;
+        let info = RegionInfo {
+            index: region.index,
+            size: region.size,
+            offset: region.offset,
+            flags: region.flags,
+        };
+        if info.size == 0 {
             return Err(no_bar("the device does not implement it"));
         }
-        if !region.readable() {
+        if !info.readable() {
             return Err(no_bar("VFIO does not allow reading it (an I/O port BAR?)"));
         }
-        if region.mappable()
-            && let Ok(len) = usize::try_from(region.size)
-        {
-            let mapping = Mapping::map_shared(
-                self.shared.file.as_fd(),
-                region.offset,
-                len,
-                region.writable(),
-            )
-            .map_err(|source| VfioError::Map {
-                address,
-                bar: index,
-                len: region.size,
-                source,
-            })?;
-            return Ok(Bar::mapped(
-                index,
-                mapping,
-                self.shared.clone(),
-                self.revoked_flag(),
-            ));
-        }
-        Ok(Bar::through_file(
+        let windows = if info.mappable() {
+            let areas = region
+                .sparse
+                .unwrap_or_else(|| std::iter::once(0..info.size).collect());
+            self.map_areas(&info, &areas)
+        } else {
+            Vec::new()
+        };
+        Ok(Bar::windowed(
             index,
-            region.size,
-            Arc::clone(&self.shared.file),
-            region.offset,
+            info.size,
+            info.writable(),
+            windows,
+            FileRegion {
+                device: Arc::clone(&self.shared.file),
+                offset: info.offset,
+            },
             self.shared.clone(),
-            self.revoked_flag(),
+            self.shared.revocation.flag(),
         ))
+    }
+
+    /// Maps each of `areas` (offset ranges in the region) that can be mapped;
+    /// the others are left to the device file.
+    fn map_areas(&self, region: &RegionInfo, areas: &[Range<u64>]) -> Vec<(u64, Mapping)> {
+        areas
+            .iter()
+            .filter_map(|area| {
+                let len = usize::try_from(area.end - area.start).ok()?;
+                let at = region.offset.checked_add(area.start)?;
+                Mapping::map_shared(self.shared.file.as_fd(), at, len, region.writable())
+                    .ok()
+                    .map(|map| (area.start, map))
+            })
+            .collect()
     }
 
     /// Reads `buf.len()` bytes of PCI configuration space from `offset`.
@@ -266,8 +279,45 @@ impl Device {
     }
 
     /// Writes `buf` to PCI configuration space at `offset` (VFIO filters what a
-    /// user may change).
+    /// user may change). Writes that would change the I/O or memory decode
+    /// bits of the command register, a BAR or the expansion ROM BAR are refused
+    /// ([`VfioError::ProtectedConfig`], which says what to use instead); other
+    /// bits of the command register, such as bus master, may change.
     pub fn write_config(&self, offset: u64, buf: &[u8]) -> Result<(), VfioError> {
+        let command = if config::covers_decode_bits(offset, buf.len()) {
+            let mut command = [0u8; 2];
+            self.read_config(0x04, &mut command)?;
+            Some(u16::from_le_bytes(command))
+        } else {
+            None
+        };
+        config::check_write(offset, buf, command)?;
+        self.write_config_raw(offset, buf)
+    }
+
+    /// Writes `buf` to PCI configuration space at `offset` without refusing
+    /// anything ([`Device::write_config`] says what it refuses).
+    ///
+    /// # Safety
+    ///
+    /// The caller guarantees that for as long as the write's effect lasts:
+    ///
+    /// - if it clears I/O or memory decoding (command register bits 0-1), no
+    ///   register access is made through a [`Bar`] or `BarView` of this device
+    ///   (a mapped access would fault with `SIGBUS`) until the bits are set
+    ///   again;
+    /// - if it changes a base address register or the expansion ROM BAR, the
+    ///   original value is written back before any access through a `Bar` of
+    ///   this device, and the address written decodes to no other device or
+    ///   memory in the meantime.
+    // `unsafe` for its contract only: the body is safe code (no system call).
+    #[allow(unsafe_code)]
+    pub unsafe fn write_config_unchecked(&self, offset: u64, buf: &[u8]) -> Result<(), VfioError> {
+        self.write_config_raw(offset, buf)
+    }
+
+    /// The write, unfiltered (the safe core of `write_config_unchecked`).
+    pub(crate) fn write_config_raw(&self, offset: u64, buf: &[u8]) -> Result<(), VfioError> {
         let region = self.region_info(VFIO_PCI_CONFIG_REGION_INDEX)?;
         self.shared
             .file

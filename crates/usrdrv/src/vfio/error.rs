@@ -7,6 +7,7 @@ use crate::pci::{PciAddress, SysfsError};
 
 /// Errors from VFIO containers, groups and devices.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum VfioError {
     /// Reading PCI state from sysfs failed.
     #[error(transparent)]
@@ -101,6 +102,24 @@ pub enum VfioError {
         #[source]
         source: io::Error,
     },
+    /// VFIO gave a device that is not a PCI function.
+    #[error("VFIO reports {address} as a device that is not PCI: usrdrv drives PCI functions only")]
+    NotPci {
+        /// The device.
+        address: PciAddress,
+    },
+    /// The kernel's answer to an ioctl is not what the UAPI header documents.
+    #[error(
+        "{op} on {target} returned something unexpected: {why}; please report this with your kernel version"
+    )]
+    BadReply {
+        /// The ioctl's name.
+        op: &'static str,
+        /// What it was issued on.
+        target: String,
+        /// What is wrong with the answer.
+        why: String,
+    },
     /// The device has no such region, or the region is not a usable BAR.
     #[error("{address} has no usable BAR {bar}: {why}")]
     NoSuchBar {
@@ -111,22 +130,12 @@ pub enum VfioError {
         /// Why it cannot be used.
         why: &'static str,
     },
-    /// Mapping a region into the process failed.
-    #[error("cannot map BAR {bar} of {address} ({len:#x} bytes)")]
-    Map {
-        /// The device.
-        address: PciAddress,
-        /// The BAR.
-        bar: u8,
-        /// Its length.
-        len: u64,
-        /// The error the kernel returned.
-        #[source]
-        source: io::Error,
-    },
     /// The IOMMU's address ranges and the DMA mask leave nothing to allocate.
     #[error("cannot set up device addresses")]
     AddressSpace(#[source] crate::dma::IovaError),
+    /// A configuration-space write was refused.
+    #[error(transparent)]
+    ProtectedConfig(#[from] crate::pci::ConfigError),
     /// The device does not support reset.
     #[error("{address} does not support reset (no FLR, PM or bus reset available to VFIO)")]
     ResetUnsupported {

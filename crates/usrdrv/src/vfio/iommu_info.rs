@@ -37,20 +37,20 @@ fn read<const N: usize>(bytes: &[u8], offset: usize) -> Option<[u8; N]> {
     bytes.get(offset..offset.checked_add(N)?)?.try_into().ok()
 }
 
-fn read_u16(bytes: &[u8], offset: usize) -> Option<u16> {
+pub(super) fn read_u16(bytes: &[u8], offset: usize) -> Option<u16> {
     read::<2>(bytes, offset).map(u16::from_ne_bytes)
 }
 
-fn read_u32(bytes: &[u8], offset: usize) -> Option<u32> {
+pub(super) fn read_u32(bytes: &[u8], offset: usize) -> Option<u32> {
     read::<4>(bytes, offset).map(u32::from_ne_bytes)
 }
 
-fn read_u64(bytes: &[u8], offset: usize) -> Option<u64> {
+pub(super) fn read_u64(bytes: &[u8], offset: usize) -> Option<u64> {
     read::<8>(bytes, offset).map(u64::from_ne_bytes)
 }
 
 /// Capabilities beyond this many mean a corrupt (looping) chain.
-const MAX_CAPS: usize = 64;
+pub(super) const MAX_CAPS: usize = 64;
 
 /// Parses `struct vfio_iommu_type1_info` and its capability chain.
 ///

@@ -22,6 +22,7 @@ mod domain;
 mod error;
 mod group;
 mod iommu_info;
+mod region;
 mod revocation;
 
 pub use container::Container;

@@ -1050,7 +1050,7 @@ fn memlock(sys: &System<'_>, me: &Identity) -> Finding {
         Some(caps) => (caps & (1 << CAP_IPC_LOCK) != 0, "CAP_IPC_LOCK"),
         None => (me.euid == 0, "root"),
     };
-    let limits = system::memlock_limits();
+    let limits = usrdrv::limits::memlock().map(|l| (l.soft, l.hard));
     let limit_text = match &limits {
         Ok((None, _)) => "unlimited".to_owned(),
         Ok((Some(soft), _)) => bytes(*soft),
