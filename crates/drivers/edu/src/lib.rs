@@ -23,7 +23,7 @@ pub mod regs;
 use std::time::{Duration, Instant};
 
 use usrdrv::Device;
-use usrdrv::dma::{DmaBuffer, DmaError, DmaMapping, DmaMask, DmaTarget};
+use usrdrv::dma::{DmaError, DmaMapping, DmaMask, DmaRegion, DmaTarget};
 use usrdrv::irq::{Interrupts, IrqError, IrqKind};
 use usrdrv::mmio::{Bar, MmioError};
 use usrdrv::pci::{PciAddress, Sysfs, SysfsError};
@@ -321,7 +321,7 @@ impl Edu {
     /// Moves `len` bytes between RAM at device address `ram` and the device's
     /// window at `window_offset`, and waits for it to finish.
     ///
-    /// `ram` must be mapped for the device (from a [`DmaBuffer`] or
+    /// `ram` must be mapped for the device (from a [`DmaRegion`] or
     /// [`DmaMapping`]): the IOMMU blocks anything else. Prefer the typed
     /// methods, which check the range lies in the buffer.
     pub fn transfer(
@@ -367,7 +367,7 @@ impl Edu {
     /// Copies `len` bytes of `buffer` from `offset` into the window at `window_offset`.
     pub fn buffer_to_window(
         &self,
-        buffer: &DmaBuffer,
+        buffer: &DmaRegion,
         offset: usize,
         window_offset: u64,
         len: usize,
@@ -381,7 +381,7 @@ impl Edu {
     pub fn window_to_buffer(
         &self,
         window_offset: u64,
-        buffer: &DmaBuffer,
+        buffer: &DmaRegion,
         offset: usize,
         len: usize,
     ) -> Result<(), EduError> {
@@ -428,7 +428,7 @@ impl Edu {
 }
 
 /// The device address of `len` bytes at `offset` in `buffer`, if they lie in it.
-fn buffer_range(buffer: &DmaBuffer, offset: usize, len: usize) -> Result<u64, EduError> {
+fn buffer_range(buffer: &DmaRegion, offset: usize, len: usize) -> Result<u64, EduError> {
     if offset.checked_add(len).is_none_or(|end| end > buffer.len()) {
         return Err(EduError::BufferRange {
             offset,

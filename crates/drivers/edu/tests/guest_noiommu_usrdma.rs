@@ -547,7 +547,7 @@ fn buffer_addrs(address: PciAddress) -> Vec<u64> {
 
 /// edu copies `data` into `buffer` (through its window, from a buffer of
 /// its own) and the CPU reads it back.
-fn dma_into(edu: &Edu, buffer: &usrdrv::dma::DmaBuffer, data: &[u8]) {
+fn dma_into(edu: &Edu, buffer: &usrdrv::dma::DmaRegion, data: &[u8]) {
     let source = edu.device().alloc_dma(4096).expect("a source buffer");
     source.write_bytes(0, data).expect("write the source");
     edu.buffer_to_window(&source, 0, 0, data.len())
