@@ -324,11 +324,10 @@ impl Device {
         if kind != IrqKind::Intx {
             self.enable_bus_master().map_err(|e| match e {
                 DmaError::Revoked { address } => IrqError::Revoked { address },
-                e => IrqError::Sys {
-                    op: "enabling bus mastering (MSI messages are DMA writes)",
+                e => IrqError::BusMaster {
                     kind,
                     address,
-                    source: std::io::Error::other(e),
+                    source: Box::new(e),
                 },
             })?;
         }

@@ -105,6 +105,18 @@ pub enum IrqError {
         #[source]
         source: Box<crate::usrdma::UsrdmaError>,
     },
+    /// Bus mastering, which MSI and MSI-X need (their messages are DMA
+    /// writes), could not be turned on.
+    #[error("cannot turn on bus mastering of {address} for {kind} (MSI messages are DMA writes)")]
+    BusMaster {
+        /// The kind.
+        kind: IrqKind,
+        /// The device.
+        address: PciAddress,
+        /// Why.
+        #[source]
+        source: Box<crate::dma::DmaError>,
+    },
     /// A system call failed.
     #[error("{op} for {kind} on {address} failed")]
     Sys {

@@ -237,7 +237,7 @@ impl DmaBackend for UsrdmaDma {
         }
     }
 
-    #[allow(unsafe_code)] // the trait's contract; the ioctl itself is safe to issue
+    #[allow(unsafe_code)] // implements the trait's unsafe method
     unsafe fn map_user(
         &self,
         addr: usize,

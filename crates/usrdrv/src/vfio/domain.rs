@@ -168,10 +168,10 @@ impl Domain {
                 source,
             }
         })?;
-        let info = iommu_info::parse(&bytes).map_err(|why| VfioError::Ioctl {
+        let info = iommu_info::parse(&bytes).map_err(|why| VfioError::BadReply {
             op: "VFIO_IOMMU_GET_INFO",
             target: "/dev/vfio/vfio".into(),
-            source: std::io::Error::other(why),
+            why: why.to_string(),
         })?;
         let iovas = IovaAllocator::new(&info.iova_ranges, self.mask.bits(), info.min_page_size())
             .map_err(VfioError::AddressSpace)?;
