@@ -90,6 +90,24 @@ fn overlaps(offset: u64, len: usize, range: std::ops::Range<u64>) -> bool {
     len != 0 && offset < range.end && range.start < end
 }
 
+/// A filtered configuration write, for the backends: reads the command
+/// register (with `read_command`) only when the write covers its decode bits,
+/// checks the write with [`check_write`], then issues it with `write`.
+pub(crate) fn filtered_write<E: From<ConfigError>>(
+    offset: u64,
+    data: &[u8],
+    read_command: impl FnOnce() -> Result<u16, E>,
+    write: impl FnOnce() -> Result<(), E>,
+) -> Result<(), E> {
+    let command = if covers_decode_bits(offset, data.len()) {
+        Some(read_command()?)
+    } else {
+        None
+    };
+    check_write(offset, data, command)?;
+    write()
+}
+
 /// Checks a write of `data` at `offset`. `command` is the command register's
 /// current value, needed when [`covers_decode_bits`] (`None` then refuses, to
 /// be safe). The write may rewrite the decode bits with their current value

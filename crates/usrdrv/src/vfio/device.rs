@@ -284,15 +284,14 @@ impl Device {
     /// ([`VfioError::ProtectedConfig`], which says what to use instead); other
     /// bits of the command register, such as bus master, may change.
     pub fn write_config(&self, offset: u64, buf: &[u8]) -> Result<(), VfioError> {
-        let command = if config::covers_decode_bits(offset, buf.len()) {
+        let read_command = || {
             let mut command = [0u8; 2];
             self.read_config(0x04, &mut command)?;
-            Some(u16::from_le_bytes(command))
-        } else {
-            None
+            Ok(u16::from_le_bytes(command))
         };
-        config::check_write(offset, buf, command)?;
-        self.write_config_raw(offset, buf)
+        config::filtered_write(offset, buf, read_command, || {
+            self.write_config_raw(offset, buf)
+        })
     }
 
     /// Writes `buf` to PCI configuration space at `offset` without refusing
