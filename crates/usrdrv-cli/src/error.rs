@@ -64,7 +64,7 @@ pub enum CliError {
         members: Vec<(PciAddress, String)>,
     },
     /// The kernel is visibly using the device.
-    #[error("{address} is in use: {}. Stop using it first (unmount, `ip link set ... down`), or use --force", .usages.join("; "))]
+    #[error("{address} is in use: {}. Stop using it first (unmount, `ip link set ... down`, stop the process), or use --force", .usages.join("; "))]
     InUse {
         /// The device.
         address: PciAddress,

@@ -9,6 +9,7 @@ use usrdrv::pci::Sysfs;
 mod cmd;
 mod context;
 mod error;
+mod holders;
 mod names;
 mod output;
 mod state;

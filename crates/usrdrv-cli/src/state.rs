@@ -60,6 +60,23 @@ impl Remembered {
         self.drivers.remove(&address.to_string());
     }
 
+    /// Checks that [`Remembered::save`] can write the record, by writing and
+    /// removing its temporary file: commands call it before moving anything,
+    /// so a record that cannot be written stops them while nothing changed.
+    pub fn check_writable(&self) -> Result<(), CliError> {
+        let error = |source| CliError::State {
+            action: "write",
+            path: self.path.clone(),
+            source,
+        };
+        if let Some(dir) = self.path.parent() {
+            fs::create_dir_all(dir).map_err(error)?;
+        }
+        let tmp = self.path.with_extension("json.tmp");
+        fs::write(&tmp, "").map_err(error)?;
+        fs::remove_file(&tmp).map_err(error)
+    }
+
     /// Writes the record back (atomically: a temporary file renamed into place).
     pub fn save(&self) -> Result<(), CliError> {
         let error = |source| CliError::State {

@@ -333,6 +333,11 @@ fn permission_problems_name_the_file() {
     };
     open_up(fake.root());
     open_up(scratch.path());
+    // The record of drivers is writable (the bind checks that first): the
+    // refusal must come from the sysfs attribute.
+    let state = scratch.path().join("state");
+    std::fs::create_dir_all(&state).expect("create state/");
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o777)).expect("chmod");
     let binary = scratch.path().join("usrdrv");
     std::fs::copy(env!("CARGO_BIN_EXE_usrdrv"), &binary).expect("copy the binary");
     std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o755)).expect("chmod");
@@ -438,4 +443,109 @@ fn help_has_examples_and_exit_codes() {
     }
     let out = usrdrv(&fake, scratch.path(), &["frobnicate"]);
     assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn unbind_refuses_a_device_in_use_unless_forced() {
+    let (fake, scratch) = machine();
+    std::fs::write(
+        scratch.path().join("proc/mounts"),
+        "/dev/nvme0n1 /data ext4 rw 0 0\n",
+    )
+    .unwrap();
+    let out = usrdrv(&fake, scratch.path(), &["unbind", "0000:00:02.0"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("is mounted on /data") && err.contains("--force"),
+        "{err}"
+    );
+    assert!(
+        fake.device_dir("0000:00:02.0").join("driver").exists(),
+        "still on its driver"
+    );
+    assert!(!scratch.path().join("state/drivers.json").exists());
+    let out = usrdrv(
+        &fake,
+        scratch.path(),
+        &["unbind", "--force", "0000:00:02.0"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[test]
+fn a_process_holding_the_device_node_is_named_and_blocks_the_move() {
+    let (fake, scratch) = machine();
+    // Process 4242 holds /dev/vfio/7, the group of 0000:03:00.1 (on vfio-pci).
+    let proc = scratch.path().join("proc/4242");
+    std::fs::create_dir_all(proc.join("fd")).unwrap();
+    std::fs::write(proc.join("comm"), "edu_hold\n").unwrap();
+    std::os::unix::fs::symlink("/dev/vfio/7", proc.join("fd/5")).unwrap();
+    std::os::unix::fs::symlink("/dev/null", proc.join("fd/0")).unwrap();
+    for args in [
+        &["unbind", "0000:03:00.1"][..],
+        &["bind", "--driver", "igb", "0000:03:00.1"][..],
+    ] {
+        let out = usrdrv(&fake, scratch.path(), args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = stderr(&out);
+        assert!(
+            err.contains("process 4242 (edu_hold) holds /dev/vfio/7 open"),
+            "{args:?}: {err}"
+        );
+    }
+    assert!(
+        fake.device_dir("0000:03:00.1").join("driver").exists(),
+        "still on vfio-pci"
+    );
+    // Another process's unrelated descriptors do not count.
+    std::fs::remove_file(proc.join("fd/5")).unwrap();
+    let out = usrdrv(&fake, scratch.path(), &["unbind", "0000:03:00.1"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[test]
+fn an_unwritable_record_stops_a_bind_before_anything_moves() {
+    let (fake, scratch) = machine();
+    let state = scratch.path().join("state");
+    std::fs::write(&state, "a file where the directory should be").unwrap();
+    let before =
+        std::fs::read_to_string(fake.device_dir("0000:00:01.0").join("driver_override")).unwrap();
+    let out = usrdrv(&fake, scratch.path(), &["bind", "0000:00:01.0"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("state") || err.contains("drivers.json"),
+        "{err}"
+    );
+    assert!(!err.contains("did not bind"), "nothing was tried: {err}");
+    let after =
+        std::fs::read_to_string(fake.device_dir("0000:00:01.0").join("driver_override")).unwrap();
+    assert_eq!(before, after, "driver_override untouched");
+}
+
+#[test]
+fn driver_names_that_are_paths_and_huge_addresses_are_refused_briefly() {
+    let (fake, scratch) = machine();
+    let override_file = fake.device_dir("0000:00:01.0").join("driver_override");
+    let before = std::fs::read_to_string(&override_file).unwrap();
+    for driver in ["..", ".", "../pci", "a/b", ""] {
+        let out = usrdrv(
+            &fake,
+            scratch.path(),
+            &["bind", "--driver", driver, "0000:00:01.0"],
+        );
+        assert_eq!(out.status.code(), Some(1), "{driver:?}");
+        assert!(
+            stderr(&out).contains("no PCI driver named"),
+            "{driver:?}: {}",
+            stderr(&out)
+        );
+    }
+    let after = std::fs::read_to_string(&override_file).unwrap();
+    assert_eq!(before, after, "driver_override never touched");
+    let huge = "1".repeat(100_000);
+    let out = usrdrv(&fake, scratch.path(), &["unbind", &huge]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).len() < 500, "{} bytes", stderr(&out).len());
 }

@@ -15,6 +15,7 @@ use usrdrv::pci::{PciAddress, SysfsError, VFIO_PCI_DRIVER};
 
 use crate::context::Context;
 use crate::error::CliError;
+use crate::holders;
 use crate::output;
 use crate::state::Remembered;
 use crate::usrdma_view::{self, USRDMA_DRIVER};
@@ -43,6 +44,47 @@ pub struct BindArgs {
 pub struct AddressArgs {
     /// The device, DDDD:BB:DD.F or BB:DD.F.
     pub address: String,
+    /// Move the device even if it is in use (mounted filesystems, interfaces
+    /// up, a process holding its device node open).
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// Refuses to take `address` from its driver (`driver`) while it is visibly in
+/// use: a mounted filesystem or an interface that is up on it, or a process
+/// holding its device node (`/dev/vfio/GROUP`, `/dev/usrdma/ADDR`) open.
+fn check_not_in_use(
+    ctx: &Context,
+    address: PciAddress,
+    driver: Option<&str>,
+    mounts: &str,
+) -> Result<(), CliError> {
+    let mut usages: Vec<String> = ctx
+        .sysfs
+        .usages(address, mounts)?
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    if let Some(node) = node(ctx, address, driver) {
+        for holder in holders::holders(ctx, &node) {
+            usages.push(format!("{holder} holds {} open", node.display()));
+        }
+    }
+    if usages.is_empty() {
+        Ok(())
+    } else {
+        Err(CliError::InUse { address, usages })
+    }
+}
+
+/// Whether `name` can be a driver's directory name under
+/// `/sys/bus/pci/drivers` (not a path: no `/`, not `.` or `..`).
+fn plausible_driver_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name != "."
+        && name != ".."
+        && name.bytes().all(|b| b.is_ascii_graphic() && b != b'/')
 }
 
 /// One driver change, as reported (schema `usrdrv.bind/1`).
@@ -128,7 +170,7 @@ pub fn bind(ctx: &Context, args: &BindArgs) -> Result<i32, CliError> {
             driver_dir: ctx.sysfs_path("bus/pci/drivers").join(USRDMA_DRIVER),
         });
     }
-    if !sysfs.driver_exists(&args.driver) {
+    if !plausible_driver_name(&args.driver) || !sysfs.driver_exists(&args.driver) {
         return Err(CliError::NoSuchDriver {
             driver: args.driver.clone(),
             drivers_dir: ctx.sysfs_path("bus/pci/drivers"),
@@ -158,22 +200,24 @@ pub fn bind(ctx: &Context, args: &BindArgs) -> Result<i32, CliError> {
             });
         }
     }
+    let mut moves = Vec::new();
+    for target in targets {
+        let from = sysfs.driver(target)?;
+        moves.push((target, from));
+    }
     if !args.force {
         let mounts = ctx.mounts();
-        for target in &targets {
-            let usages = sysfs.usages(*target, &mounts)?;
-            if !usages.is_empty() {
-                return Err(CliError::InUse {
-                    address: *target,
-                    usages: usages.iter().map(ToString::to_string).collect(),
-                });
+        for (target, from) in &moves {
+            if from.as_deref() != Some(args.driver.as_str()) {
+                check_not_in_use(ctx, *target, from.as_deref(), &mounts)?;
             }
         }
     }
     let mut remembered = Remembered::load(&ctx.state_dir)?;
+    // A record that cannot be written stops the command while nothing changed.
+    remembered.check_writable()?;
     let mut changes = Vec::new();
-    for target in targets {
-        let from = sysfs.driver(target)?;
+    for (target, from) in moves {
         if from.as_deref() == Some(args.driver.as_str()) {
             changes.push(Change::new(ctx, target, from.clone(), from));
             continue;
@@ -214,6 +258,9 @@ pub fn bind(ctx: &Context, args: &BindArgs) -> Result<i32, CliError> {
 pub fn unbind(ctx: &Context, args: &AddressArgs) -> Result<i32, CliError> {
     let address: PciAddress = args.address.parse()?;
     let from = ctx.sysfs.driver(address)?;
+    if from.is_some() && !args.force {
+        check_not_in_use(ctx, address, from.as_deref(), &ctx.mounts())?;
+    }
     let mut remembered = Remembered::load(&ctx.state_dir)?;
     if from.is_some() {
         remembered.remember(address, from.clone());
@@ -234,6 +281,9 @@ pub fn restore(ctx: &Context, args: &AddressArgs) -> Result<i32, CliError> {
             state: remembered.path().to_owned(),
         });
     };
+    if from.is_some() && from != original && !args.force {
+        check_not_in_use(ctx, address, from.as_deref(), &ctx.mounts())?;
+    }
     let now = match &original {
         // Back to whatever the kernel picks, which is the driver it had.
         Some(driver) if from.as_deref() != Some(driver.as_str()) => {

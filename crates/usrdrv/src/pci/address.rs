@@ -129,13 +129,24 @@ impl fmt::Display for PciAddress {
     }
 }
 
+/// The longest input an error repeats: an address is 12 characters, and
+/// whatever was given instead is cut short (a whole file pasted by mistake
+/// should not come back on the terminal).
+const SHOWN_CHARS: usize = 40;
+
+/// `text` as errors show it: at most [`SHOWN_CHARS`] characters, then `...`.
+fn shown(text: &str) -> String {
+    match text.char_indices().nth(SHOWN_CHARS) {
+        Some((cut, _)) => format!("{}...", &text[..cut]),
+        None => text.to_owned(),
+    }
+}
+
 impl FromStr for PciAddress {
     type Err = AddressError;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let malformed = || AddressError::Malformed {
-            text: text.to_owned(),
-        };
+        let malformed = || AddressError::Malformed { text: shown(text) };
         let field = |name: &'static str, value: &str, max_digits: usize, max: u32| {
             let well_formed = !value.is_empty()
                 && value.len() <= max_digits
@@ -144,9 +155,9 @@ impl FromStr for PciAddress {
             match parsed {
                 Some(v) if well_formed => Ok(v),
                 _ => Err(AddressError::BadField {
-                    text: text.to_owned(),
+                    text: shown(text),
                     field: name,
-                    value: value.to_owned(),
+                    value: shown(value),
                     max,
                 }),
             }
@@ -171,6 +182,24 @@ impl FromStr for PciAddress {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn errors_repeat_at_most_a_short_prefix_of_the_input() {
+        let long = "0".repeat(100_000);
+        let message = long.parse::<PciAddress>().unwrap_err().to_string();
+        assert!(message.len() < 200, "{} bytes", message.len());
+        assert!(
+            message.contains(&format!("{}...", "0".repeat(40))),
+            "{message}"
+        );
+        let message = format!("{}:00:03.0", "f".repeat(5000))
+            .parse::<PciAddress>()
+            .unwrap_err()
+            .to_string();
+        assert!(message.len() < 300, "{message}");
+        let short = "00:1g.0".parse::<PciAddress>().unwrap_err().to_string();
+        assert!(short.contains("'00:1g.0'"), "{short}");
+    }
 
     #[test]
     fn parses_full_form() {
