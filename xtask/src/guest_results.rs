@@ -46,6 +46,13 @@ pub fn kernel_panic(line: &str) -> Option<String> {
         .map(|why| why.trim_start_matches(':').trim().to_string())
 }
 
+/// What the guest kernel said when it could not unpack its initramfs (the
+/// image did not fit in the guest's memory), if this is that line.
+pub fn initramfs_failure(line: &str) -> Option<String> {
+    after_marker(clean_line(line), "Initramfs unpacking failed")
+        .map(|why| why.trim_start_matches(':').trim().to_string())
+}
+
 /// Length of a leading kernel log timestamp such as `[    5.123456] `.
 fn kernel_stamp_len(line: &str) -> Option<usize> {
     let rest = line.strip_prefix('[')?;
@@ -384,6 +391,15 @@ pub fn summary_line(passed: usize, failed: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failed_initramfs_unpack_is_recognised() {
+        assert_eq!(
+            initramfs_failure("[    1.234567] Initramfs unpacking failed: write error\r"),
+            Some("write error".to_string())
+        );
+        assert_eq!(initramfs_failure("[    1.2] Unpacking initramfs..."), None);
+    }
 
     fn lines(text: &str) -> Vec<String> {
         text.split('\n').map(str::to_string).collect()

@@ -148,6 +148,9 @@ pub enum Ending {
     KernelPanic(String),
     /// QEMU stopped without the exit marker.
     QemuStopped(String),
+    /// The guest kernel could not unpack the image (what it said); QEMU was
+    /// stopped before anything ran on a truncated image.
+    BrokenImage(String),
 }
 
 /// The record of one VM run.
@@ -183,6 +186,11 @@ impl VmRun {
             Ending::KernelPanic(why) => Some(format!("the guest kernel panicked: {why}")),
             Ending::QemuStopped(how) => Some(format!(
                 "QEMU stopped ({how}) before the guest reported an exit status"
+            )),
+            Ending::BrokenImage(why) => Some(format!(
+                "the guest kernel could not unpack its initramfs ({why}): the image is unpacked \
+                 into the guest's memory and did not fit; give the guest more with --memory \
+                 (1G is the default)"
             )),
         }
     }
@@ -307,6 +315,7 @@ pub fn run(config: &QemuConfig, timeout: Duration) -> Result<VmRun> {
         ready_at: None,
         exit: None,
         panic: None,
+        broken_image: None,
     };
     let ending = supervisor.watch(&mut child, &rx);
     supervisor.flush();
@@ -325,6 +334,8 @@ struct Supervisor {
     ready_at: Option<Instant>,
     exit: Option<(i32, Instant)>,
     panic: Option<String>,
+    /// The kernel failed to unpack the image, before the guest was ready.
+    broken_image: Option<String>,
 }
 
 impl Supervisor {
@@ -347,6 +358,10 @@ impl Supervisor {
             if now >= self.deadline {
                 kill(child);
                 return Ending::TimedOut(self.timeout);
+            }
+            if let Some(why) = self.broken_image.take() {
+                kill(child);
+                return Ending::BrokenImage(why);
             }
             if !stdout_open {
                 // QEMU closes its stdout when it exits; reap it.
@@ -404,6 +419,9 @@ impl Supervisor {
             }
             if self.panic.is_none() {
                 self.panic = guest_results::kernel_panic(&line);
+            }
+            if self.ready_at.is_none() && self.broken_image.is_none() {
+                self.broken_image = guest_results::initramfs_failure(&line);
             }
             self.run.transcript.push(line);
         }
@@ -622,6 +640,16 @@ mod tests {
             panic!("panic is an error")
         };
         assert!(reason.contains("panicked: Fatal exception"), "{reason}");
+        let Err(Error::Guest { reason, .. }) =
+            run_with(Ending::BrokenImage("write error".to_string())).exit_status()
+        else {
+            panic!("a broken image is an error")
+        };
+        assert!(
+            reason.contains("could not unpack its initramfs (write error)")
+                && reason.contains("--memory"),
+            "{reason}"
+        );
         assert_eq!(
             run_with(Ending::Exited(0)).timing(),
             "boot to ready: 5.8 s, command: n/a"
