@@ -106,15 +106,53 @@ fn a_mounted_nvme_is_refused_unless_forced() {
         .status()
         .unwrap();
     assert!(status.success(), "mount {dev}");
-    let out = usrdrv(&["bind", &addr]);
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    let outs: Vec<Output> = [&["bind", &addr][..], &["unbind", &addr][..]]
+        .iter()
+        .map(|args| usrdrv(args))
+        .collect();
     let _ = Command::new("umount").arg("/mnt/usrdrv-test").status();
+    for out in outs {
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(
+            err.contains(&format!("{dev} is mounted on /mnt/usrdrv-test")),
+            "{err}"
+        );
+    }
+    assert_eq!(driver(nvme).as_deref(), Some("nvme"), "nothing changed");
+}
+
+#[test]
+#[ignore = "needs the usrdrv VM: run by `cargo xtask test`"]
+fn a_held_device_is_refused_and_a_refused_bind_keeps_the_driver_it_had() {
+    let edu = find(0x1234, 0x11e8);
+    let addr = edu.to_string();
+    ok(&["bind", &addr]);
+    assert_eq!(driver(edu).as_deref(), Some("vfio-pci"));
+    let group = Sysfs::system()
+        .iommu_group(edu)
+        .expect("read the group")
+        .expect("edu has a group");
+    let node = format!("/dev/vfio/{group}");
+    // This process holds the group open, as a driver would.
+    let held = std::fs::File::open(&node).expect("open the group node");
+    let out = usrdrv(&["unbind", &addr]);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
-        err.contains(&format!("{dev} is mounted on /mnt/usrdrv-test")),
+        err.contains(&format!("process {} (", std::process::id()))
+            && err.contains(&format!("holds {node} open")),
         "{err}"
     );
-    assert_eq!(driver(nvme).as_deref(), Some("nvme"), "nothing changed");
+    assert_eq!(driver(edu).as_deref(), Some("vfio-pci"), "nothing changed");
+    drop(held);
+    // pcieport refuses edu: the device must go back to vfio-pci, not to the
+    // kernel's own choice (no driver at all for edu).
+    let out = usrdrv(&["bind", "--driver", "pcieport", &addr]);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(driver(edu).as_deref(), Some("vfio-pci"), "{err}");
+    ok(&["restore", &addr]);
 }
 
 #[test]

@@ -414,10 +414,12 @@ impl Sysfs {
     /// Uses `driver_override` and `drivers_probe`, which works for any device ID
     /// (binding through `new_id` silently does nothing for IDs a driver does not
     /// list). The device is first released by its current driver. If the new
-    /// driver does not take it, the override is cleared and the device is probed
-    /// again, so it goes back to the driver the kernel would choose, and
-    /// [`SysfsError::BindFailed`] says what happened. Binding to the driver it
-    /// already has does nothing.
+    /// driver does not take it, the device is probed again with the override
+    /// naming the driver it had, so it goes back to that driver (also when it
+    /// had been bound by an override, as vfio-pci devices are, which the
+    /// kernel's own choice would not restore); then the override is put back
+    /// as it was, and [`SysfsError::BindFailed`] says what happened. Binding to
+    /// the driver it already has does nothing.
     pub fn bind(&self, address: PciAddress, driver: &str) -> Result<(), SysfsError> {
         let dir = self.existing_device_dir(address)?;
         let current = self.driver(address)?;
@@ -425,6 +427,12 @@ impl Sysfs {
             return Ok(());
         }
         let override_path = dir.join("driver_override");
+        // The kernel shows no override as "(null)"; writing a newline clears it.
+        let original_override = fs::read_to_string(&override_path)
+            .ok()
+            .map(|text| text.trim().to_owned())
+            .filter(|text| !text.is_empty() && text != "(null)")
+            .unwrap_or_else(|| "\n".to_owned());
         write_sysfs(&override_path, driver)?;
         if current.is_some()
             && let Err(err) = write_sysfs(&dir.join("driver/unbind"), &address.to_string())
@@ -441,12 +449,17 @@ impl Sysfs {
         if now.as_deref() == Some(driver) {
             return Ok(());
         }
-        // Restore: clear the override and let the kernel pick the device's driver.
-        let _ = write_sysfs(&override_path, "\n");
+        // Restore: probe with the override naming the driver the device had
+        // (or none, for the kernel's choice), then put the override back.
+        let _ = write_sysfs(&override_path, current.as_deref().unwrap_or("\n"));
+        if self.driver(address)?.is_some() {
+            let _ = write_sysfs(&dir.join("driver/unbind"), &address.to_string());
+        }
         let _ = write_sysfs(
             &self.root.join("bus/pci/drivers_probe"),
             &address.to_string(),
         );
+        let _ = write_sysfs(&override_path, &original_override);
         match probe {
             Err(err @ SysfsError::PermissionDenied { .. }) => Err(err),
             _ => Err(SysfsError::BindFailed {
@@ -725,6 +738,33 @@ mod tests {
         assert_eq!(fs::read_to_string(unbind).unwrap(), "0000:00:02.0");
         let probe = fake.root().join("bus/pci/drivers_probe");
         assert_eq!(fs::read_to_string(probe).unwrap(), "0000:00:02.0");
+    }
+
+    #[test]
+    fn a_failed_bind_asks_for_the_previous_driver_and_keeps_its_override() {
+        // A vfio-pci device is on vfio-pci through its override: the kernel's
+        // own choice would leave it with no driver, so the recovery must name
+        // vfio-pci and leave the override as it was.
+        let fake = FakeSysfs::new();
+        fake.add(
+            "0000:00:03.0",
+            0x1234,
+            0x11e8,
+            0x00ff00,
+            Some(VFIO_PCI_DRIVER),
+            Some(3),
+        );
+        let dev = fake.device_dir("0000:00:03.0");
+        fs::write(dev.join("driver_override"), "vfio-pci\n").unwrap();
+        let sysfs = Sysfs::at(fake.root());
+        let err = sysfs.bind(addr("0000:00:03.0"), "pcieport").unwrap_err();
+        assert!(matches!(err, SysfsError::BindFailed { .. }), "{err:?}");
+        assert_eq!(
+            fs::read_to_string(dev.join("driver_override")).unwrap(),
+            "vfio-pci"
+        );
+        let probe = fake.root().join("bus/pci/drivers_probe");
+        assert_eq!(fs::read_to_string(probe).unwrap(), "0000:00:03.0");
     }
 
     #[test]
