@@ -7,6 +7,7 @@ use vfio_bindings::bindings::vfio::{
     VFIO_IOMMU_TYPE1_INFO_DMA_AVAIL,
 };
 
+use super::cap_chain::{self, read_u32, read_u64};
 use crate::dma::IovaRange;
 
 /// The IOMMU's properties for one container.
@@ -32,26 +33,6 @@ impl IommuInfo {
     }
 }
 
-/// The `N` bytes at `offset`, if the buffer holds them (the kernel writes native-endian).
-fn read<const N: usize>(bytes: &[u8], offset: usize) -> Option<[u8; N]> {
-    bytes.get(offset..offset.checked_add(N)?)?.try_into().ok()
-}
-
-pub(super) fn read_u16(bytes: &[u8], offset: usize) -> Option<u16> {
-    read::<2>(bytes, offset).map(u16::from_ne_bytes)
-}
-
-pub(super) fn read_u32(bytes: &[u8], offset: usize) -> Option<u32> {
-    read::<4>(bytes, offset).map(u32::from_ne_bytes)
-}
-
-pub(super) fn read_u64(bytes: &[u8], offset: usize) -> Option<u64> {
-    read::<8>(bytes, offset).map(u64::from_ne_bytes)
-}
-
-/// Capabilities beyond this many mean a corrupt (looping) chain.
-pub(super) const MAX_CAPS: usize = 64;
-
 /// Parses `struct vfio_iommu_type1_info` and its capability chain.
 ///
 /// Returns a description of the problem when the bytes are not what the UAPI
@@ -69,23 +50,13 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<IommuInfo, String> {
         mappings_available: None,
     };
     let mut saw_ranges = false;
-    let mut next = if flags & VFIO_IOMMU_INFO_CAPS != 0 {
+    let next = if flags & VFIO_IOMMU_INFO_CAPS != 0 {
         read_u32(bytes, 16).ok_or("the capability offset is truncated")? as usize
     } else {
         0
     };
-    let mut seen = 0;
-    while next != 0 {
-        seen += 1;
-        if seen > MAX_CAPS {
-            return Err("the capability chain loops".into());
-        }
-        let at = next;
-        let id =
-            read_u16(bytes, at).ok_or_else(|| format!("capability at {at} is past the buffer"))?;
-        next = read_u32(bytes, at + 4).ok_or_else(|| format!("capability at {at} is truncated"))?
-            as usize;
-        match u32::from(id) {
+    for (id, at) in cap_chain::walk(bytes, next)? {
+        match id {
             VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE => {
                 saw_ranges = true;
                 let count = read_u32(bytes, at + 8).ok_or("the IOVA range count is truncated")?;

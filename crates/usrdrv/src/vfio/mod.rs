@@ -16,6 +16,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod cap_chain;
 mod container;
 mod device;
 mod domain;

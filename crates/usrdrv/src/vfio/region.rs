@@ -6,7 +6,7 @@ use std::ops::Range;
 
 use vfio_bindings::bindings::vfio::{VFIO_REGION_INFO_CAP_SPARSE_MMAP, VFIO_REGION_INFO_FLAG_CAPS};
 
-use super::iommu_info::{MAX_CAPS, read_u16, read_u32, read_u64};
+use super::cap_chain::{self, read_u32, read_u64};
 
 /// The parsed answer for one region.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,23 +38,13 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<Region, String> {
         offset: read_u64(bytes, 24).ok_or(truncated)?,
         sparse: None,
     };
-    let mut next = if flags & VFIO_REGION_INFO_FLAG_CAPS != 0 {
+    let next = if flags & VFIO_REGION_INFO_FLAG_CAPS != 0 {
         read_u32(bytes, 12).ok_or(truncated)? as usize
     } else {
         0
     };
-    let mut seen = 0;
-    while next != 0 {
-        seen += 1;
-        if seen > MAX_CAPS {
-            return Err("the capability chain loops".into());
-        }
-        let at = next;
-        let id =
-            read_u16(bytes, at).ok_or_else(|| format!("capability at {at} is past the buffer"))?;
-        next = read_u32(bytes, at + 4).ok_or_else(|| format!("capability at {at} is truncated"))?
-            as usize;
-        if u32::from(id) != VFIO_REGION_INFO_CAP_SPARSE_MMAP {
+    for (id, at) in cap_chain::walk(bytes, next)? {
+        if id != VFIO_REGION_INFO_CAP_SPARSE_MMAP {
             // Region types, MSI-X mappability and the like do not concern us.
             continue;
         }
