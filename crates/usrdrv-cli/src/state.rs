@@ -64,34 +64,34 @@ impl Remembered {
     /// removing its temporary file: commands call it before moving anything,
     /// so a record that cannot be written stops them while nothing changed.
     pub fn check_writable(&self) -> Result<(), CliError> {
-        let error = |source| CliError::State {
-            action: "write",
-            path: self.path.clone(),
-            source,
-        };
-        if let Some(dir) = self.path.parent() {
-            fs::create_dir_all(dir).map_err(error)?;
-        }
-        let tmp = self.path.with_extension("json.tmp");
-        fs::write(&tmp, "").map_err(error)?;
-        fs::remove_file(&tmp).map_err(error)
+        let tmp = self.temporary()?;
+        fs::write(&tmp, "").map_err(|e| self.write_error(e))?;
+        fs::remove_file(&tmp).map_err(|e| self.write_error(e))
     }
 
     /// Writes the record back (atomically: a temporary file renamed into place).
     pub fn save(&self) -> Result<(), CliError> {
-        let error = |source| CliError::State {
+        let text = serde_json::to_string_pretty(&self.drivers)
+            .map_err(|e| self.write_error(io::Error::other(e)))?;
+        let tmp = self.temporary()?;
+        fs::write(&tmp, text).map_err(|e| self.write_error(e))?;
+        fs::rename(&tmp, &self.path).map_err(|e| self.write_error(e))
+    }
+
+    /// The temporary file next to the record, its directory made if missing.
+    fn temporary(&self) -> Result<PathBuf, CliError> {
+        if let Some(dir) = self.path.parent() {
+            fs::create_dir_all(dir).map_err(|e| self.write_error(e))?;
+        }
+        Ok(self.path.with_extension("json.tmp"))
+    }
+
+    fn write_error(&self, source: io::Error) -> CliError {
+        CliError::State {
             action: "write",
             path: self.path.clone(),
             source,
-        };
-        if let Some(dir) = self.path.parent() {
-            fs::create_dir_all(dir).map_err(error)?;
         }
-        let text =
-            serde_json::to_string_pretty(&self.drivers).map_err(|e| error(io::Error::other(e)))?;
-        let tmp = self.path.with_extension("json.tmp");
-        fs::write(&tmp, text).map_err(error)?;
-        fs::rename(&tmp, &self.path).map_err(error)
     }
 }
 
