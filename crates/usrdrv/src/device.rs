@@ -1,8 +1,8 @@
 //! The device handle drivers use: registers, configuration space and DMA,
 //! whatever kernel interface is underneath.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::Error;
 use crate::dma::{
@@ -45,7 +45,11 @@ const PCI_COMMAND_MASTER: u16 = 0x0004;
 pub struct Device {
     kernel: Kernel,
     dma: Arc<dyn DmaBackend>,
+    /// Set once bus mastering is on (the fast path of `enable_bus_master`).
     bus_master: AtomicBool,
+    /// Held while bus mastering changes and during [`Device::quiesce`], so
+    /// no thread turns it on while the driver's quiesce step runs.
+    bus_master_change: Mutex<()>,
 }
 
 /// The kernel interface a [`Device`] is driven through.
@@ -110,15 +114,13 @@ impl Device {
     fn open_usrdma(address: PciAddress, mask: DmaMask) -> Result<Self, Error> {
         let device = usrdma::Device::open(address)?;
         let dma = Arc::new(UsrdmaDma::new(device.clone(), mask)?);
-        Ok(Self {
-            kernel: Kernel::Usrdma {
+        Self::new(
+            Kernel::Usrdma {
                 device,
                 dma: Arc::clone(&dma),
             },
             dma,
-            // The module turns bus mastering on at open.
-            bus_master: AtomicBool::new(true),
-        })
+        )
     }
 
     /// Opens the device at `address` (bound to vfio-pci) in `domain`, sharing
@@ -127,14 +129,37 @@ impl Device {
         let group = vfio::usable_group(&Sysfs::system(), address)?;
         let group = domain.group(group)?;
         let vfio = vfio::Device::open_in_group(&group, address)?;
-        Ok(Self {
-            kernel: Kernel::Vfio {
+        Self::new(
+            Kernel::Vfio {
                 device: vfio,
                 domain: domain.clone(),
             },
-            dma: domain.backend(),
+            domain.backend(),
+        )
+    }
+
+    /// The device with bus mastering off, whatever the previous owner or
+    /// the kernel left: nothing may master the bus before the driver asks
+    /// for DMA (and has had the chance to [`quiesce`](Device::quiesce) it).
+    fn new(kernel: Kernel, dma: Arc<dyn DmaBackend>) -> Result<Self, Error> {
+        let device = Self {
+            kernel,
+            dma,
             bus_master: AtomicBool::new(false),
-        })
+            bus_master_change: Mutex::new(()),
+        };
+        let command = device.command()?;
+        if command & PCI_COMMAND_MASTER != 0 {
+            device.write_config(PCI_COMMAND, &(command & !PCI_COMMAND_MASTER).to_le_bytes())?;
+        }
+        Ok(device)
+    }
+
+    /// The PCI command register.
+    fn command(&self) -> Result<u16, Error> {
+        let mut command = [0u8; 2];
+        self.read_config(PCI_COMMAND, &mut command)?;
+        Ok(u16::from_le_bytes(command))
     }
 
     /// The device's PCI address.
@@ -334,7 +359,8 @@ impl Device {
         Interrupts::enable(self.irq_control(), kind, count)
     }
 
-    /// Turns on bus mastering (the device may start DMA), once.
+    /// Turns on bus mastering (the device may start DMA), once. Allocations,
+    /// mappings and MSI/MSI-X turn it on themselves.
     pub fn enable_bus_master(&self) -> Result<(), DmaError> {
         if self.is_revoked() {
             return Err(DmaError::Revoked {
@@ -344,16 +370,68 @@ impl Device {
         if self.bus_master.load(Ordering::Acquire) {
             return Ok(());
         }
+        let _change = self
+            .bus_master_change
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if self.bus_master.load(Ordering::Acquire) {
+            return Ok(());
+        }
         let fail = |e: Error| DmaError::BusMaster {
             source: Box::new(e),
         };
-        let mut command = [0u8; 2];
-        self.read_config(PCI_COMMAND, &mut command).map_err(fail)?;
-        let value = u16::from_le_bytes(command) | PCI_COMMAND_MASTER;
+        let value = self.command().map_err(fail)? | PCI_COMMAND_MASTER;
         self.write_config(PCI_COMMAND, &value.to_le_bytes())
             .map_err(fail)?;
         self.bus_master.store(true, Ordering::Release);
         Ok(())
+    }
+
+    /// Runs the driver's quiesce step `f` with bus mastering off, before the
+    /// device may master the bus in this process.
+    ///
+    /// A previous owner of the device may have died with a transfer queued
+    /// (a descriptor ring, a DMA engine programmed with its addresses).
+    /// Where the device has a reset, the kernel resets it between owners;
+    /// where it has none, only the driver knows how to stop or drain its
+    /// engine: do that in `f` (abort, or wait until the engine reports idle).
+    /// While `f` runs bus mastering stays off, so whatever the old transfer
+    /// does cannot reach memory, and no other thread can turn it on; a
+    /// transfer that completes then is dropped by the PCI bus.
+    ///
+    /// Call it right after opening: once an allocation, a mapping or MSI has
+    /// turned bus mastering on, it is [`DmaError::QuiesceTooLate`] and `f`
+    /// does not run. On usrdma, a successful `f` also tells the module that
+    /// the memory it kept back from the previous owner (see the safety model)
+    /// can be freed now rather than after its grace period.
+    ///
+    /// ```no_run
+    /// # use usrdrv::{Device, dma::DmaMask};
+    /// let device = Device::open("0000:00:03.0".parse()?, DmaMask::new(28)?)?;
+    /// let regs = device.bar(0)?;
+    /// device.quiesce(|| {
+    ///     // edu: wait until the DMA engine's "running" bit (0x98, bit 0) clears.
+    ///     while regs.read32(0x98)? & 1 != 0 {
+    ///         std::thread::sleep(std::time::Duration::from_millis(10));
+    ///     }
+    ///     Ok::<(), usrdrv::Error>(())
+    /// })?;
+    /// let buffer = device.alloc_dma(4096)?; // bus mastering goes on here
+    /// # Ok::<(), usrdrv::Error>(())
+    /// ```
+    pub fn quiesce<T, E: From<DmaError>>(&self, f: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
+        let address = self.address();
+        if self.is_revoked() {
+            return Err(DmaError::Revoked { address }.into());
+        }
+        let _change = self
+            .bus_master_change
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if self.bus_master.load(Ordering::Acquire) {
+            return Err(DmaError::QuiesceTooLate { address }.into());
+        }
+        f()
     }
 
     /// Allocates `size` bytes (rounded up to pages) of zeroed memory the device

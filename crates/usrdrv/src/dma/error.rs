@@ -199,6 +199,16 @@ pub enum DmaError {
         /// The name.
         name: String,
     },
+    /// [`crate::Device::quiesce`] was called after bus mastering was turned
+    /// on (by an allocation, a mapping or MSI/MSI-X), too late to keep a
+    /// previous owner's transfer from landing.
+    #[error(
+        "{address} already masters the bus: call Device::quiesce right after opening, before any DMA allocation, mapping or MSI"
+    )]
+    QuiesceTooLate {
+        /// The device.
+        address: crate::pci::PciAddress,
+    },
     /// Turning on bus mastering failed.
     #[error("cannot enable bus mastering (PCI command register)")]
     BusMaster {
