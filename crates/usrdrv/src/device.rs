@@ -13,6 +13,7 @@ use crate::irq::{Interrupts, IrqControl, IrqError, IrqInfo, IrqKind};
 use crate::mmio::Bar;
 use crate::pci::capabilities::{self, Capability};
 use crate::pci::{PciAddress, Sysfs};
+use crate::revocation::ReleasePolicy;
 use crate::usrdma::{self, dma::UsrdmaDma};
 use crate::vfio::{self, IommuDomain};
 
@@ -322,6 +323,49 @@ impl Device {
         match &self.kernel {
             Kernel::Vfio { device, .. } => device.is_revoked(),
             Kernel::Usrdma { device, .. } => device.is_revoked(),
+        }
+    }
+
+    /// Sets what happens when the kernel asks for the device back (an unbind,
+    /// a hot-unplug): by default usrdrv lets go at once, so the unbind
+    /// completes even if the driver is idle, and the driver's next call fails
+    /// with a `Revoked` error ([`Error::is_revoked`]). A driver that must
+    /// finish in-flight I/O first can ask for a bounded grace period.
+    /// [`ReleasePolicy`] says what letting go does. (VFIO only: the usrdma
+    /// module takes its device back at once.)
+    ///
+    /// ```no_run
+    /// # use usrdrv::{Device, ReleasePolicy, dma::DmaMask};
+    /// # use std::time::Duration;
+    /// let device = Device::open("0000:00:03.0".parse()?, DmaMask::new(28)?)?;
+    /// device.set_release_policy(ReleasePolicy::Grace(Duration::from_millis(500)));
+    /// // ... in the I/O loop:
+    /// if device.release_requested() {
+    ///     // stop submitting, reap what is in flight, then:
+    ///     device.release();
+    /// }
+    /// # Ok::<(), usrdrv::Error>(())
+    /// ```
+    pub fn set_release_policy(&self, policy: ReleasePolicy) {
+        if let Kernel::Vfio { device, .. } = &self.kernel {
+            device.set_release_policy(policy);
+        }
+    }
+
+    /// Whether the kernel has asked for the device back (during a grace
+    /// period the device still works; afterwards it is revoked).
+    pub fn release_requested(&self) -> bool {
+        match &self.kernel {
+            Kernel::Vfio { device, .. } => device.release_requested(),
+            Kernel::Usrdma { device, .. } => device.is_revoked(),
+        }
+    }
+
+    /// Ends a grace period now: gives the device back if the kernel has asked,
+    /// or as soon as it asks.
+    pub fn release(&self) {
+        if let Kernel::Vfio { device, .. } = &self.kernel {
+            device.release();
         }
     }
 

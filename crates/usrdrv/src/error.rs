@@ -37,6 +37,7 @@ impl Error {
             Self::Dma(e) => e.is_revoked(),
             Self::Mmio(e) => matches!(e, crate::mmio::MmioError::Revoked { .. }),
             Self::Usrdma(e) => matches!(e, crate::usrdma::UsrdmaError::Revoked { .. }),
+            Self::Vfio(e) => matches!(e, crate::vfio::VfioError::Revoked { .. }),
             Self::Irq(e) => matches!(e, crate::irq::IrqError::Revoked { .. }),
             _ => false,
         }

@@ -131,6 +131,7 @@ pub mod usrdma;
 pub mod vfio;
 
 pub use device::{Backend, Device};
+pub use revocation::{MAX_RELEASE_GRACE, ReleasePolicy};
 
 /// The README's examples, compiled as doctests so they stay true.
 #[cfg(doctest)]

@@ -480,6 +480,10 @@ impl Bar {
     }
 
     fn io_error<T>(&self, offset: u64, source: std::io::Error) -> MmioError {
+        // Revoked between the check and the call: the file is gone.
+        if self.is_revoked() {
+            return MmioError::Revoked { bar: self.index };
+        }
         MmioError::Io {
             bar: self.index,
             offset,

@@ -7,8 +7,50 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use crate::sys::eventfd::EventFd;
+
+/// What a device does when the kernel asks for it back (an unbind, a
+/// hot-unplug), set with [`Device::set_release_policy`](crate::Device::set_release_policy).
+///
+/// Over VFIO the kernel's unbind waits until the process lets go of the device;
+/// usrdrv lets go for the driver, even an idle one, so nobody's unbind hangs.
+/// Letting go means: register accesses and new DMA fail with a `Revoked`
+/// error, interrupt waits wake with one, the BAR mappings are replaced by
+/// memory that reads all-ones (a [`BarView`](crate::mmio::BarView) taken
+/// earlier keeps working, on that memory), interrupts are torn down, the device
+/// file is closed, and, when no other device of its IOMMU group is open, the
+/// group is handed back too (the kernel then drops its IOMMU mappings and the
+/// device can be bound to a kernel driver). DMA memory stays allocated until
+/// its handles are dropped.
+///
+/// The usrdma module takes its device back at once, whatever the policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReleasePolicy {
+    /// Let go as soon as the kernel asks (the default).
+    #[default]
+    Immediate,
+    /// Keep the device for up to this long (at most [`MAX_RELEASE_GRACE`]) so
+    /// in-flight I/O can complete: [`Device::release_requested`](crate::Device::release_requested)
+    /// turns true when the kernel asks; everything keeps working until the
+    /// time is up or the driver calls [`Device::release`](crate::Device::release).
+    Grace(Duration),
+}
+
+/// The longest grace period a [`ReleasePolicy`] may ask for: the kernel's
+/// unbind (and whoever runs it) waits that long.
+pub const MAX_RELEASE_GRACE: Duration = Duration::from_secs(10);
+
+impl ReleasePolicy {
+    /// How long to keep the device once asked, capped at [`MAX_RELEASE_GRACE`].
+    pub fn grace(self) -> Duration {
+        match self {
+            Self::Immediate => Duration::ZERO,
+            Self::Grace(d) => d.min(MAX_RELEASE_GRACE),
+        }
+    }
+}
 
 /// Watches one device for revocation.
 #[derive(Debug)]
@@ -24,8 +66,13 @@ pub(crate) struct Revocation {
 impl Revocation {
     /// Starts a watcher thread running `wait`, which blocks until the kernel
     /// revokes the device (returns `true`) or the given stop event is signalled
-    /// (returns `false`). `None` when no thread or eventfd can be had.
-    pub(crate) fn watch(wait: impl FnOnce(&EventFd) -> bool + Send + 'static) -> Option<Self> {
+    /// (returns `false`). Once revoked, and the flag and event set, the thread
+    /// runs `then` (giving the device back). `None` when no thread or eventfd
+    /// can be had.
+    pub(crate) fn watch(
+        wait: impl FnOnce(&EventFd) -> bool + Send + 'static,
+        then: impl FnOnce() + Send + 'static,
+    ) -> Option<Self> {
         let revoked = Arc::new(AtomicBool::new(false));
         let notify = Arc::new(EventFd::new().ok()?);
         let stop = Arc::new(EventFd::new().ok()?);
@@ -38,6 +85,7 @@ impl Revocation {
                     if wait(&stop) {
                         revoked.store(true, Ordering::SeqCst);
                         let _ = notify.signal(1);
+                        then();
                     }
                 })
                 .ok()?
@@ -127,9 +175,11 @@ mod tests {
     fn a_watcher_that_sees_revocation_sets_the_flag_and_the_event() {
         let trigger = Arc::new(EventFd::new().unwrap());
         let fire = Arc::clone(&trigger);
-        let revocation = Revocation::watch(move |stop| {
-            matches!(wait_any(&[&fire, stop], None), Ok(Woken::Fd(0, _)))
-        })
+        let (done, seen) = std::sync::mpsc::channel();
+        let revocation = Revocation::watch(
+            move |stop| matches!(wait_any(&[&fire, stop], None), Ok(Woken::Fd(0, _))),
+            move || done.send(()).unwrap(),
+        )
         .unwrap();
         assert!(!revocation.is_revoked());
         trigger.signal(1).unwrap();
@@ -139,6 +189,8 @@ mod tests {
         );
         assert!(matches!(woken, Ok(Woken::Fd(0, 1))), "{woken:?}");
         assert!(revocation.is_revoked());
+        seen.recv_timeout(std::time::Duration::from_secs(5))
+            .expect("the action after revocation ran");
     }
 
     #[test]
@@ -146,9 +198,10 @@ mod tests {
         let trigger = Arc::new(EventFd::new().unwrap());
         let flag = {
             let fire = Arc::clone(&trigger);
-            let revocation = Revocation::watch(move |stop| {
-                matches!(wait_any(&[&fire, stop], None), Ok(Woken::Fd(0, _)))
-            })
+            let revocation = Revocation::watch(
+                move |stop| matches!(wait_any(&[&fire, stop], None), Ok(Woken::Fd(0, _))),
+                || panic!("not revoked"),
+            )
             .unwrap();
             revocation.flag()
         };

@@ -5,7 +5,9 @@ use std::io;
 use std::marker::PhantomData;
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::ptr::NonNull;
+use std::sync::Arc;
 
+use super::dead_memory::MappingRegistry;
 use super::word::MmioValue;
 
 /// A `MAP_SHARED` mapping of part of a file.
@@ -17,9 +19,13 @@ use super::word::MmioValue;
 pub(crate) struct Mapping {
     // INVARIANT: `ptr` is the page-aligned start of a live mapping of `len` bytes
     // created by `mmap` in `map_shared`, owned by this value and unmapped only by
-    // its `Drop`.
+    // its `Drop` (or through `registry`, which may first have replaced what
+    // backs the range with dead memory, keeping it mapped).
     ptr: NonNull<u8>,
     len: usize,
+    /// The device's registry, when the mapping must be replaceable at
+    /// revocation; unmapping then goes through it.
+    registry: Option<Arc<MappingRegistry>>,
 }
 
 // SAFETY: the mapping is process-wide memory, not tied to the thread that made
@@ -93,11 +99,31 @@ impl Mapping {
     ) -> io::Result<Self> {
         let ptr = map_shared_raw(fd, offset, len, writable)?;
         // INVARIANT: `ptr` and `len` describe the mapping just created.
-        let mapping = Self { ptr, len };
+        let mapping = Self {
+            ptr,
+            len,
+            registry: None,
+        };
         // Device registers must not be reachable from a forked child: it would
         // share them with no handle keeping the device, and outlive revocation.
         // On failure `mapping` drops and unmaps.
         dont_fork(mapping.ptr, mapping.len)?;
+        Ok(mapping)
+    }
+
+    /// Like [`Mapping::map_shared`], recorded in `registry`, which can replace
+    /// it with dead memory when the device is taken away.
+    pub(crate) fn map_shared_registered(
+        registry: &Arc<MappingRegistry>,
+        fd: BorrowedFd<'_>,
+        offset: u64,
+        len: usize,
+        writable: bool,
+    ) -> io::Result<Self> {
+        let mut mapping = Self::map_shared(fd, offset, len, writable)?;
+        // On failure `mapping` drops (unregistered) and unmaps.
+        registry.register(mapping.ptr, mapping.len)?;
+        mapping.registry = Some(Arc::clone(registry));
         Ok(mapping)
     }
 
@@ -211,6 +237,10 @@ impl<const SIZE: usize> SizedMapping<'_, SIZE> {
 
 impl Drop for Mapping {
     fn drop(&mut self) {
+        if let Some(registry) = &self.registry {
+            registry.unmap(self.ptr, self.len);
+            return;
+        }
         // SAFETY: `ptr`/`len` are exactly the mapping made in `map_shared` (type
         // invariant) and nothing can use it after drop. munmap of a valid
         // mapping only fails on invalid arguments, which the invariant excludes.

@@ -5,6 +5,7 @@
 //! with their contract stated. Every `unsafe` block says why it is sound. The
 //! rest of the crate is `#![deny(unsafe_code)]`.
 
+pub(crate) mod dead_memory;
 pub(crate) mod dma_memory;
 pub(crate) mod eventfd;
 pub(crate) mod limits;

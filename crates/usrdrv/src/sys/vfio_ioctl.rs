@@ -24,6 +24,7 @@ const VFIO_CHECK_EXTENSION: libc::Ioctl = vfio_io(1);
 const VFIO_SET_IOMMU: libc::Ioctl = vfio_io(2);
 const VFIO_GROUP_GET_STATUS: libc::Ioctl = vfio_io(3);
 const VFIO_GROUP_SET_CONTAINER: libc::Ioctl = vfio_io(4);
+const VFIO_GROUP_UNSET_CONTAINER: libc::Ioctl = vfio_io(5);
 const VFIO_GROUP_GET_DEVICE_FD: libc::Ioctl = vfio_io(6);
 const VFIO_DEVICE_GET_INFO: libc::Ioctl = vfio_io(7);
 const VFIO_DEVICE_GET_REGION_INFO: libc::Ioctl = vfio_io(8);
@@ -56,7 +57,7 @@ fn ioctl_with_value(
     value: libc::c_ulong,
 ) -> io::Result<libc::c_int> {
     // SAFETY: the VFIO ioctls issued through here (GET_API_VERSION, CHECK_EXTENSION,
-    // SET_IOMMU, DEVICE_RESET) take their argument by value and touch no user
+    // SET_IOMMU, GROUP_UNSET_CONTAINER, DEVICE_RESET) take their argument by value and touch no user
     // memory; `fd` is a valid open descriptor for the call's duration.
     check(unsafe { libc::ioctl(fd.as_raw_fd(), request, value) })
 }
@@ -116,6 +117,13 @@ pub(crate) fn group_set_container(
         )
     })
     .map(drop)
+}
+
+/// `VFIO_GROUP_UNSET_CONTAINER`: detaches the group from its container (the
+/// kernel refuses with `EBUSY` while a device of the group is open). When it
+/// was the container's last group, the container's IOMMU mappings are gone.
+pub(crate) fn group_unset_container(group: BorrowedFd<'_>) -> io::Result<()> {
+    ioctl_with_value(group, VFIO_GROUP_UNSET_CONTAINER, 0).map(drop)
 }
 
 /// `VFIO_GROUP_GET_DEVICE_FD`: a new descriptor for the device named `name`

@@ -100,7 +100,10 @@ impl Device {
             });
         }
         let revocation = DeviceRevocation::new(file.try_clone().ok().and_then(|watched| {
-            Revocation::watch(move |stop| wait_hangup(watched.as_fd(), stop).unwrap_or(false))
+            Revocation::watch(
+                move |stop| wait_hangup(watched.as_fd(), stop).unwrap_or(false),
+                || {},
+            )
         }));
         Ok(Self {
             shared: Arc::new(Shared {

@@ -3,7 +3,8 @@
 use std::fs::OpenOptions;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use vfio_bindings::bindings::vfio::{VFIO_API_VERSION, VFIO_TYPE1v2_IOMMU};
 
@@ -21,8 +22,19 @@ const CONTAINER_PATH: &str = "/dev/vfio/vfio";
 #[derive(Debug)]
 pub struct Container {
     fd: OwnedFd,
+    groups: Mutex<Attached>,
+    /// Set when the last attached group was detached (a revoked device given
+    /// back): the kernel then dropped every IOMMU mapping of the container.
+    mappings_gone: AtomicBool,
+}
+
+/// Which groups are attached, as far as usrdrv attached and detached them.
+#[derive(Debug, Default)]
+struct Attached {
     /// Whether `VFIO_SET_IOMMU` has been done (it must follow the first group).
-    iommu_set: Mutex<bool>,
+    iommu_set: bool,
+    /// Groups attached and not detached since.
+    count: usize,
 }
 
 impl Container {
@@ -53,17 +65,40 @@ impl Container {
         }
         Ok(Arc::new(Self {
             fd,
-            iommu_set: Mutex::new(false),
+            groups: Mutex::default(),
+            mappings_gone: AtomicBool::new(false),
         }))
+    }
+
+    fn groups(&self) -> MutexGuard<'_, Attached> {
+        self.groups.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Records a group attached with `VFIO_GROUP_SET_CONTAINER`.
+    pub(crate) fn group_attached(&self) {
+        self.groups().count += 1;
+    }
+
+    /// Records a group detached with `VFIO_GROUP_UNSET_CONTAINER`: when none
+    /// is left, the kernel has released the IOMMU and every mapping in it.
+    pub(crate) fn group_detached(&self) {
+        let mut groups = self.groups();
+        groups.count = groups.count.saturating_sub(1);
+        if groups.count == 0 {
+            self.mappings_gone.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// Whether the kernel dropped every mapping (its last group detached after
+    /// a revocation): nothing is left to unmap, and nothing can be mapped.
+    pub(crate) fn mappings_gone(&self) -> bool {
+        self.mappings_gone.load(Ordering::SeqCst)
     }
 
     /// Selects the Type1 v2 IOMMU once a group is attached; later calls do nothing.
     pub(crate) fn ensure_iommu(&self, group: u32) -> Result<(), VfioError> {
-        let mut set = self
-            .iommu_set
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if *set {
+        let mut groups = self.groups();
+        if groups.iommu_set {
             return Ok(());
         }
         vfio_ioctl::set_iommu(self.fd.as_fd(), VFIO_TYPE1v2_IOMMU).map_err(|source| {
@@ -77,7 +112,7 @@ impl Container {
                 }
             }
         })?;
-        *set = true;
+        groups.iommu_set = true;
         Ok(())
     }
 }

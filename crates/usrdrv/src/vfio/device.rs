@@ -15,11 +15,12 @@ use vfio_bindings::bindings::vfio::{
 
 use super::group::usable_group;
 use super::region;
+use super::release::Release;
 use super::revocation;
 use super::{Container, Group, VfioError};
 use crate::mmio::{Bar, FileRegion};
 use crate::pci::{PciAddress, Sysfs, config};
-use crate::revocation::DeviceRevocation;
+use crate::revocation::{DeviceRevocation, ReleasePolicy};
 use crate::sys::eventfd::EventFd;
 use crate::sys::mmap::Mapping;
 use crate::sys::vfio_ioctl;
@@ -58,6 +59,8 @@ impl RegionInfo {
 struct Shared {
     /// Dropped first: stops the watcher before the descriptor closes.
     revocation: DeviceRevocation,
+    /// How the device is given back when the kernel asks.
+    release: Arc<Release>,
     file: Arc<File>,
     address: PciAddress,
     flags: u32,
@@ -102,7 +105,7 @@ impl Device {
         let name = CString::new(address.to_string())
             .map_err(|e| get_fd_error(std::io::Error::other(e)))?;
         let fd = vfio_ioctl::group_get_device_fd(group.as_fd(), &name).map_err(get_fd_error)?;
-        let file = File::from(fd);
+        let file = Arc::new(File::from(fd));
         let info =
             vfio_ioctl::device_get_info(file.as_fd()).map_err(|source| VfioError::Ioctl {
                 op: "VFIO_DEVICE_GET_INFO",
@@ -112,11 +115,20 @@ impl Device {
         if info.flags & VFIO_DEVICE_FLAGS_PCI == 0 {
             return Err(VfioError::NotPci { address });
         }
-        let revocation = DeviceRevocation::new(revocation::arm(file.as_fd()));
+        let release = Release::new(Arc::clone(&file), Arc::clone(group)).map_err(|source| {
+            VfioError::Ioctl {
+                op: "eventfd",
+                target: format!("the release event of {address}"),
+                source,
+            }
+        })?;
+        let release = Arc::new(release);
+        let revocation = DeviceRevocation::new(revocation::arm(file.as_fd(), Arc::clone(&release)));
         Ok(Self {
             shared: Arc::new(Shared {
                 revocation,
-                file: Arc::new(file),
+                release,
+                file,
                 address,
                 flags: info.flags,
                 num_regions: info.num_regions,
@@ -136,6 +148,44 @@ impl Device {
     /// the kernel can complete the unbind.
     pub fn is_revoked(&self) -> bool {
         self.shared.revocation.is_revoked()
+    }
+
+    /// Fails with [`VfioError::Revoked`] once the device was revoked.
+    fn live(&self) -> Result<(), VfioError> {
+        if self.is_revoked() {
+            return Err(VfioError::Revoked {
+                address: self.address(),
+            });
+        }
+        Ok(())
+    }
+
+    /// `error`, or [`VfioError::Revoked`] if the device was revoked meanwhile
+    /// (its descriptor then fails every call).
+    fn or_revoked(&self, error: VfioError) -> VfioError {
+        match self.live() {
+            Ok(()) => error,
+            Err(revoked) => revoked,
+        }
+    }
+
+    /// Sets what happens when the kernel asks for the device back (see
+    /// [`ReleasePolicy`]; the default lets go at once).
+    pub fn set_release_policy(&self, policy: ReleasePolicy) {
+        self.shared.release.set_policy(policy);
+    }
+
+    /// Whether the kernel has asked for the device back: during a grace
+    /// period ([`ReleasePolicy::Grace`]) the device still works; finish or
+    /// abandon in-flight I/O and call [`Device::release`].
+    pub fn release_requested(&self) -> bool {
+        self.shared.release.requested() || self.is_revoked()
+    }
+
+    /// Gives the device back now if the kernel has asked (ending a grace
+    /// period), or at once when it asks later, whatever the policy.
+    pub fn release(&self) {
+        self.shared.release.release_now();
     }
 
     /// The event a wait polls to learn of revocation, if the kernel offers it.
@@ -191,11 +241,14 @@ impl Device {
     fn region(&self, index: u32) -> Result<region::Region, VfioError> {
         let op = "VFIO_DEVICE_GET_REGION_INFO";
         let target = || format!("{} region {index}", self.address());
+        self.live()?;
         let bytes = vfio_ioctl::device_get_region_info_caps(self.shared.file.as_fd(), index)
-            .map_err(|source| VfioError::Ioctl {
-                op,
-                target: target(),
-                source,
+            .map_err(|source| {
+                self.or_revoked(VfioError::Ioctl {
+                    op,
+                    target: target(),
+                    source,
+                })
             })?;
         region::parse(&bytes).map_err(|why| VfioError::BadReply {
             op,
@@ -262,9 +315,15 @@ impl Device {
             .filter_map(|area| {
                 let len = usize::try_from(area.end - area.start).ok()?;
                 let at = region.offset.checked_add(area.start)?;
-                Mapping::map_shared(self.shared.file.as_fd(), at, len, region.writable())
-                    .ok()
-                    .map(|map| (area.start, map))
+                Mapping::map_shared_registered(
+                    self.shared.release.bars(),
+                    self.shared.file.as_fd(),
+                    at,
+                    len,
+                    region.writable(),
+                )
+                .ok()
+                .map(|map| (area.start, map))
             })
             .collect()
     }
@@ -325,11 +384,11 @@ impl Device {
     }
 
     fn config_error(&self, op: &'static str, offset: u64, source: std::io::Error) -> VfioError {
-        VfioError::Ioctl {
+        self.or_revoked(VfioError::Ioctl {
             op,
             target: format!("{} at offset {offset:#x}", self.address()),
             source,
-        }
+        })
     }
 
     /// Resets the device (function-level reset or whatever VFIO can do).
@@ -339,10 +398,13 @@ impl Device {
                 address: self.address(),
             });
         }
-        vfio_ioctl::device_reset(self.shared.file.as_fd()).map_err(|source| VfioError::Ioctl {
-            op: "VFIO_DEVICE_RESET",
-            target: self.address().to_string(),
-            source,
+        self.live()?;
+        vfio_ioctl::device_reset(self.shared.file.as_fd()).map_err(|source| {
+            self.or_revoked(VfioError::Ioctl {
+                op: "VFIO_DEVICE_RESET",
+                target: self.address().to_string(),
+                source,
+            })
         })
     }
 }

@@ -140,7 +140,10 @@ impl IommuDomain {
     /// Group `id`, opened and attached to this domain's container on first use.
     pub(crate) fn group(&self, id: u32) -> Result<Arc<Group>, VfioError> {
         let mut groups = lock(&self.inner.groups);
-        if let Some(group) = groups.get(&id) {
+        if self.inner.container.mappings_gone() {
+            return Err(VfioError::DomainReleased { group: id });
+        }
+        if let Some(group) = groups.get(&id).filter(|g| !g.is_detached()) {
             return Ok(Arc::clone(group));
         }
         let group = Group::open(id, &self.inner.container)?;
@@ -243,9 +246,23 @@ impl Domain {
 
     /// Unmaps `[iova, iova + size)`, checking the kernel unmapped all of it, and
     /// frees the addresses. On any failure the addresses stay reserved.
+    ///
+    /// Once the kernel has dropped every mapping of the container (its devices
+    /// were revoked and given back), there is nothing left to unmap: the
+    /// addresses are just freed.
     fn unmap(&self, iova: u64, size: u64) -> Result<(), DmaError> {
-        let unmapped = vfio_ioctl::iommu_unmap_dma(self.container.as_fd(), iova, size)
-            .map_err(|source| DmaError::Unmap { iova, size, source })?;
+        if self.container.mappings_gone() {
+            return self.free_iova(iova, size);
+        }
+        let unmapped = match vfio_ioctl::iommu_unmap_dma(self.container.as_fd(), iova, size) {
+            Ok(unmapped) => unmapped,
+            // Given back in the meantime.
+            Err(_) if self.container.mappings_gone() => return self.free_iova(iova, size),
+            Err(source) => return Err(DmaError::Unmap { iova, size, source }),
+        };
+        if unmapped != size && self.container.mappings_gone() {
+            return self.free_iova(iova, size);
+        }
         if unmapped != size {
             return Err(DmaError::PartialUnmap {
                 iova,

@@ -44,6 +44,22 @@ pub enum VfioError {
         /// The group number.
         group: u32,
     },
+    /// The kernel asked for the device back (unbind or hot-unplug) and usrdrv
+    /// gave it back: every later call on it fails this way.
+    #[error("{address} was revoked (unbound or removed): drop every handle to it")]
+    Revoked {
+        /// The device.
+        address: PciAddress,
+    },
+    /// Every device of the IOMMU domain was revoked and given back, which
+    /// released its IOMMU mappings: the domain takes no new device.
+    #[error(
+        "the IOMMU domain gave back all its devices (revoked) and lost its mappings: open group {group} in a new IommuDomain"
+    )]
+    DomainReleased {
+        /// The group that was to be attached.
+        group: u32,
+    },
     /// The device is not bound to vfio-pci.
     #[error(
         "{address} is bound to {}, not vfio-pci: bind it first (as root: `echo vfio-pci > /sys/bus/pci/devices/{address}/driver_override`, unbind it from its driver, then `echo {address} > /sys/bus/pci/drivers_probe`)",

@@ -4,12 +4,19 @@ use std::fs::OpenOptions;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use vfio_bindings::bindings::vfio::VFIO_GROUP_FLAGS_VIABLE;
 
 use super::{Container, VfioError};
 use crate::pci::{PciAddress, Sysfs, SysfsError, VFIO_PCI_DRIVER};
+use crate::sys::dead_memory::retire_fd;
 use crate::sys::vfio_ioctl;
+
+/// How long a detach waits for the kernel to finish releasing the group's
+/// last device (another thread may hold the device file for an instant).
+const DETACH_PATIENCE: Duration = Duration::from_secs(1);
 
 /// An open VFIO group (`/dev/vfio/<n>`), attached to a [`Container`].
 ///
@@ -19,6 +26,8 @@ pub struct Group {
     fd: OwnedFd,
     id: u32,
     container: Arc<Container>,
+    /// Set once [`Group::detach`] gave the group back.
+    detached: AtomicBool,
 }
 
 impl Group {
@@ -51,11 +60,46 @@ impl Group {
         vfio_ioctl::group_set_container(fd.as_fd(), container.as_fd())
             .map_err(|e| ioctl_error("VFIO_GROUP_SET_CONTAINER", e))?;
         container.ensure_iommu(id)?;
+        container.group_attached();
         Ok(Arc::new(Self {
             fd,
             id,
             container: Arc::clone(container),
+            detached: AtomicBool::new(false),
         }))
+    }
+
+    /// Detaches the group from its container and closes it, once its devices
+    /// are closed: the kernel then gives up the group's DMA ownership (so the
+    /// device can be bound to a kernel driver) and, for the container's last
+    /// group, every IOMMU mapping. The descriptor's number stays reserved
+    /// (see `retire_fd`) until the group is dropped.
+    ///
+    /// Waits up to a second for the kernel to finish closing the devices; a
+    /// device of the group still open in this process keeps the group attached
+    /// (the error is the kernel's `EBUSY`).
+    pub(crate) fn detach(&self) -> std::io::Result<()> {
+        if self.detached.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let deadline = Instant::now() + DETACH_PATIENCE;
+        loop {
+            match vfio_ioctl::group_unset_container(self.fd.as_fd()) {
+                Ok(()) => break,
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        self.detached.store(true, Ordering::SeqCst);
+        self.container.group_detached();
+        retire_fd(self.fd.as_fd())
+    }
+
+    /// Whether [`Group::detach`] gave the group back.
+    pub(crate) fn is_detached(&self) -> bool {
+        self.detached.load(Ordering::SeqCst)
     }
 
     /// The group number.

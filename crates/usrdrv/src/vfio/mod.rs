@@ -24,6 +24,7 @@ mod error;
 mod group;
 mod iommu_info;
 mod region;
+mod release;
 mod revocation;
 
 pub use container::Container;
