@@ -326,3 +326,42 @@ fn config_writes_that_would_pull_the_bars_away_are_refused_and_the_unchecked_wri
         "the BAR works again once decoding is back"
     );
 }
+
+#[test]
+#[ignore = "needs the usrdrv VM: run by `cargo xtask test`"]
+fn an_nvme_held_idle_over_vfio_goes_back_to_its_kernel_driver() {
+    use std::time::Duration;
+    use usrdrv::dma::DmaMask;
+    use usrdrv::irq::IrqKind;
+
+    let sysfs = Sysfs::system();
+    let nvme = sysfs.find(NVME_VENDOR, NVME_DEVICE).unwrap()[0];
+    sysfs.bind(nvme, VFIO_PCI_DRIVER).unwrap();
+    let device = usrdrv::Device::open(nvme, DmaMask::BITS_64).unwrap();
+    let bar = device.bar(0).unwrap();
+    let buffer = device.alloc_dma(1 << 20).unwrap();
+    let irqs = device.enable_interrupts(IrqKind::Msix, 2).unwrap();
+
+    // An idle holder: the move back to nvme runs aside and must not wait for it.
+    let (done, moved) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(Sysfs::system().bind(nvme, "nvme"));
+    });
+    let result = moved
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the bind to nvme completes while the holder keeps its handles");
+    result.expect("nvme takes the device back");
+    assert_eq!(sysfs.driver(nvme).unwrap().as_deref(), Some("nvme"));
+    let disk = std::path::Path::new("/sys/block/nvme0n1");
+    let asked = std::time::Instant::now();
+    while !disk.exists() {
+        assert!(
+            asked.elapsed() < Duration::from_secs(20),
+            "the kernel's nvme driver brings the disk back"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(device.is_revoked());
+    assert!(matches!(bar.read32(0), Err(MmioError::Revoked { .. })));
+    drop((irqs, buffer, bar, device));
+}
