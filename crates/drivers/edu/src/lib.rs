@@ -148,8 +148,9 @@ impl Edu {
             .ok_or(EduError::NotFound)
     }
 
-    /// Opens the edu at `address` (bound to vfio-pci), declaring its 28-bit DMA
-    /// mask, and checks its identification.
+    /// Opens the edu at `address` (bound to vfio-pci or usrdma), declaring its
+    /// 28-bit DMA mask, checks its identification, and waits for a transfer a
+    /// previous owner may have left running (see [`Device::quiesce`]).
     pub fn open(address: PciAddress) -> Result<Self, EduError> {
         let mask = DmaMask::new(DMA_MASK_BITS)?;
         Self::from_device(Device::open(address, mask).map_err(EduError::Open)?)
@@ -172,7 +173,26 @@ impl Edu {
                 id,
             });
         }
+        edu.quiesce()?;
         Ok(edu)
+    }
+
+    /// Waits, with bus mastering still off, until the DMA engine is idle: edu
+    /// has no reset, so a transfer a previous owner started (and died before
+    /// it completed) is still queued. It completes within 100 ms into a bus
+    /// that drops it, instead of into memory this process allocates next.
+    /// A device handed in already mastering the bus cannot be protected that
+    /// way; the engine is still waited for before it is used.
+    fn quiesce(&self) -> Result<(), EduError> {
+        let idle = || {
+            self.wait("the previous owner's DMA", || {
+                Ok(!DmaCommand::running(self.read64(regs::DMA_CMD)?))
+            })
+        };
+        match self.device.quiesce(idle) {
+            Err(EduError::Dma(DmaError::QuiesceTooLate { .. })) => idle(),
+            other => other,
+        }
     }
 
     /// Sets how long operations wait for the device.

@@ -91,6 +91,9 @@ pub struct IovaAllocator {
     free: BTreeMap<u64, u64>,
     /// Allocated extents: first address to length in bytes.
     allocated: BTreeMap<u64, u64>,
+    /// Where searches for a free range start; addresses below it are used
+    /// once nothing above fits (0 until [`IovaAllocator::start_at_random_page`]).
+    search_start: u64,
 }
 
 impl IovaAllocator {
@@ -131,6 +134,7 @@ impl IovaAllocator {
             mask_bits,
             free: BTreeMap::new(),
             allocated: BTreeMap::new(),
+            search_start: 0,
         };
         // Insert through `release` so overlapping or touching input ranges merge.
         for (start, last) in free {
@@ -174,12 +178,7 @@ impl IovaAllocator {
         let Some(size) = align_up(size, self.page_size) else {
             return Err(exhausted);
         };
-        let fit = self.free.iter().find_map(|(&start, &last)| {
-            let first = align_up(start, align)?;
-            let end = first.checked_add(size - 1)?;
-            (end <= last).then_some((start, last, first, end))
-        });
-        let Some((start, last, first, end)) = fit else {
+        let Some((start, last, first, end)) = self.fit(size, align) else {
             return Err(exhausted);
         };
         self.free.remove(&start);
@@ -191,6 +190,68 @@ impl IovaAllocator {
         }
         self.allocated.insert(first, size);
         Ok(first)
+    }
+
+    /// The first free range of `size` bytes aligned to `align` at or above the
+    /// search start, else the first below it: `(extent start, extent last,
+    /// first address, last address)`.
+    fn fit(&self, size: u64, align: u64) -> Option<(u64, u64, u64, u64)> {
+        let fits = |start: u64, last: u64, from: u64| {
+            let first = align_up(start.max(from), align)?;
+            let end = first.checked_add(size - 1)?;
+            (end <= last).then_some((start, last, first, end))
+        };
+        let base = self.search_start;
+        // The extent holding the search start, from there on.
+        let holding = self
+            .free
+            .range(..=base)
+            .next_back()
+            .and_then(|(&start, &last)| fits(start, last, base));
+        holding
+            .or_else(|| {
+                let above = base.checked_add(1)?;
+                self.free
+                    .range(above..)
+                    .find_map(|(&start, &last)| fits(start, last, start))
+            })
+            .or_else(|| {
+                self.free
+                    .range(..=base)
+                    .find_map(|(&start, &last)| fits(start, last, start))
+            })
+    }
+
+    /// Starts later searches at a free page chosen by `random` (uniformly over
+    /// the free pages when `random` is uniform) instead of the lowest one, and
+    /// returns that page.
+    ///
+    /// usrdrv does this for every new IOMMU domain: a transfer a previous
+    /// owner of the device left queued then targets an address the new owner
+    /// has most likely not mapped, so the IOMMU stops it instead of letting it
+    /// land in a new buffer. Allocation costs the same: one ordered lookup.
+    ///
+    /// ```
+    /// use usrdrv::dma::{IovaAllocator, IovaRange};
+    ///
+    /// let ranges = [IovaRange { start: 0, last: (1 << 28) - 1 }];
+    /// let mut iovas = IovaAllocator::new(&ranges, 28, 4096)?;
+    /// let start = iovas.start_at_random_page(0x1234_5678_9abc);
+    /// assert_eq!(iovas.alloc(4096, 4096)?, start);
+    /// # Ok::<(), usrdrv::dma::IovaError>(())
+    /// ```
+    pub fn start_at_random_page(&mut self, random: u64) -> u64 {
+        let pages = self.free_bytes() / self.page_size;
+        let mut skip = random.checked_rem(pages).unwrap_or(0);
+        for (&start, &last) in &self.free {
+            let here = (last - start) / self.page_size + 1;
+            if skip < here {
+                self.search_start = start + skip * self.page_size;
+                return self.search_start;
+            }
+            skip -= here;
+        }
+        self.search_start
     }
 
     /// Gives back the range that starts at `iova`; returns its length.
@@ -246,6 +307,38 @@ mod tests {
                 last: 0x7f_ffff_ffff,
             },
         ]
+    }
+
+    #[test]
+    fn a_random_start_is_used_first_then_everything_else_before_exhaustion() {
+        // 16 pages under a 16-bit mask, page 0 excluded: 15 usable.
+        let mut a = IovaAllocator::new(&x86_ranges(), 16, PAGE).unwrap();
+        let start = a.start_at_random_page(9);
+        assert_eq!(start, 10 * PAGE, "the tenth free page after page 0");
+        let mut got: Vec<u64> = std::iter::from_fn(|| a.alloc(PAGE, PAGE).ok()).collect();
+        assert_eq!(got[0], start);
+        assert_eq!(got[..6], [10, 11, 12, 13, 14, 15].map(|p| p * PAGE));
+        assert_eq!(got[6], PAGE, "then from the bottom");
+        got.sort_unstable();
+        assert_eq!(got, (1..16).map(|p| p * PAGE).collect::<Vec<_>>());
+        // A range that does not fit above the start comes from below it.
+        let mut b = IovaAllocator::new(&x86_ranges(), 16, PAGE).unwrap();
+        b.start_at_random_page(13);
+        assert_eq!(b.alloc(4 * PAGE, PAGE).unwrap(), PAGE);
+        assert_eq!(b.alloc(2 * PAGE, PAGE).unwrap(), 14 * PAGE);
+    }
+
+    #[test]
+    fn random_starts_spread_over_the_space_and_stay_inside_it() {
+        let mut seen = std::collections::HashSet::new();
+        for random in (0..1000u64).map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15)) {
+            let mut a = IovaAllocator::new(&x86_ranges(), 28, PAGE).unwrap();
+            let start = a.start_at_random_page(random);
+            assert!((PAGE..1 << 28).contains(&start), "{start:#x}");
+            assert_eq!(a.alloc(PAGE, PAGE).unwrap(), start);
+            seen.insert(start);
+        }
+        assert!(seen.len() > 990, "{} distinct starts of 1000", seen.len());
     }
 
     #[test]

@@ -97,6 +97,19 @@ impl AddressSpace {
     }
 }
 
+/// 64 random bits: std's per-process random hash keys, stirred by a counter.
+/// Not for cryptography; enough that two domains rarely start alike.
+fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    hasher.finish()
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -176,8 +189,13 @@ impl Domain {
             target: "/dev/vfio/vfio".into(),
             why: why.to_string(),
         })?;
-        let iovas = IovaAllocator::new(&info.iova_ranges, self.mask.bits(), info.min_page_size())
-            .map_err(VfioError::AddressSpace)?;
+        let mut iovas =
+            IovaAllocator::new(&info.iova_ranges, self.mask.bits(), info.min_page_size())
+                .map_err(VfioError::AddressSpace)?;
+        // A new domain starts handing out addresses at a random page, so a
+        // transfer a previous owner of the device left queued most likely
+        // hits an address nothing is mapped at, and the IOMMU stops it.
+        iovas.start_at_random_page(random_u64());
         self.page_size.store(iovas.page_size(), Ordering::Relaxed);
         *space = Some(AddressSpace {
             info,
