@@ -71,6 +71,32 @@ pub enum CliError {
         /// What uses it.
         usages: Vec<String>,
     },
+    /// A forced move of a held device did not complete in time: the holders
+    /// have not let go, and the kernel's unbind is still waiting for them.
+    #[error(
+        "{address} is still held by {} after {waited:?}: the kernel's unbind waits until the device is let go (a usrdrv driver lets go at once; stop or kill the others). The move goes on in the background (process {pid}) and completes when they let go", .holders.join(", ")
+    )]
+    StillHeld {
+        /// The device.
+        address: PciAddress,
+        /// Who holds it.
+        holders: Vec<String>,
+        /// How long this command waited.
+        waited: std::time::Duration,
+        /// The process still performing the move.
+        pid: u32,
+    },
+    /// A move performed in a child process failed.
+    #[error("moving {address} failed: {message}")]
+    MoveFailed {
+        /// The device.
+        address: PciAddress,
+        /// What the child said.
+        message: String,
+    },
+    /// Starting the child process for a move failed.
+    #[error("cannot start a usrdrv process to move the device")]
+    Spawn(#[source] std::io::Error),
     /// Nothing is remembered about the device's previous driver.
     #[error("nothing to restore for {address}: usrdrv did not change its driver (or the record in {} is gone); use `usrdrv bind --driver NAME {address}`", .state.display())]
     NothingToRestore {

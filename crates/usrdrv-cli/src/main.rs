@@ -10,6 +10,7 @@ mod cmd;
 mod context;
 mod error;
 mod holders;
+mod moves;
 mod names;
 mod output;
 mod state;
@@ -107,6 +108,9 @@ enum Command {
         after_help = "Examples:\n  usrdrv buffers                    every device bound to usrdma\n  usrdrv buffers 0000:03:00.0 --json\n\nRead from /sys/bus/pci/devices/ADDR/usrdma_buffers: the devices are not opened.\nOver VFIO, named buffers belong to the process that made them and are not listed."
     )]
     Buffers(cmd::buffers::BuffersArgs),
+    /// Performs one driver move for a parent `usrdrv` that waits on it.
+    #[command(hide = true)]
+    InternalMove(moves::MoveArgs),
 }
 
 fn main() -> ExitCode {
@@ -133,6 +137,7 @@ fn main() -> ExitCode {
         Command::Restore(args) => cmd::bind::restore(&ctx, args),
         Command::Doctor(args) => cmd::doctor::run(&ctx, args),
         Command::Buffers(args) => cmd::buffers::run(&ctx, args),
+        Command::InternalMove(args) => moves::run(&ctx, args),
     };
     match result {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),

@@ -179,3 +179,67 @@ fn bad_input_is_one_line_and_changes_nothing() {
     }
     assert_eq!(driver(nvme).as_deref(), Some("nvme"));
 }
+
+#[test]
+#[ignore = "needs the usrdrv VM: run by `cargo xtask test`"]
+fn a_forced_move_waits_for_a_holder_a_bounded_time_and_reports_it() {
+    use std::time::{Duration, Instant};
+    use usrdrv::dma::DmaMask;
+
+    let edu = find(0x1234, 0x11e8);
+    let addr = edu.to_string();
+    ok(&["bind", &addr]);
+    // Held by a usrdrv driver in this process: it lets go as soon as asked.
+    let device = usrdrv::Device::open(edu, DmaMask::new(28).unwrap()).unwrap();
+    let buffer = device.alloc_dma(4096).unwrap();
+    let started = Instant::now();
+    let out = usrdrv(&["unbind", "--force", &addr]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(driver(edu), None);
+    assert!(device.is_revoked());
+    drop((buffer, device));
+
+    // A holder that keeps the device for a grace period longer than the
+    // command waits: reported, and the move completes once it lets go.
+    ok(&["bind", &addr]);
+    let device = usrdrv::Device::open(edu, DmaMask::new(28).unwrap()).unwrap();
+    device.set_release_policy(usrdrv::ReleasePolicy::Grace(Duration::from_secs(4)));
+    let started = Instant::now();
+    let out = usrdrv(&["unbind", "--force", "--wait", "1", &addr]);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!("still held by process {} (", std::process::id()))
+            && err.contains("in the background"),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(device.release_requested() && !device.is_revoked());
+    // (The kernel drops the driver link as the unbind starts, before it
+    // waits: the revocation says when the wait is over.)
+    let asked = Instant::now();
+    while !device.is_revoked() {
+        assert!(
+            asked.elapsed() < Duration::from_secs(15),
+            "the device is let go after the grace period"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(driver(edu), None);
+    drop(device);
+    // Back to where it was before this test, if this test moved it.
+    let _ = usrdrv(&["restore", &addr]);
+}

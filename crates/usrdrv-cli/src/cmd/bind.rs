@@ -9,13 +9,15 @@
 //! driver then opens.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::Serialize;
 use usrdrv::pci::{PciAddress, SysfsError, VFIO_PCI_DRIVER};
 
 use crate::context::Context;
 use crate::error::CliError;
-use crate::holders;
+use crate::holders::{self, Holder};
+use crate::moves::{self, Move};
 use crate::output;
 use crate::state::Remembered;
 use crate::usrdma_view::{self, USRDMA_DRIVER};
@@ -34,9 +36,13 @@ pub struct BindArgs {
     #[arg(long)]
     pub group: bool,
     /// Bind even if other group members are on other drivers or the device is
-    /// in use (mounted filesystems, interfaces up).
+    /// in use (mounted filesystems, interfaces up, a process holding it).
     #[arg(long)]
     pub force: bool,
+    /// With --force, how many seconds to wait for processes holding the
+    /// device over VFIO to let go before reporting them.
+    #[arg(long, value_name = "SECS", default_value_t = moves::DEFAULT_WAIT.as_secs())]
+    pub wait: u64,
 }
 
 /// Arguments of `usrdrv unbind` and `usrdrv restore`.
@@ -48,6 +54,25 @@ pub struct AddressArgs {
     /// up, a process holding its device node open).
     #[arg(long)]
     pub force: bool,
+    /// With --force, how many seconds to wait for processes holding the
+    /// device over VFIO to let go before reporting them.
+    #[arg(long, value_name = "SECS", default_value_t = moves::DEFAULT_WAIT.as_secs())]
+    pub wait: u64,
+}
+
+/// The processes holding `address` over VFIO that a forced move waits on
+/// (usrdma takes its device back without waiting; nothing waits unforced,
+/// because the move is refused).
+fn forced_holders(
+    ctx: &Context,
+    force: bool,
+    address: PciAddress,
+    from: Option<&str>,
+) -> Vec<Holder> {
+    match node(ctx, address, from) {
+        Some(node) if force && from == Some(VFIO_PCI_DRIVER) => holders::holders(ctx, &node),
+        _ => Vec::new(),
+    }
 }
 
 /// Refuses to take `address` from its driver (`driver`) while it is visibly in
@@ -223,7 +248,24 @@ pub fn bind(ctx: &Context, args: &BindArgs) -> Result<i32, CliError> {
             continue;
         }
         remembered.remember(target, from.clone());
-        if let Err(err) = sysfs.bind(target, &args.driver) {
+        let held = forced_holders(ctx, args.force, target, from.as_deref());
+        let moved = if held.is_empty() {
+            sysfs.bind(target, &args.driver).map_err(|err| match err {
+                SysfsError::BindFailed { address, now, .. } if args.driver == USRDMA_DRIVER => {
+                    CliError::UsrdmaRefused { address, now }
+                }
+                other => other.into(),
+            })
+        } else {
+            let wait = Duration::from_secs(args.wait);
+            moves::bounded(ctx, target, &Move::Bind(args.driver.clone()), &held, wait)
+        };
+        if let Err(err) = moved {
+            if matches!(err, CliError::StillHeld { .. }) {
+                // The move goes on: keep its record for `usrdrv restore`.
+                remembered.save()?;
+                return Err(err);
+            }
             // The library already put this one back; put back the ones changed before it.
             for done in &changes {
                 if let Ok(done_address) = done.address.parse::<PciAddress>()
@@ -232,12 +274,7 @@ pub fn bind(ctx: &Context, args: &BindArgs) -> Result<i32, CliError> {
                     let _ = sysfs.reprobe(done_address);
                 }
             }
-            return Err(match err {
-                SysfsError::BindFailed { address, now, .. } if args.driver == USRDMA_DRIVER => {
-                    CliError::UsrdmaRefused { address, now }
-                }
-                other => other.into(),
-            });
+            return Err(err);
         }
         changes.push(Change::new(ctx, target, from, Some(args.driver.clone())));
     }
@@ -265,7 +302,9 @@ pub fn unbind(ctx: &Context, args: &AddressArgs) -> Result<i32, CliError> {
     if from.is_some() {
         remembered.remember(address, from.clone());
         remembered.save()?;
-        ctx.sysfs.unbind(address)?;
+        let held = forced_holders(ctx, args.force, address, from.as_deref());
+        let wait = Duration::from_secs(args.wait);
+        moves::bounded(ctx, address, &Move::Unbind, &held, wait)?;
     }
     report(ctx, vec![Change::new(ctx, address, from, None)])
 }
@@ -284,11 +323,13 @@ pub fn restore(ctx: &Context, args: &AddressArgs) -> Result<i32, CliError> {
     if from.is_some() && from != original && !args.force {
         check_not_in_use(ctx, address, from.as_deref(), &ctx.mounts())?;
     }
+    let held = forced_holders(ctx, args.force, address, from.as_deref());
+    let wait = Duration::from_secs(args.wait);
     let now = match &original {
         // Back to whatever the kernel picks, which is the driver it had.
         Some(driver) if from.as_deref() != Some(driver.as_str()) => {
-            let now = ctx.sysfs.reprobe(address)?;
-            if now.as_deref() != Some(driver.as_str()) {
+            moves::bounded(ctx, address, &Move::Reprobe, &held, wait)?;
+            if ctx.sysfs.driver(address)?.as_deref() != Some(driver.as_str()) {
                 // The kernel chose otherwise (or nothing): ask for it by name.
                 ctx.sysfs.bind(address, driver)?;
             }
@@ -296,7 +337,7 @@ pub fn restore(ctx: &Context, args: &AddressArgs) -> Result<i32, CliError> {
         }
         Some(_) => from.clone(),
         None => {
-            ctx.sysfs.unbind(address)?;
+            moves::bounded(ctx, address, &Move::Unbind, &held, wait)?;
             None
         }
     };
