@@ -143,6 +143,7 @@ impl Resource {
 /// Something visible the kernel uses a device for, which taking the device
 /// away would break.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Usage {
     /// A block device with a mounted filesystem.
     Mounted {
@@ -156,6 +157,14 @@ pub enum Usage {
         /// The interface, e.g. `eth0`.
         interface: String,
     },
+    /// A block device another block device is built on (device-mapper, RAID,
+    /// bcache: an entry in its `holders` directory).
+    Stacked {
+        /// The block device, e.g. `nvme0n1`.
+        block: String,
+        /// The device built on it, e.g. `dm-0` or `md127`.
+        holder: String,
+    },
 }
 
 impl std::fmt::Display for Usage {
@@ -165,6 +174,12 @@ impl std::fmt::Display for Usage {
                 write!(f, "/dev/{block} is mounted on {mountpoint}")
             }
             Self::InterfaceUp { interface } => write!(f, "network interface {interface} is up"),
+            Self::Stacked { block, holder } => {
+                write!(
+                    f,
+                    "/dev/{block} is part of /dev/{holder} (device-mapper, RAID or similar)"
+                )
+            }
         }
     }
 }
@@ -326,7 +341,8 @@ impl Sysfs {
 
     /// Visible uses of the function that taking it from its driver would break:
     /// mounted filesystems on its block devices (judged against `mounts`, the
-    /// text of `/proc/mounts`) and network interfaces that are up.
+    /// text of `/proc/mounts`), block devices built on them (their `holders`:
+    /// device-mapper, RAID), and network interfaces that are up.
     pub fn usages(&self, address: PciAddress, mounts: &str) -> Result<Vec<Usage>, SysfsError> {
         let device = self.existing_device_dir(address)?;
         let device = fs::canonicalize(&device).map_err(|source| SysfsError::Read {
@@ -347,6 +363,20 @@ impl Sysfs {
                     });
                 }
             }
+            let holders = self.root.join("class/block").join(&block).join("holders");
+            let mut stacked: Vec<String> = fs::read_dir(&holders)
+                .map(|entries| {
+                    entries
+                        .flatten()
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .collect()
+                })
+                .unwrap_or_default();
+            stacked.sort();
+            found.extend(stacked.into_iter().map(|holder| Usage::Stacked {
+                block: block.clone(),
+                holder,
+            }));
         }
         for interface in self.class_members("net", &device)? {
             let operstate = self
@@ -833,6 +863,24 @@ mod tests {
             }]
         );
         assert!(sysfs.usages(addr("0000:00:02.0"), "").unwrap().is_empty());
+        // A partition under device-mapper is in use even with nothing mounted.
+        let holders = fake
+            .device_dir("0000:00:02.0")
+            .join("nvme/nvme0/nvme0n1p1/holders");
+        std::fs::create_dir_all(holders.join("dm-0")).unwrap();
+        let used = sysfs.usages(addr("0000:00:02.0"), "").unwrap();
+        assert_eq!(
+            used,
+            vec![Usage::Stacked {
+                block: "nvme0n1p1".into(),
+                holder: "dm-0".into()
+            }]
+        );
+        assert_eq!(
+            used[0].to_string(),
+            "/dev/nvme0n1p1 is part of /dev/dm-0 (device-mapper, RAID or similar)"
+        );
+        std::fs::remove_dir_all(&holders).unwrap();
         assert_eq!(
             sysfs.usages(addr("0000:00:03.0"), mounts).unwrap(),
             vec![Usage::InterfaceUp {
