@@ -111,6 +111,31 @@
 //! corrupt the machine; usrdma keeps pinned pages and buffers allocated until
 //! they are unmapped and stops the device when the process ends.
 //!
+//! **Between owners.** A device may still hold a transfer a previous owner
+//! queued before it died. Bus mastering is off when a device is opened and
+//! goes on only when the driver first allocates or maps DMA memory or enables
+//! MSI; [`Device::quiesce`] runs the driver's own step to stop or drain the
+//! device before that (needed for devices without a reset, such as QEMU's
+//! edu). Devices with a reset (FLR, PM, bus) are reset between owners by
+//! vfio-pci and by usrdma. With VFIO, a dead owner's mappings are gone with
+//! its container and a new domain hands out addresses from a random page on,
+//! so a stale transfer most likely faults in the IOMMU even without a quiesce
+//! step (most likely: nothing but the quiesce step or a reset makes it
+//! certain). With usrdma, whose device reaches all memory, the module keeps a
+//! dead owner's pages and buffers from the kernel until the device is reset,
+//! the next owner's quiesce step completes, or a grace period with bus
+//! mastering off has passed, so a stale transfer lands in memory nobody else
+//! uses.
+//!
+//! **When the kernel asks for the device back** (unbind, hot-unplug), usrdrv
+//! gives it back even if the driver is idle, so the unbind does not hang:
+//! register accesses, new DMA and interrupt waits then fail with a `Revoked`
+//! error ([`Error::is_revoked`]); BAR mappings are replaced by memory that
+//! reads all-ones, so a [`BarView`](mmio::BarView) racing the revocation
+//! reads what a vanished device would; DMA memory stays valid until dropped.
+//! A driver that must finish in-flight I/O first asks for a bounded grace
+//! period with [`Device::set_release_policy`].
+//!
 //! **Registers.** [`Bar`](mmio::Bar) accesses are volatile, bounds- and
 //! alignment-checked, and never form a reference to device memory.
 
