@@ -209,6 +209,19 @@ pub enum DmaError {
         /// The device.
         address: crate::pci::PciAddress,
     },
+    /// The driver's quiesce step succeeded but the usrdma module did not
+    /// take the device as quiesced: it keeps the previous owner's memory
+    /// until its grace period ends (nothing is unsafe, memory is held longer).
+    #[error(
+        "the driver quiesced {address}, but the usrdma module did not accept it and keeps the previous owner's memory until its grace period ends: nothing may turn bus mastering on inside the quiesce step"
+    )]
+    QuiesceRefused {
+        /// The device.
+        address: crate::pci::PciAddress,
+        /// What the module said.
+        #[source]
+        source: Box<crate::usrdma::UsrdmaError>,
+    },
     /// Turning on bus mastering failed.
     #[error("cannot enable bus mastering (PCI command register)")]
     BusMaster {
@@ -216,6 +229,24 @@ pub enum DmaError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+}
+
+impl DmaError {
+    /// What a refused `USRDMA_QUIESCED` means for [`crate::Device::quiesce`]:
+    /// a revoked device is [`DmaError::Revoked`], anything else
+    /// [`DmaError::QuiesceRefused`].
+    pub(crate) fn quiesce_refused(
+        address: crate::pci::PciAddress,
+        source: crate::usrdma::UsrdmaError,
+    ) -> Self {
+        match source {
+            crate::usrdma::UsrdmaError::Revoked { address } => Self::Revoked { address },
+            source => Self::QuiesceRefused {
+                address,
+                source: Box::new(source),
+            },
+        }
+    }
 }
 
 /// Turns a failed `VFIO_IOMMU_MAP_DMA` into the error that says what to do.
