@@ -111,6 +111,17 @@
 //! corrupt the machine; usrdma keeps pinned pages and buffers allocated until
 //! they are unmapped and stops the device when the process ends.
 //!
+//! **Handing a device over.** A process may die with a transfer still queued
+//! in the device. Both backends open with bus mastering off until the driver
+//! first allocates, maps or enables MSI, so [`Device::quiesce`] can stop that
+//! transfer first. A device with a reset method is reset between owners
+//! (vfio-pci and the usrdma module both do). For one without, the usrdma
+//! module keeps the dead owner's buffers and pinned pages allocated (its
+//! quarantine) until the next owner's `Device::quiesce` succeeds, or until
+//! bus mastering has stayed off for the module's grace period
+//! (`quarantine_ms`, one second by default), so a late transfer lands in
+//! memory nobody else has.
+//!
 //! **Registers.** [`Bar`](mmio::Bar) accesses are volatile, bounds- and
 //! alignment-checked, and never form a reference to device memory.
 
