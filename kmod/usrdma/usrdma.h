@@ -198,7 +198,7 @@ struct usrdma_quarantine {
 	bool pending;		/* anything in bufs or maps */
 	unsigned long since;	/* jiffies: the grace runs from here */
 	bool mastered;		/* bus mastering seen on by an open owner */
-	struct delayed_work work;	/* samples and ends the grace */
+	struct delayed_work work;	/* samples, ends the grace */
 };
 
 struct usrdma_dev {

@@ -46,7 +46,7 @@ struct Shared {
 /// interrupts freed, the function reset if it can be; mappings of the
 /// caller's memory undone and non-persistent buffers freed, or, when the
 /// function could not be reset, kept by the module until nothing started
-/// before can land in them (see `Device::quiesce` in the crate root).
+/// before can land in them (see [`crate::Device::quiesce`]).
 ///
 /// ```no_run
 /// use usrdrv::usrdma;
