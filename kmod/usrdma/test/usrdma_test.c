@@ -1137,13 +1137,23 @@ static void map_many(int fd, const char *addr)
 	CHECK(stat_get(addr, "user_mappings") == 65536 && stat_get(addr, "pinned_pages") == 65536,
 	      "usrdma_stats: user_mappings %ld, pinned_pages %ld", stat_get(addr, "user_mappings"),
 	      stat_get(addr, "pinned_pages"));
-	clock_gettime(CLOCK_MONOTONIC, &t0);
 	close(fd);
-	clock_gettime(CLOCK_MONOTONIC, &t1);
+	/* edu cannot be reset: close quarantines them, QUIESCED releases them. */
 	CHECK(stat_get(addr, "user_mappings") == 0 && stat_get(addr, "pinned_pages") == 0 &&
-	      vmlck_kb() == 0, "close released them in %.2f s: user_mappings %ld, pinned_pages %ld, VmLck %ld kB",
+	      stat_get(addr, "quarantine_pages") == 65536,
+	      "after close: user_mappings %ld, pinned_pages %ld, quarantine_pages %ld",
+	      stat_get(addr, "user_mappings"), stat_get(addr, "pinned_pages"),
+	      stat_get(addr, "quarantine_pages"));
+	fd = open_node_raw(addr);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	ret = fd < 0 ? -1 : quiesced(fd, 0);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	CHECK(ret == 0 && stat_get(addr, "quarantine_pages") == 0 && vmlck_kb() == 0,
+	      "QUIESCED released them in %.2f s: quarantine_pages %ld, VmLck %ld kB",
 	      (double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9,
-	      stat_get(addr, "user_mappings"), stat_get(addr, "pinned_pages"), vmlck_kb());
+	      stat_get(addr, "quarantine_pages"), vmlck_kb());
+	if (fd >= 0)
+		close(fd);
 	munmap(p, PAGE);
 }
 
