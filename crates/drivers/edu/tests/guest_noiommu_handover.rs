@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use usrdrv::Device;
 use usrdrv::dma::{Direction, DmaBuffer, DmaMask};
-use usrdrv::pci::PciAddress;
+use usrdrv::pci::{PciAddress, Sysfs};
+use usrdrv::usrdma::USRDMA_DRIVER;
 use usrdrv_edu::{DMA_MASK_BITS, Edu};
 
 #[path = "common/mod.rs"]
@@ -81,13 +82,15 @@ fn live(address: PciAddress) -> [u64; 5] {
 }
 
 /// The child process of these tests (see `handover/mod.rs`): roles `dma`
-/// (one transfer into a buffer) and `cycle N` (one cycle of the kill loop).
+/// (one transfer into a buffer), `cycle N` (one cycle of the kill loop) and
+/// `hold ADDR` (a buffer and a mapping of any device, no transfer).
 #[test]
 #[ignore = "a child role of the handover tests: does nothing unless started by one"]
 fn handover_child_role() {
     child_main(|role| match role.split_once(' ') {
         None if role == "dma" => dma_then_wait(),
         Some(("cycle", n)) => cycle(n.parse()?),
+        Some(("hold", address)) => hold(address.parse()?),
         _ => Err(format!("unknown role {role:?}").into()),
     });
 }
@@ -104,6 +107,17 @@ fn dma_then_wait() -> Result<(), Failure> {
     say_ready();
     // Kept until the kill.
     std::mem::forget((source, target, edu));
+    Ok(())
+}
+
+/// Opens the device at `address` and holds a DMA buffer and a mapping of
+/// its own memory, with bus mastering on.
+fn hold(address: PciAddress) -> Result<(), Failure> {
+    let device = Device::open(address, DmaMask::new(64)?)?;
+    let buffer = device.alloc_dma(8192)?;
+    let mapping = device.map_dma(vec![0u8; 3 * 4096], Direction::FromDevice)?;
+    say_ready();
+    std::mem::forget((mapping, buffer, device));
     Ok(())
 }
 
@@ -300,4 +314,80 @@ fn a_hundred_kill_and_reopen_cycles_leave_no_stale_data_and_no_pins() {
     let mut got = [0u8; 9];
     buffer.read_bytes(200, &mut got).unwrap();
     assert_eq!(&got, b"after 100");
+}
+
+/// The kernel log so far.
+fn kernel_log() -> String {
+    let out = std::process::Command::new("dmesg").output().expect("dmesg");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Gives QEMU's nvme (which has FLR) to usrdma for `f`, then back to its
+/// driver, whatever `f` did.
+fn with_nvme_on_usrdma(f: impl FnOnce(PciAddress) + std::panic::UnwindSafe) {
+    let sysfs = Sysfs::system();
+    let nvme = sysfs.find(0x1b36, 0x0010).expect("scan sysfs")[0];
+    let driver = sysfs.driver(nvme).expect("nvme's driver");
+    sysfs
+        .bind(nvme, USRDMA_DRIVER)
+        .expect("bind nvme to usrdma");
+    let result = std::panic::catch_unwind(|| f(nvme));
+    match driver {
+        Some(driver) => sysfs.bind(nvme, &driver).expect("give nvme back"),
+        None => sysfs.unbind(nvme).expect("unbind nvme"),
+    }
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+#[test]
+#[ignore = "needs the usrdrv VM: run by `cargo xtask test`"]
+fn a_function_with_a_reset_is_reset_at_release_and_nothing_is_quarantined() {
+    let log_before = kernel_log();
+    with_nvme_on_usrdma(|nvme| {
+        assert_eq!(
+            std::fs::read_to_string(format!("/sys/bus/pci/devices/{nvme}/reset_method"))
+                .unwrap()
+                .trim(),
+            "flr",
+            "QEMU's nvme has function-level reset"
+        );
+        let device = Device::open(nvme, DmaMask::new(64).unwrap()).unwrap();
+        assert!(!bus_master_on(&device), "off after open");
+        drop(device);
+        for _ in 0..3 {
+            let child = spawn_child(&format!("hold {nvme}"));
+            assert!(stat(nvme, "buffers") == 1 && stat(nvme, "user_mappings") == 1);
+            child.kill();
+            // The module reset the function at release, so nothing waits.
+            assert_eq!(
+                quarantine(nvme),
+                (0, 0, 0),
+                "a reset function quarantines nothing"
+            );
+            assert_eq!(live(nvme), [0; 5]);
+        }
+        // The state saved at open was put back: decoding on, bus mastering off.
+        let raw = usrdrv::usrdma::Device::open(nvme).unwrap();
+        let mut command = [0u8; 2];
+        raw.read_config(0x04, &mut command).unwrap();
+        let command = u16::from_le_bytes(command);
+        assert_eq!(
+            command & 0x6,
+            0x2,
+            "memory decoding on, bus mastering off: {command:#x}"
+        );
+        // The controller answers: CAP (BAR0 offset 0) is not all ones.
+        let cap = raw.bar(0).unwrap().read32(0).unwrap();
+        assert_ne!(cap, u32::MAX, "nvme answers after the resets");
+    });
+    let log_after = kernel_log();
+    let new = log_after.strip_prefix(&log_before).unwrap_or(&log_after);
+    assert!(
+        !["WARNING", "BUG", "Oops", "Call Trace"]
+            .iter()
+            .any(|w| new.contains(w)),
+        "the kernel complained:\n{new}"
+    );
 }
