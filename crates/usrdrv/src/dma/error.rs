@@ -267,3 +267,26 @@ pub(crate) fn memlock_limit() -> Option<u64> {
     let limit = crate::sys::limits::memlock().ok().flatten()?;
     (!crate::sys::limits::memlock_unlimited_by_capability()).then_some(limit)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::usrdma::UsrdmaError;
+
+    #[test]
+    fn a_refused_quiesce_says_what_the_module_keeps_and_a_revoked_device_stays_revoked() {
+        let address: crate::pci::PciAddress = "0000:00:03.0".parse().unwrap();
+        let busy = UsrdmaError::BusMasterOn {
+            address,
+            source: io::Error::from_raw_os_error(libc::EBUSY),
+        };
+        let err = DmaError::quiesce_refused(address, busy);
+        assert!(matches!(err, DmaError::QuiesceRefused { .. }), "{err:?}");
+        assert!(err.to_string().contains("grace period"), "{err}");
+        let source = std::error::Error::source(&err).unwrap().to_string();
+        assert!(source.contains("Device::quiesce"), "{source}");
+
+        let revoked = DmaError::quiesce_refused(address, UsrdmaError::Revoked { address });
+        assert!(matches!(revoked, DmaError::Revoked { .. }), "{revoked:?}");
+    }
+}
