@@ -43,21 +43,40 @@ static struct usrdma_buf *usrdma_find_name(struct usrdma_dev *ud,
 	return NULL;
 }
 
-/* Frees one buffer, removing the open file's mappings of it first. */
-static void usrdma_buf_destroy(struct usrdma_dev *ud, struct usrdma_buf *buf)
+/*
+ * Takes a buffer off the device's list (it is no longer found, mapped,
+ * listed or counted), removing the open file's mappings of it first. The
+ * memory stays allocated: usrdma_buf_free() gives it back.
+ */
+void usrdma_buf_unlink(struct usrdma_dev *ud, struct usrdma_buf *buf)
 {
 	lockdep_assert_held(&ud->lock);
 
 	if (ud->mapping)
 		unmap_mapping_range(ud->mapping, buf->offset, buf->size, 1);
-	list_del(&buf->node);
+	list_del_init(&buf->node);
 	ud->nbufs--;
 	ud->buf_bytes -= buf->size;
+	ida_free(&ud->ids, buf->id);
+	buf->id = 0;
+}
+
+/* Frees an unlinked buffer's memory and the buffer. */
+void usrdma_buf_free(struct usrdma_dev *ud, struct usrdma_buf *buf)
+{
+	lockdep_assert_held(&ud->lock);
+
 	dma_free_attrs(&ud->pdev->dev, buf->size, buf->cpu_addr, buf->dma_addr,
 		       buf->attrs);
 	put_pid(buf->owner);
-	ida_free(&ud->ids, buf->id);
 	kfree(buf);
+}
+
+/* Frees one buffer, removing the open file's mappings of it first. */
+static void usrdma_buf_destroy(struct usrdma_dev *ud, struct usrdma_buf *buf)
+{
+	usrdma_buf_unlink(ud, buf);
+	usrdma_buf_free(ud, buf);
 }
 
 /* Frees the non-persistent buffers, or all of them. */

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
  * usrdma: copying of ioctl arguments, the ioctl dispatcher and the ioctls
- * on the device as a whole (GET_INFO, SET_DMA_MASK, RESET).
+ * on the device as a whole (GET_INFO, SET_DMA_MASK, RESET,
+ * QUIESCED).
  */
 
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
@@ -157,6 +158,7 @@ out:
 static long usrdma_ioctl_reset(struct usrdma_dev *ud, void __user *uarg)
 {
 	struct usrdma_reset arg;
+	LIST_HEAD(maps);
 	u32 argsz;
 	int ret;
 
@@ -176,7 +178,39 @@ static long usrdma_ioctl_reset(struct usrdma_dev *ud, void __user *uarg)
 		ret = -ENODEV;
 	else
 		ret = pci_try_reset_function(ud->pdev);
+	/* Nothing queued before survives a reset. */
+	if (!ret)
+		usrdma_quarantine_take(ud, &maps);
 	mutex_unlock(&ud->lock);
+	usrdma_put_maps(ud, &maps);
+	return ret;
+}
+
+static long usrdma_ioctl_quiesced(struct usrdma_dev *ud, void __user *uarg)
+{
+	struct usrdma_quiesced arg;
+	LIST_HEAD(maps);
+	u32 argsz;
+	int ret;
+
+	ret = usrdma_copy_in(&arg, sizeof(arg), sizeof(arg), uarg, &argsz);
+	if (ret)
+		return ret;
+	if (arg.flags)
+		return -EINVAL;
+
+	mutex_lock(&ud->lock);
+	if (ud->dead) {
+		ret = -ENODEV;
+	} else if (usrdma_master_on(ud)) {
+		/* A transfer may be landing right now: too late to say. */
+		ret = -EBUSY;
+	} else {
+		usrdma_quarantine_take(ud, &maps);
+		ret = 0;
+	}
+	mutex_unlock(&ud->lock);
+	usrdma_put_maps(ud, &maps);
 	return ret;
 }
 
@@ -186,6 +220,8 @@ long usrdma_ioctl(struct file *file, unsigned int cmd,
 	struct usrdma_dev *ud = file->private_data;
 	void __user *uarg = (void __user *)arg;
 
+	/* The owner may have turned bus mastering on: a quarantine waits. */
+	usrdma_quarantine_note_master(ud);
 	switch (cmd) {
 	case USRDMA_GET_INFO:
 		return usrdma_ioctl_info(ud, uarg);
@@ -209,6 +245,8 @@ long usrdma_ioctl(struct file *file, unsigned int cmd,
 		return usrdma_ioctl_irq_unmask(ud, uarg);
 	case USRDMA_RESET:
 		return usrdma_ioctl_reset(ud, uarg);
+	case USRDMA_QUIESCED:
+		return usrdma_ioctl_quiesced(ud, uarg);
 	default:
 		return -ENOTTY;
 	}

@@ -81,8 +81,9 @@ static ssize_t usrdma_stats_show(struct device *dev,
 				 struct device_attribute *attr, char *page)
 {
 	struct usrdma_dev *ud = dev_get_drvdata(dev);
-	unsigned int opened, buffers, irqs;
-	u64 buffer_bytes;
+	unsigned int opened, buffers, irqs, q_buffers;
+	u64 buffer_bytes, q_bytes;
+	unsigned long q_pages;
 
 	if (!ud)
 		return -ENODEV;
@@ -91,16 +92,22 @@ static ssize_t usrdma_stats_show(struct device *dev,
 	buffers = ud->nbufs;
 	buffer_bytes = ud->buf_bytes;
 	irqs = ud->nvec;
+	q_buffers = ud->q.nbufs;
+	q_bytes = ud->q.bytes;
+	q_pages = ud->q.pages;
 	mutex_unlock(&ud->lock);
 	return sysfs_emit(page,
 			  "opened %u\nbuffers %u\nbuffer_bytes %llu\n"
 			  "user_mappings %d\npinned_pages %ld\n"
-			  "bounce_bytes %ld\nirqs %u\nirq_count %lld\n",
+			  "bounce_bytes %ld\nirqs %u\nirq_count %lld\n"
+			  "quarantine_buffers %u\nquarantine_bytes %llu\n"
+			  "quarantine_pages %lu\n",
 			  opened, buffers, buffer_bytes,
 			  atomic_read(&ud->user_mappings),
 			  atomic_long_read(&ud->pinned_pages),
 			  atomic_long_read(&ud->bounce_bytes), irqs,
-			  (long long)atomic64_read(&ud->irq_count));
+			  (long long)atomic64_read(&ud->irq_count),
+			  q_buffers, q_bytes, q_pages);
 }
 static DEVICE_ATTR_RO(usrdma_stats);
 

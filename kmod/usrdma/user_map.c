@@ -74,16 +74,26 @@ static void usrdma_map_free(struct usrdma_dev *ud, struct usrdma_map *m)
 	usrdma_map_unpin(m);
 	if (m->bounce)
 		dma_free_coherent(dev, m->bounce_size, m->bounce, m->bounce_dma);
-	if (m->counted) {
-		atomic_dec(&ud->user_mappings);
-		if (m->bounce)
-			atomic_long_sub(m->bounce_size, &ud->bounce_bytes);
-		else
-			atomic_long_sub(m->npages, &ud->pinned_pages);
-	}
+	usrdma_map_uncount(ud, m);
 	if (m->mm)
 		mmdrop(m->mm);
 	kfree(m);
+}
+
+/*
+ * Takes a mapping out of the statistics of live mappings (when it goes, or
+ * into the quarantine, which counts it itself).
+ */
+void usrdma_map_uncount(struct usrdma_dev *ud, struct usrdma_map *m)
+{
+	if (!m->counted)
+		return;
+	atomic_dec(&ud->user_mappings);
+	if (m->bounce)
+		atomic_long_sub(m->bounce_size, &ud->bounce_bytes);
+	else
+		atomic_long_sub(m->npages, &ud->pinned_pages);
+	m->counted = false;
 }
 
 static void usrdma_map_put(struct usrdma_dev *ud, struct usrdma_map *m)
@@ -108,7 +118,12 @@ static void usrdma_map_detach(struct usrdma_dev *ud, struct usrdma_map *m)
 	m->dma_mapped = false;
 }
 
-/* Detaches every mapping onto list (release, remove). */
+/*
+ * Takes every mapping out of the table onto list (release, remove), with
+ * the table's reference. Their DMA mappings stay until they are freed: a
+ * device that could not be reset may still write them (the quarantine),
+ * and a swiotlb slot given back now could be handed to someone else.
+ */
 void usrdma_detach_maps(struct usrdma_dev *ud, struct list_head *list)
 {
 	struct usrdma_map *m;
@@ -117,7 +132,8 @@ void usrdma_detach_maps(struct usrdma_dev *ud, struct list_head *list)
 	lockdep_assert_held(&ud->lock);
 
 	xa_for_each(&ud->maps, idx, m) {
-		usrdma_map_detach(ud, m);
+		xa_erase(&ud->maps, m->handle);
+		ud->nmaps--;
 		list_add_tail(&m->dead_node, list);
 	}
 }

@@ -16,7 +16,10 @@
  * device lock, so the reverse order would deadlock): ioctls copy their
  * arguments in, take the lock, work, drop it and copy out. For the same
  * reason pinning, accounting of locked memory (mmap_lock of the pinning
- * mm) and the copies of bounced mappings happen outside the lock.
+ * mm) and the copies of bounced mappings happen outside the lock, and so
+ * does unpinning when mappings are freed (release, remove, the
+ * quarantine's end). The quarantine work takes the lock itself; remove()
+ * waits for the grace and cancels the work without holding it.
  *
  * Each buffer counts the vmas of the node that map it (usrdma_buf.mmaps,
  * under the lock): mmap adds one, vm_operations open (a vma split, moved
@@ -33,17 +36,51 @@
  * racing with munmap() of the same vma WARN in untrack_pfn() (6.1).
  *
  * User mappings (struct usrdma_map) live in the xarray ud->maps, which
- * holds one reference. The DMA mapping of pinned pages is created and
- * removed under the lock; unpinning, un-accounting and freeing happen when
- * the last reference goes, outside the lock. Bounced mappings take an extra
- * reference while their data is copied outside the lock.
+ * holds one reference. The DMA mapping of pinned pages is created under
+ * the lock and removed under it by UNMAP_USER; mappings detached at
+ * release or remove keep it until they are freed. Unpinning,
+ * un-accounting (with the mapper's mm, held by mmgrab) and freeing happen
+ * when the last reference goes, outside the lock. Bounced mappings take
+ * an extra reference while their data is copied outside the lock.
+ *
+ * Bus mastering is off from open until user space turns it on (a write
+ * of PCI_COMMAND through the config file in sysfs, which the PCI core
+ * serves without telling the module): a driver first stops whatever a
+ * previous owner left queued in the device, then allows DMA.
+ *
+ * Reset: open resets the function where it has a reset method
+ * (pci_try_reset_function(); reset_works records whether that worked) and
+ * saves its state; release loads that state, resets again and writes the
+ * state back, as vfio-pci does, so that nothing a dead owner queued is
+ * left in a device that can be reset.
+ *
+ * Quarantine: a device that cannot be reset (QEMU's edu has no reset at
+ * all) may still hold a transfer the released owner started, which lands
+ * the moment bus mastering is on again. Release (and remove) therefore
+ * does not give that owner's memory back to the kernel: its
+ * non-persistent buffers (usrdma_buf, unlinked from ud->bufs) and its
+ * user mappings (usrdma_map, pinned pages or bounce buffer, still DMA
+ * mapped) move to ud->q. They are freed when the device is reset (RESET,
+ * the reset at the next open or release), when an opener declares the
+ * device quiesced (QUIESCED, only while bus mastering is off), or when
+ * bus mastering has been off for quarantine_ms since the last release or
+ * remove (the grace). Bus mastering is sampled (the module cannot see the
+ * write itself): at every ioctl while a quarantine is pending, and by
+ * ud->q.work every USRDMA_QUARANTINE_TICK_MS of the grace. Seen on while
+ * a file is open, the grace stops (q.mastered) until that owner's
+ * release, a reset or QUIESCED; seen on with no file open, it starts
+ * again. remove() waits out what is left of the grace (the device is
+ * disabled, so bus mastering stays off) and frees the quarantine, with
+ * every buffer, persistent ones too, when an owner was open or a
+ * quarantine was pending; nothing outlives the binding.
  *
  * Lifetimes: usrdma_dev is reference counted; probe holds one reference,
  * each open file another. remove() unregisters the node, marks the device
  * dead, removes the open file's mappings, stops DMA, frees the interrupts
- * (signalling each eventfd once so that waiters wake up), unmaps and
- * unpins the user mappings and frees every buffer; the open file then only
- * gets ENODEV and EPOLLHUP until it is closed.
+ * (signalling each eventfd once so that waiters wake up), quarantines or
+ * frees the user mappings and buffers and waits out the quarantine as
+ * above; the open file then only gets ENODEV and EPOLLHUP until it is
+ * closed. The quarantine work never runs past remove(), which cancels it.
  */
 
 /* What the module's source files share: limits, structures, functions. */
@@ -66,6 +103,7 @@
 #include <linux/sysfs.h>
 #include <linux/types.h>
 #include <linux/wait.h>
+#include <linux/workqueue.h>
 #include <linux/xarray.h>
 
 #include "usrdma_uapi.h"
@@ -84,6 +122,11 @@
  * rather than warn or invoke the OOM killer.
  */
 #define USRDMA_GFP_USER_SIZED	(GFP_KERNEL | __GFP_NOWARN | __GFP_RETRY_MAYFAIL)
+/* The quarantine's grace: quarantine_ms (module parameter), at most this. */
+#define USRDMA_QUARANTINE_DEFAULT_MS	1000
+#define USRDMA_QUARANTINE_MAX_MS	60000
+/* How often bus mastering is sampled during the grace. */
+#define USRDMA_QUARANTINE_TICK_MS	10
 
 struct usrdma_buf {
 	struct list_head node;
@@ -141,6 +184,23 @@ struct usrdma_vec {
 	char name[48];
 };
 
+/*
+ * Memory of released owners the device may still write (see the top of
+ * this file). Everything here is under usrdma_dev.lock; pending is also
+ * read without it, as a hint.
+ */
+struct usrdma_quarantine {
+	struct list_head bufs;	/* struct usrdma_buf, by node */
+	struct list_head maps;	/* struct usrdma_map, by dead_node */
+	unsigned int nbufs;
+	u64 bytes;		/* buffers and bounce buffers */
+	unsigned long pages;	/* pinned user pages */
+	bool pending;		/* anything in bufs or maps */
+	unsigned long since;	/* jiffies: the grace runs from here */
+	bool mastered;		/* bus mastering seen on by an open owner */
+	struct delayed_work work;	/* samples, ends the grace */
+};
+
 struct usrdma_dev {
 	struct kref ref;
 	struct mutex lock;
@@ -160,6 +220,8 @@ struct usrdma_dev {
 	bool open;		/* one opener at a time */
 	bool enabled;		/* enabled by open, until release or remove */
 	bool intx_masked;	/* PCI_COMMAND_INTX_DISABLE at open */
+	bool reset_works;	/* the reset at open worked */
+	struct pci_saved_state *saved_state;	/* at open, for release */
 	struct address_space *mapping;	/* of the open file, for zapping */
 	unsigned int mask_bits;
 
@@ -178,6 +240,8 @@ struct usrdma_dev {
 	unsigned int nvec;
 	struct usrdma_vec *vecs;
 
+	struct usrdma_quarantine q;
+
 	/* statistics that change outside the lock */
 	atomic_t user_mappings;
 	atomic_long_t pinned_pages;
@@ -187,6 +251,8 @@ struct usrdma_dev {
 
 /* buffers.c */
 struct usrdma_buf *usrdma_find_id(struct usrdma_dev *ud, u32 id);
+void usrdma_buf_unlink(struct usrdma_dev *ud, struct usrdma_buf *buf);
+void usrdma_buf_free(struct usrdma_dev *ud, struct usrdma_buf *buf);
 void usrdma_free_buffers(struct usrdma_dev *ud, bool all);
 long usrdma_ioctl_alloc(struct usrdma_dev *ud, void __user *uarg);
 long usrdma_ioctl_free(struct usrdma_dev *ud, void __user *uarg);
@@ -195,6 +261,7 @@ long usrdma_ioctl_list(struct usrdma_dev *ud, void __user *uarg);
 /* user_map.c */
 void usrdma_detach_maps(struct usrdma_dev *ud, struct list_head *list);
 void usrdma_put_maps(struct usrdma_dev *ud, struct list_head *list);
+void usrdma_map_uncount(struct usrdma_dev *ud, struct usrdma_map *m);
 bool usrdma_map_below(struct usrdma_map *m, u64 mask);
 long usrdma_ioctl_map_user(struct usrdma_dev *ud, void __user *uarg);
 long usrdma_ioctl_unmap_user(struct usrdma_dev *ud, void __user *uarg);
@@ -204,6 +271,16 @@ long usrdma_ioctl_sync(struct usrdma_dev *ud, void __user *uarg);
 void usrdma_irq_free(struct usrdma_dev *ud, bool revoke);
 long usrdma_ioctl_set_irq(struct usrdma_dev *ud, void __user *uarg);
 long usrdma_ioctl_irq_unmask(struct usrdma_dev *ud, void __user *uarg);
+
+/* quarantine.c */
+void usrdma_quarantine_init(struct usrdma_dev *ud);
+bool usrdma_master_on(struct usrdma_dev *ud);
+void usrdma_quarantine_add(struct usrdma_dev *ud, struct list_head *maps,
+			   bool all_buffers);
+void usrdma_quarantine_restart(struct usrdma_dev *ud);
+void usrdma_quarantine_take(struct usrdma_dev *ud, struct list_head *maps);
+void usrdma_quarantine_note_master(struct usrdma_dev *ud);
+void usrdma_quarantine_drain(struct usrdma_dev *ud);
 
 /* mmap.c */
 bool usrdma_coherent_decrypted(struct device *dev);

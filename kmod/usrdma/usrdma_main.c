@@ -36,12 +36,60 @@ static void usrdma_dev_free(struct kref *ref)
 
 /* ---- enabling and disabling the device ----------------------------------- */
 
-static int usrdma_enable(struct usrdma_dev *ud)
+/*
+ * Resets the function if it has a reset method (a busy device lock, during
+ * a remove or a reset from sysfs, counts as no reset), then saves its state
+ * for release. Bus mastering is off: the saved state must not have it.
+ * A reset ends any quarantine: nothing queued survives it.
+ */
+static void usrdma_reset_at_open(struct usrdma_dev *ud, struct list_head *maps)
+{
+	struct pci_dev *pdev = ud->pdev;
+
+	ud->reset_works = !pci_try_reset_function(pdev);
+	if (ud->reset_works)
+		usrdma_quarantine_take(ud, maps);
+	pci_save_state(pdev);
+	ud->saved_state = pci_store_saved_state(pdev);
+}
+
+/*
+ * Gives the device back in the state saved at open and resets it where the
+ * reset at open worked: the state loaded, decoding and interrupts off,
+ * the reset, the state written back. Returns whether it was reset, the
+ * only case in which nothing the owner queued can still land.
+ */
+static bool usrdma_reset_at_release(struct usrdma_dev *ud)
+{
+	struct pci_dev *pdev = ud->pdev;
+	bool reset = false;
+
+	/* Without the state from open, the current one (bus mastering off). */
+	if (!ud->saved_state ||
+	    pci_load_and_free_saved_state(pdev, &ud->saved_state))
+		pci_save_state(pdev);
+	if (ud->reset_works && pci_dev_trylock(pdev)) {
+		pci_write_config_word(pdev, PCI_COMMAND,
+				      PCI_COMMAND_INTX_DISABLE);
+		reset = !__pci_reset_function_locked(pdev);
+		pci_dev_unlock(pdev);
+	}
+	pci_restore_state(pdev);
+	return reset;
+}
+
+/*
+ * Enables the device for a new opener with bus mastering off: user space
+ * turns it on once it has stopped what a previous owner left running.
+ * A quarantine that a reset ends goes onto maps, to be put after unlocking.
+ */
+static int usrdma_enable(struct usrdma_dev *ud, struct list_head *maps)
 {
 	struct pci_dev *pdev = ud->pdev;
 	u16 cmd;
 	int ret;
 
+	pci_clear_master(pdev);
 	ret = pci_enable_device(pdev);
 	if (ret)
 		return ret;
@@ -53,9 +101,11 @@ static int usrdma_enable(struct usrdma_dev *ud)
 	if (ret)
 		goto err_release;
 	ud->mask_bits = USRDMA_DEFAULT_MASK_BITS;
+	/* Off, whatever enabling or an earlier user left. */
+	pci_clear_master(pdev);
+	usrdma_reset_at_open(ud, maps);
 	pci_read_config_word(pdev, PCI_COMMAND, &cmd);
 	ud->intx_masked = cmd & PCI_COMMAND_INTX_DISABLE;
-	pci_set_master(pdev);
 	ud->enabled = true;
 	return 0;
 
@@ -68,8 +118,8 @@ err_disable:
 
 /*
  * First half of taking the device away from its user: stops DMA, frees
- * the interrupts and removes the DMA mappings of the user mappings, which
- * go onto maps; the caller unpins them after dropping the lock.
+ * the interrupts and takes the user mappings out of the table onto maps;
+ * the caller quarantines them or unpins them after dropping the lock.
  */
 static void usrdma_stop(struct usrdma_dev *ud, bool revoke,
 			struct list_head *maps)
@@ -81,7 +131,11 @@ static void usrdma_stop(struct usrdma_dev *ud, bool revoke,
 	usrdma_detach_maps(ud, maps);
 }
 
-/* Second half: frees buffers (all, or the non-persistent ones), disables. */
+/*
+ * Second half: frees the buffers left (all, or the non-persistent ones:
+ * release quarantined them already when the device could not be reset),
+ * disables.
+ */
 static void usrdma_disable(struct usrdma_dev *ud, bool all_buffers)
 {
 	struct pci_dev *pdev = ud->pdev;
@@ -94,6 +148,8 @@ static void usrdma_disable(struct usrdma_dev *ud, bool all_buffers)
 		pci_intx(pdev, !ud->intx_masked);
 	pci_release_regions(pdev);
 	pci_disable_device(pdev);
+	kfree(ud->saved_state);
+	ud->saved_state = NULL;
 	ud->enabled = false;
 }
 
@@ -104,6 +160,7 @@ static int usrdma_open(struct inode *inode, struct file *file)
 	/* misc_open() set private_data and holds misc_mtx: remove() waits. */
 	struct miscdevice *misc = file->private_data;
 	struct usrdma_dev *ud = container_of(misc, struct usrdma_dev, misc);
+	LIST_HEAD(maps);
 	int ret;
 
 	if (!capable(CAP_SYS_RAWIO))
@@ -115,7 +172,7 @@ static int usrdma_open(struct inode *inode, struct file *file)
 	else if (ud->open)
 		ret = -EBUSY;
 	else
-		ret = usrdma_enable(ud);
+		ret = usrdma_enable(ud, &maps);
 	if (!ret) {
 		ud->open = true;
 		ud->mapping = file->f_mapping;
@@ -123,9 +180,29 @@ static int usrdma_open(struct inode *inode, struct file *file)
 		file->private_data = ud;
 	}
 	mutex_unlock(&ud->lock);
+	/* A quarantine the reset ended. */
+	usrdma_put_maps(ud, &maps);
 	if (ret)
 		return ret;
 	return nonseekable_open(inode, file);
+}
+
+/*
+ * The owner is gone: with bus mastering off and the interrupts freed, the
+ * device is reset if it can be, which ends any quarantine with it;
+ * otherwise the owner's mappings and non-persistent buffers join the
+ * quarantine and the grace starts again.
+ */
+static void usrdma_release_memory(struct usrdma_dev *ud, struct list_head *maps)
+{
+	lockdep_assert_held(&ud->lock);
+
+	if (usrdma_reset_at_release(ud)) {
+		usrdma_quarantine_take(ud, maps);
+	} else {
+		usrdma_quarantine_add(ud, maps, false);
+		usrdma_quarantine_restart(ud);
+	}
 }
 
 static int usrdma_release(struct inode *inode, struct file *file)
@@ -135,14 +212,18 @@ static int usrdma_release(struct inode *inode, struct file *file)
 
 	/*
 	 * All mappings of this file are gone (each holds the file), so the
-	 * buffers can be freed without zapping anything. Order: bus
-	 * mastering off, interrupts, user mappings, then buffers. A remove()
-	 * between the two halves finishes the job itself (ud->enabled).
+	 * buffers can be freed or quarantined without zapping anything.
+	 * Order: bus mastering off, interrupts, user mappings out of the
+	 * table, the reset (or the quarantine), then the buffers left. A
+	 * remove() between the two halves finishes the job itself
+	 * (ud->enabled).
 	 */
 	mutex_lock(&ud->lock);
 	ud->mapping = NULL;
-	if (ud->enabled)
+	if (ud->enabled) {
 		usrdma_stop(ud, false, &maps);
+		usrdma_release_memory(ud, &maps);
+	}
 	mutex_unlock(&ud->lock);
 
 	/* Unpin and un-account (the mapper's mm, saved) outside the lock. */
@@ -204,6 +285,7 @@ static int usrdma_probe(struct pci_dev *pdev, const struct pci_device_id *id)
 	INIT_LIST_HEAD(&ud->bufs);
 	ida_init(&ud->ids);
 	xa_init_flags(&ud->maps, XA_FLAGS_ALLOC1);
+	usrdma_quarantine_init(ud);
 	ud->next_handle = 1;
 	ud->pdev = pci_dev_get(pdev);
 	ud->mask_bits = USRDMA_DEFAULT_MASK_BITS;
@@ -249,17 +331,23 @@ static void usrdma_remove(struct pci_dev *pdev)
 		unmap_mapping_range(ud->mapping, 0, 0, 1);
 	if (ud->enabled)
 		usrdma_stop(ud, true, &maps);
+	/*
+	 * No reset here (a device that is gone would make it wait for
+	 * seconds): while an owner may have queued transfers, every buffer
+	 * waits out the grace with its mappings.
+	 */
+	if (ud->enabled || ud->q.pending)
+		usrdma_quarantine_add(ud, &maps, true);
+	if (ud->enabled) {
+		usrdma_quarantine_restart(ud);
+		usrdma_disable(ud, true);
+	} else {
+		usrdma_free_buffers(ud, true);
+	}
 	mutex_unlock(&ud->lock);
 	wake_up_all(&ud->wq);
 
-	usrdma_put_maps(ud, &maps);
-
-	mutex_lock(&ud->lock);
-	if (ud->enabled)
-		usrdma_disable(ud, true);
-	else
-		usrdma_free_buffers(ud, true);
-	mutex_unlock(&ud->lock);
+	usrdma_quarantine_drain(ud);
 	if (was_open)
 		dev_info(&pdev->dev, "removed while open: access revoked\n");
 

@@ -21,6 +21,23 @@
  *
  * Node: /dev/usrdma/DDDD:BB:DD.F, one per PCI function bound to usrdma.
  * Opening needs CAP_SYS_RAWIO; one open file per function at a time (EBUSY).
+ * Open enables the function with bus mastering off and resets it when it
+ * has a reset method; the opener turns bus mastering on (PCI_COMMAND, bit
+ * 2, through /sys/bus/pci/devices/ADDR/config) once it has stopped
+ * whatever a previous owner left running in the device, and then declares
+ * that with USRDMA_QUIESCED.
+ *
+ * Release (the last reference to the file) stops DMA, frees the
+ * interrupts and resets the function if it can. If it could not be reset,
+ * a transfer the owner started may still land once bus mastering is on
+ * again, so the owner's non-persistent buffers and user mappings are
+ * quarantined rather than freed: they are freed at the next successful
+ * reset (USRDMA_RESET, or the reset at the next open or release), at
+ * USRDMA_QUIESCED, or once bus mastering has stayed off for the module
+ * parameter quarantine_ms (default 1000, at most 60000) after the release;
+ * an opener that turns bus mastering on without USRDMA_QUIESCED keeps
+ * them quarantined until its own release. Unbind and unload wait out the
+ * rest of that time and free everything.
  *
  * mmap offsets of the node:
  *   BAR n (0..5):  USRDMA_BAR_OFFSET(n), length up to the BAR's size
@@ -40,8 +57,13 @@
  * 2: buffer generations (ALLOC and LIST report them, FREE by id needs
  * one); FREE by name only of persistent buffers that are not mapped;
  * LIST entry_size.
+ * 3: bus mastering is off after open (turn it on through the config file
+ * in sysfs); open and release reset the function where it can be reset;
+ * a released owner's memory is quarantined while a device that could not
+ * be reset may still write it; QUIESCED. Every version-2 call works as
+ * before.
  */
-#define USRDMA_API_VERSION	2
+#define USRDMA_API_VERSION	3
 
 #define USRDMA_IOCTL_TYPE	0xDA
 
@@ -312,9 +334,22 @@ struct usrdma_irq_unmask {
 /*
  * USRDMA_RESET: reset the function (pci_try_reset_function: the config
  * space is saved and restored). ENOTTY when it has no reset method,
- * EAGAIN when the device is busy.
+ * EAGAIN when the device is busy. A reset frees the quarantine.
  */
 struct usrdma_reset {
+	__u32 argsz;
+	__u32 flags;		/* in: 0 */
+};
+
+/*
+ * USRDMA_QUIESCED (version 3): the caller declares that nothing a previous
+ * owner started is still running in the device (it stopped or drained the
+ * device's engines while bus mastering was off). The memory the module
+ * quarantined for the device is freed at once. EBUSY while bus mastering
+ * is on (declare it before turning bus mastering on); 0 when nothing was
+ * quarantined.
+ */
+struct usrdma_quiesced {
 	__u32 argsz;
 	__u32 flags;		/* in: 0 */
 };
@@ -333,7 +368,11 @@ struct usrdma_reset {
  *   usrdma_stats    one "key value" line each (decimal): opened (0/1),
  *                   buffers, buffer_bytes, user_mappings, pinned_pages,
  *                   bounce_bytes, irqs (vectors set up), irq_count
- *                   (interrupts signalled since the device was bound)
+ *                   (interrupts signalled since the device was bound),
+ *                   quarantine_buffers, quarantine_bytes (buffers and
+ *                   bounce buffers), quarantine_pages (pinned user pages):
+ *                   what released owners left that is not freed yet (not
+ *                   in the counts before them)
  */
 
 #define USRDMA_GET_INFO		_IOWR(USRDMA_IOCTL_TYPE, 0x00, struct usrdma_info)
@@ -350,5 +389,6 @@ struct usrdma_reset {
 #define USRDMA_SET_IRQ		_IOWR(USRDMA_IOCTL_TYPE, 0x08, struct usrdma_irq)
 #define USRDMA_IRQ_UNMASK	_IOWR(USRDMA_IOCTL_TYPE, 0x09, struct usrdma_irq_unmask)
 #define USRDMA_RESET		_IOWR(USRDMA_IOCTL_TYPE, 0x0a, struct usrdma_reset)
+#define USRDMA_QUIESCED		_IOWR(USRDMA_IOCTL_TYPE, 0x0b, struct usrdma_quiesced)
 
 #endif /* _UAPI_USRDMA_H */

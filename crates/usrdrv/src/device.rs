@@ -475,7 +475,14 @@ impl Device {
         if self.bus_master.load(Ordering::Acquire) {
             return Err(DmaError::QuiesceTooLate { address }.into());
         }
-        f()
+        let value = f()?;
+        match &self.kernel {
+            Kernel::Usrdma { device, .. } => device
+                .quiesced()
+                .map_err(|source| DmaError::quiesce_refused(address, source))?,
+            Kernel::Vfio { .. } => {}
+        }
+        Ok(value)
     }
 
     /// Allocates `size` bytes (rounded up to pages) of zeroed memory the device

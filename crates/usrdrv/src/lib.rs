@@ -122,10 +122,11 @@
 //! so a stale transfer most likely faults in the IOMMU even without a quiesce
 //! step (most likely: nothing but the quiesce step or a reset makes it
 //! certain). With usrdma, whose device reaches all memory, the module keeps a
-//! dead owner's pages and buffers from the kernel until the device is reset,
-//! the next owner's quiesce step completes, or a grace period with bus
-//! mastering off has passed, so a stale transfer lands in memory nobody else
-//! uses.
+//! dead owner's buffers and pinned pages allocated (its quarantine) until the
+//! device is reset, the next owner's `Device::quiesce` succeeds, or bus
+//! mastering has stayed off for the module's grace period (`quarantine_ms`,
+//! one second by default), so a late transfer lands in memory nobody else
+//! has.
 //!
 //! **When the kernel asks for the device back** (unbind, hot-unplug), usrdrv
 //! gives it back even if the driver is idle, so the unbind does not hang:

@@ -16,9 +16,11 @@
  * never writes to the device's registers (a random DMA would corrupt the
  * machine), and never hands the kernel a BAR mapping to write into.
  *
- * Then it unmaps, frees and closes everything, checks that usrdma_stats
- * shows no pinned pages, user mappings, bounce bytes or interrupts and
- * that VmLck is 0, and runs a sane round trip: DMA through edu between
+ * Then it unmaps, frees and closes everything, reopens to declare the
+ * device quiesced (edu cannot be reset: what the close left is
+ * quarantined until then), checks that usrdma_stats shows no pinned pages,
+ * user mappings, bounce bytes, interrupts or quarantined memory and that
+ * VmLck is 0, and runs a sane round trip: DMA through edu between
  * coherent buffers and mapped user memory (mask 28), and an MSI. Prints
  *   usrdma-fuzz: N ioctls, <counts by errno>
  * and exits 0 only if the round trip and the leak checks pass.
@@ -123,6 +125,7 @@ static union {
 	struct usrdma_irq irq;
 	struct usrdma_irq_unmask unmask;
 	struct usrdma_reset reset;
+	struct usrdma_quiesced quiesced;
 } arg;
 static int32_t fds[40];
 
@@ -571,9 +574,13 @@ static void fuzz_one(void)
 		cmd = USRDMA_RESET;
 		size = sizeof(arg.reset);
 		arg.reset.flags = chance(90) ? 0 : 1;
+	} else if (op < 97) {		/* QUIESCED */
+		cmd = USRDMA_QUIESCED;
+		size = sizeof(arg.quiesced);
+		arg.quiesced.flags = chance(90) ? 0 : (uint32_t)rnd();
 	} else {			/* invalid command numbers */
 		static const unsigned long bad[] = {
-			_IOWR(USRDMA_IOCTL_TYPE, 0x0b, struct usrdma_reset),
+			_IOWR(USRDMA_IOCTL_TYPE, 0x0c, struct usrdma_reset),
 			_IOWR(USRDMA_IOCTL_TYPE, 0xff, struct usrdma_map_user),
 			_IO(USRDMA_IOCTL_TYPE, 0x05),
 			_IOR(USRDMA_IOCTL_TYPE, 0x05, struct usrdma_map_user),
@@ -739,6 +746,45 @@ static int open_node(void)
 	return open(path, O_RDWR | O_CLOEXEC);
 }
 
+/* Turns bus mastering on through the config file (the module leaves it off). */
+static int bus_master_on(void)
+{
+	char path[128];
+	uint16_t cmd;
+	int cfd, ok;
+
+	snprintf(path, sizeof(path), "/sys/bus/pci/devices/%s/config", addr);
+	cfd = open(path, O_RDWR);
+	if (cfd < 0)
+		return 0;
+	ok = pread(cfd, &cmd, 2, 4) == 2;
+	cmd |= 0x4;
+	ok = ok && pwrite(cfd, &cmd, 2, 4) == 2;
+	close(cfd);
+	return ok;
+}
+
+/*
+ * edu cannot be reset, so what a closed file left (buffers, pinned pages)
+ * is quarantined: a new open declares the device quiesced (bus mastering
+ * is off after open) and the module frees it at once.
+ */
+static int drain_quarantine(void)
+{
+	struct usrdma_quiesced q = { .argsz = sizeof(q) };
+	int f = open_node(), ok;
+
+	if (f < 0) {
+		printf("usrdma-fuzz: FAIL: reopen for QUIESCED: %s\n", strerror(errno));
+		return 0;
+	}
+	ok = ioctl(f, USRDMA_QUIESCED, &q) == 0;
+	if (!ok)
+		printf("usrdma-fuzz: FAIL: QUIESCED: %s\n", strerror(errno));
+	close(f);
+	return ok;
+}
+
 /* Frees every buffer of the device (persistent ones survive close). */
 static void free_all_buffers(int f)
 {
@@ -770,8 +816,9 @@ static int leak_check(const char *when)
 {
 	static const char *keys[] = {
 		"pinned_pages", "user_mappings", "bounce_bytes", "irqs", "opened", "buffers",
+		"quarantine_buffers", "quarantine_bytes", "quarantine_pages",
 	};
-	int ok = 1;
+	int ok = drain_quarantine();
 	unsigned int i;
 
 	for (i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
@@ -835,7 +882,7 @@ static int sanity(void)
 	}
 	fd = f;
 	bar = mmap(NULL, PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, f, USRDMA_BAR_OFFSET(0));
-	if (bar == MAP_FAILED || ioctl(f, USRDMA_SET_DMA_MASK, &mask) ||
+	if (bar == MAP_FAILED || !bus_master_on() || ioctl(f, USRDMA_SET_DMA_MASK, &mask) ||
 	    ioctl(f, USRDMA_ALLOC, &a) || ioctl(f, USRDMA_ALLOC, &b)) {
 		printf("usrdma-fuzz: FAIL: sanity setup: %s\n", strerror(errno));
 		close(f);

@@ -2,8 +2,9 @@
 /*
  * usrdma-test: exercises the usrdma module with QEMU's edu device.
  *
- *   usrdma-test dma ADDR          open, EBUSY, SET_DMA_MASK 28, ALLOC, mmap,
- *                                 DMA through edu and back, LIST, FREE, close
+ *   usrdma-test dma ADDR          open (bus mastering off), QUIESCED, EBUSY,
+ *                                 SET_DMA_MASK 28, ALLOC, mmap, DMA through
+ *                                 edu and back, LIST, FREE, close
  *   usrdma-test revoke ADDR       open, ALLOC, mmap, unbind the device while
  *                                 open: ENODEV, POLLHUP, all-ones reads
  *                                 instead of SIGBUS, close
@@ -112,12 +113,69 @@ static int touch(volatile uint8_t *p)
 	return sig;
 }
 
-static int open_node(const char *addr)
+/* PCI_COMMAND of the device, from its config file. */
+static int pci_command(const char *addr)
+{
+	char path[128];
+	uint16_t cmd = 0;
+	int cfd;
+
+	snprintf(path, sizeof(path), "/sys/bus/pci/devices/%s/config", addr);
+	cfd = open(path, O_RDONLY);
+	if (cfd < 0 || pread(cfd, &cmd, 2, 4) != 2)
+		cmd = 0xffff;
+	if (cfd >= 0)
+		close(cfd);
+	return cmd;
+}
+
+#define BUS_MASTER 0x4
+
+/* Turns bus mastering on or off through the config file; 0 or -1. */
+static int set_bus_master(const char *addr, int on)
+{
+	char path[128];
+	int cmd = pci_command(addr), cfd, ret;
+	uint16_t v;
+
+	if (cmd == 0xffff)
+		return -1;
+	v = on ? cmd | BUS_MASTER : cmd & ~BUS_MASTER;
+	snprintf(path, sizeof(path), "/sys/bus/pci/devices/%s/config", addr);
+	cfd = open(path, O_WRONLY);
+	if (cfd < 0)
+		return -1;
+	ret = pwrite(cfd, &v, 2, 4) == 2 ? 0 : -1;
+	close(cfd);
+	return ret;
+}
+
+/* Opens the node; bus mastering stays off, as the module leaves it. */
+static int open_node_raw(const char *addr)
 {
 	char path[64];
 
 	snprintf(path, sizeof(path), "/dev/usrdma/%s", addr);
 	return open(path, O_RDWR | O_CLOEXEC);
+}
+
+/* Opens the node and turns bus mastering on, as a driver does before DMA. */
+static int open_node(const char *addr)
+{
+	int fd = open_node_raw(addr);
+
+	if (fd >= 0 && set_bus_master(addr, 1)) {
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+static int quiesced(int fd, uint32_t flags)
+{
+	struct usrdma_quiesced q = { .argsz = sizeof(q), .flags = flags };
+
+	return ioctl(fd, USRDMA_QUIESCED, &q);
 }
 
 static int alloc_buf(int fd, const char *name, uint32_t flags, uint64_t size,
@@ -226,10 +284,22 @@ static int test_dma(const char *addr)
 	uint8_t *src, *dst;
 	int fd, fd2, ret, i, ok;
 
-	fd = open_node(addr);
+	fd = open_node_raw(addr);
 	CHECK(fd >= 0, "open /dev/usrdma/%s: %s", addr, fd >= 0 ? "ok" : strerror(errno));
 	if (fd < 0)
 		return 1;
+	CHECK(!(pci_command(addr) & BUS_MASTER), "bus mastering off after open: command 0x%x",
+	      pci_command(addr));
+	ret = quiesced(fd, 0);
+	CHECK(ret == 0, "QUIESCED with bus mastering off: %s", ret ? strerror(errno) : "ok");
+	ret = quiesced(fd, 1);
+	CHECK(ret < 0 && errno == EINVAL, "QUIESCED with a flag: %s",
+	      ret ? strerror(errno) : "accepted");
+	CHECK(set_bus_master(addr, 1) == 0 && (pci_command(addr) & BUS_MASTER),
+	      "bus mastering on through the config file");
+	ret = quiesced(fd, 0);
+	CHECK(ret < 0 && errno == EBUSY, "QUIESCED with bus mastering on: %s",
+	      ret ? strerror(errno) : "accepted");
 	fd2 = open_node(addr);
 	CHECK(fd2 < 0 && errno == EBUSY, "second open: %s", fd2 < 0 ? strerror(errno) : "succeeded");
 	if (fd2 >= 0)
@@ -821,6 +891,15 @@ static void map_pinned(int fd, const char *addr, int *closed_fd)
 	      stat_get(addr, "opened") == 0, "after close: pinned_pages %ld, user_mappings %ld, opened %ld",
 	      stat_get(addr, "pinned_pages"), stat_get(addr, "user_mappings"),
 	      stat_get(addr, "opened"));
+	/* edu cannot be reset: the pages stay pinned until the next opener says so. */
+	CHECK(stat_get(addr, "quarantine_pages") == 17, "after close: quarantine_pages %ld",
+	      stat_get(addr, "quarantine_pages"));
+	fd = open_node_raw(addr);
+	ret = fd < 0 ? -1 : quiesced(fd, 0);
+	CHECK(ret == 0 && stat_get(addr, "quarantine_pages") == 0,
+	      "reopened, QUIESCED: quarantine_pages %ld", stat_get(addr, "quarantine_pages"));
+	if (fd >= 0)
+		close(fd);
 	CHECK(vmlck_kb() == lck0, "after close: VmLck %ld kB", vmlck_kb());
 	munmap(p, 16 * PAGE);
 }
@@ -1058,13 +1137,23 @@ static void map_many(int fd, const char *addr)
 	CHECK(stat_get(addr, "user_mappings") == 65536 && stat_get(addr, "pinned_pages") == 65536,
 	      "usrdma_stats: user_mappings %ld, pinned_pages %ld", stat_get(addr, "user_mappings"),
 	      stat_get(addr, "pinned_pages"));
-	clock_gettime(CLOCK_MONOTONIC, &t0);
 	close(fd);
-	clock_gettime(CLOCK_MONOTONIC, &t1);
+	/* edu cannot be reset: close quarantines them, QUIESCED releases them. */
 	CHECK(stat_get(addr, "user_mappings") == 0 && stat_get(addr, "pinned_pages") == 0 &&
-	      vmlck_kb() == 0, "close released them in %.2f s: user_mappings %ld, pinned_pages %ld, VmLck %ld kB",
+	      stat_get(addr, "quarantine_pages") == 65536,
+	      "after close: user_mappings %ld, pinned_pages %ld, quarantine_pages %ld",
+	      stat_get(addr, "user_mappings"), stat_get(addr, "pinned_pages"),
+	      stat_get(addr, "quarantine_pages"));
+	fd = open_node_raw(addr);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	ret = fd < 0 ? -1 : quiesced(fd, 0);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	CHECK(ret == 0 && stat_get(addr, "quarantine_pages") == 0 && vmlck_kb() == 0,
+	      "QUIESCED released them in %.2f s: quarantine_pages %ld, VmLck %ld kB",
 	      (double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9,
-	      stat_get(addr, "user_mappings"), stat_get(addr, "pinned_pages"), vmlck_kb());
+	      stat_get(addr, "quarantine_pages"), vmlck_kb());
+	if (fd >= 0)
+		close(fd);
 	munmap(p, PAGE);
 }
 
@@ -1154,22 +1243,6 @@ static int test_map(const char *addr)
 }
 
 /* ---- irq: SET_IRQ, IRQ_UNMASK, RESET ------------------------------------ */
-
-/* PCI_COMMAND of the device, from its config file. */
-static int pci_command(const char *addr)
-{
-	char path[128];
-	uint16_t cmd = 0;
-	int cfd;
-
-	snprintf(path, sizeof(path), "/sys/bus/pci/devices/%s/config", addr);
-	cfd = open(path, O_RDONLY);
-	if (cfd < 0 || pread(cfd, &cmd, 2, 4) != 2)
-		cmd = 0xffff;
-	if (cfd >= 0)
-		close(cfd);
-	return cmd;
-}
 
 #define INTX_DISABLE 0x400
 

@@ -209,6 +209,19 @@ pub enum DmaError {
         /// The device.
         address: crate::pci::PciAddress,
     },
+    /// The driver's quiesce step succeeded but the usrdma module did not
+    /// take the device as quiesced: it keeps the previous owner's memory
+    /// until its grace period ends (nothing is unsafe, memory is held longer).
+    #[error(
+        "the driver quiesced {address}, but the usrdma module did not accept it and keeps the previous owner's memory until its grace period ends: nothing may turn bus mastering on inside the quiesce step"
+    )]
+    QuiesceRefused {
+        /// The device.
+        address: crate::pci::PciAddress,
+        /// What the module said.
+        #[source]
+        source: Box<crate::usrdma::UsrdmaError>,
+    },
     /// Turning on bus mastering failed.
     #[error("cannot enable bus mastering (PCI command register)")]
     BusMaster {
@@ -216,6 +229,24 @@ pub enum DmaError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+}
+
+impl DmaError {
+    /// What a refused `USRDMA_QUIESCED` means for [`crate::Device::quiesce`]:
+    /// a revoked device is [`DmaError::Revoked`], anything else
+    /// [`DmaError::QuiesceRefused`].
+    pub(crate) fn quiesce_refused(
+        address: crate::pci::PciAddress,
+        source: crate::usrdma::UsrdmaError,
+    ) -> Self {
+        match source {
+            crate::usrdma::UsrdmaError::Revoked { address } => Self::Revoked { address },
+            source => Self::QuiesceRefused {
+                address,
+                source: Box::new(source),
+            },
+        }
+    }
 }
 
 /// Turns a failed `VFIO_IOMMU_MAP_DMA` into the error that says what to do.
@@ -235,4 +266,27 @@ pub(crate) fn map_failure(iova: u64, size: u64, source: io::Error) -> DmaError {
 pub(crate) fn memlock_limit() -> Option<u64> {
     let limit = crate::sys::limits::memlock().ok().flatten()?;
     (!crate::sys::limits::memlock_unlimited_by_capability()).then_some(limit)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::usrdma::UsrdmaError;
+
+    #[test]
+    fn a_refused_quiesce_says_what_the_module_keeps_and_a_revoked_device_stays_revoked() {
+        let address: crate::pci::PciAddress = "0000:00:03.0".parse().unwrap();
+        let busy = UsrdmaError::BusMasterOn {
+            address,
+            source: io::Error::from_raw_os_error(libc::EBUSY),
+        };
+        let err = DmaError::quiesce_refused(address, busy);
+        assert!(matches!(err, DmaError::QuiesceRefused { .. }), "{err:?}");
+        assert!(err.to_string().contains("grace period"), "{err}");
+        let source = std::error::Error::source(&err).unwrap().to_string();
+        assert!(source.contains("Device::quiesce"), "{source}");
+
+        let revoked = DmaError::quiesce_refused(address, UsrdmaError::Revoked { address });
+        assert!(matches!(revoked, DmaError::Revoked { .. }), "{revoked:?}");
+    }
 }

@@ -12,8 +12,9 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 
 /// `USRDMA_NAME_LEN`: a buffer name with its terminating NUL.
 pub(crate) const NAME_LEN: usize = 32;
-/// `USRDMA_API_VERSION`.
-pub(crate) const API_VERSION: u32 = 2;
+/// `USRDMA_API_VERSION`: the version this side needs at least (3 added
+/// `USRDMA_QUIESCED`); later modules keep every earlier call working.
+pub(crate) const API_VERSION: u32 = 3;
 /// `USRDMA_BAR_OFFSET(n)` is `n << BAR_SHIFT`.
 pub(crate) const BAR_SHIFT: u32 = 40;
 
@@ -172,7 +173,8 @@ pub(crate) struct Irq {
     pub(crate) eventfds: u64,
 }
 
-/// `struct usrdma_irq_unmask` and `struct usrdma_reset`: only the header.
+/// `struct usrdma_irq_unmask`, `struct usrdma_reset` and
+/// `struct usrdma_quiesced`: only the header.
 #[repr(C)]
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct Header {
@@ -211,6 +213,7 @@ pub(crate) const SYNC: libc::Ioctl = iowr::<Sync>(0x07);
 pub(crate) const SET_IRQ: libc::Ioctl = iowr::<Irq>(0x08);
 pub(crate) const IRQ_UNMASK: libc::Ioctl = iowr::<Header>(0x09);
 pub(crate) const RESET: libc::Ioctl = iowr::<Header>(0x0a);
+pub(crate) const QUIESCED: libc::Ioctl = iowr::<Header>(0x0b);
 
 /// `argsz` of a structure: its whole size.
 fn argsz<T>() -> u32 {
@@ -449,6 +452,13 @@ pub(crate) fn reset(fd: BorrowedFd<'_>) -> io::Result<()> {
     unsafe { call(fd, RESET, &mut Header::default()) }
 }
 
+/// `USRDMA_QUIESCED`: nothing a previous owner started still runs in the
+/// device (`EBUSY` while bus mastering is on).
+pub(crate) fn quiesced(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: QUIESCED takes a `Header`, which has no pointer fields.
+    unsafe { call(fd, QUIESCED, &mut Header::default()) }
+}
+
 /// Copies `name` into a NUL-padded field, refusing what does not fit with its NUL.
 fn copy_name(field: &mut [u8; NAME_LEN], name: &[u8]) -> io::Result<()> {
     if name.len() >= NAME_LEN || name.contains(&0) {
@@ -527,10 +537,10 @@ mod tests {
         S(usrdma_unmap_user) O(usrdma_unmap_user, handle)
         S(usrdma_sync) O(usrdma_sync, handle) O(usrdma_sync, offset) O(usrdma_sync, length)
         S(usrdma_irq) O(usrdma_irq, type) O(usrdma_irq, count) O(usrdma_irq, eventfds)
-        S(usrdma_irq_unmask) S(usrdma_reset)
+        S(usrdma_irq_unmask) S(usrdma_reset) S(usrdma_quiesced)
         V(USRDMA_GET_INFO) V(USRDMA_SET_DMA_MASK) V(USRDMA_ALLOC) V(USRDMA_FREE)
         V(USRDMA_LIST) V(USRDMA_MAP_USER) V(USRDMA_UNMAP_USER) V(USRDMA_SYNC)
-        V(USRDMA_SET_IRQ) V(USRDMA_IRQ_UNMASK) V(USRDMA_RESET)
+        V(USRDMA_SET_IRQ) V(USRDMA_IRQ_UNMASK) V(USRDMA_RESET) V(USRDMA_QUIESCED)
         V(USRDMA_API_VERSION) V(USRDMA_NAME_LEN) V(USRDMA_BAR_SHIFT) V(USRDMA_BUF_PERSISTENT)
         V(USRDMA_FREE_BY_NAME) V(USRDMA_DIR_TO_DEVICE) V(USRDMA_DIR_FROM_DEVICE)
         V(USRDMA_MAP_BOUNCED) V(USRDMA_SYNC_FOR_CPU) V(USRDMA_SYNC_FOR_DEVICE)
@@ -616,6 +626,7 @@ mod tests {
             o!("usrdma_irq.eventfds", Irq, eventfds),
             s!("usrdma_irq_unmask", Header),
             s!("usrdma_reset", Header),
+            s!("usrdma_quiesced", Header),
             ("USRDMA_GET_INFO", req(GET_INFO)),
             ("USRDMA_SET_DMA_MASK", req(SET_DMA_MASK)),
             ("USRDMA_ALLOC", req(ALLOC)),
@@ -627,6 +638,7 @@ mod tests {
             ("USRDMA_SET_IRQ", req(SET_IRQ)),
             ("USRDMA_IRQ_UNMASK", req(IRQ_UNMASK)),
             ("USRDMA_RESET", req(RESET)),
+            ("USRDMA_QUIESCED", req(QUIESCED)),
             ("USRDMA_API_VERSION", API_VERSION.into()),
             ("USRDMA_NAME_LEN", NAME_LEN as u64),
             ("USRDMA_BAR_SHIFT", BAR_SHIFT.into()),

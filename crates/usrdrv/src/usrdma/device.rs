@@ -40,9 +40,13 @@ struct Shared {
 /// [`crate::Device`] on machines without an IOMMU.
 ///
 /// The module allows one open file per function; cloning this handle shares
-/// it. Closing the last clone (and dropping every BAR and buffer taken from
-/// it) releases the device: bus mastering off, interrupts freed, mappings of
-/// the caller's memory undone, non-persistent buffers freed.
+/// it. Opening leaves bus mastering off (and resets the function when it has
+/// a reset method). Closing the last clone (and dropping every BAR and
+/// buffer taken from it) releases the device: bus mastering off,
+/// interrupts freed, the function reset if it can be; mappings of the
+/// caller's memory undone and non-persistent buffers freed, or, when the
+/// function could not be reset, kept by the module until nothing started
+/// before can land in them (see [`crate::Device::quiesce`]).
 ///
 /// ```no_run
 /// use usrdrv::usrdma;
@@ -93,7 +97,7 @@ impl Device {
             address,
             source,
         })?;
-        if info.api_version != ioctl::API_VERSION {
+        if info.api_version < ioctl::API_VERSION {
             return Err(UsrdmaError::ApiVersion {
                 found: info.api_version,
                 expected: ioctl::API_VERSION,
@@ -271,6 +275,21 @@ impl Device {
     /// The whole configuration space: 256 bytes, or 4096 for PCI Express.
     pub fn config_space(&self) -> Result<Vec<u8>, UsrdmaError> {
         std::fs::read(&self.shared.config).map_err(|e| self.error("reading configuration space", e))
+    }
+
+    /// Tells the module that nothing a previous owner started still runs in
+    /// the device (the driver stopped or drained it with bus mastering off),
+    /// so the memory it kept back from that owner is freed now instead of
+    /// after its grace period. Refused while bus mastering is on
+    /// ([`UsrdmaError::BusMasterOn`]).
+    pub(crate) fn quiesced(&self) -> Result<(), UsrdmaError> {
+        ioctl::quiesced(self.fd()).map_err(|e| match e.raw_os_error() {
+            Some(libc::EBUSY) => UsrdmaError::BusMasterOn {
+                address: self.address(),
+                source: e,
+            },
+            _ => self.error("USRDMA_QUIESCED", e),
+        })
     }
 
     /// Resets the function (the kernel saves and restores its configuration).

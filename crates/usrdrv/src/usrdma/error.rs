@@ -48,9 +48,9 @@ pub enum UsrdmaError {
         /// The node's path.
         path: PathBuf,
     },
-    /// The module speaks another version of the ABI.
+    /// The module speaks an older version of the ABI than this crate needs.
     #[error(
-        "the usrdma module speaks ABI version {found}, this usrdrv version {expected}: install the module from the same usrdrv release"
+        "the usrdma module speaks ABI version {found}, this usrdrv needs {expected} or later: install the module from the same usrdrv release"
     )]
     ApiVersion {
         /// What the module reported.
@@ -88,6 +88,19 @@ pub enum UsrdmaError {
     ResetUnsupported {
         /// The device.
         address: PciAddress,
+    },
+    /// The module refused to take the device as quiesced because bus
+    /// mastering is on: a transfer a previous owner started could be
+    /// landing, so the module keeps that owner's memory.
+    #[error(
+        "{address} masters the bus, so the usrdma module cannot take it as quiesced: declare it quiesced (Device::quiesce) right after opening, before anything turns bus mastering on"
+    )]
+    BusMasterOn {
+        /// The device.
+        address: PciAddress,
+        /// The error the module returned (`EBUSY`).
+        #[source]
+        source: io::Error,
     },
     /// A system call failed.
     #[error("{op} on {address} failed")]
