@@ -2,13 +2,12 @@
 //! (edu completes every transfer 100 ms after it starts, and has no reset)
 //! must not write into the next owner's memory. Run in the IOMMU boot.
 //!
-//! The killed owner is this test binary run again as a child process, with
-//! `CHILD` in its environment: it starts a transfer from edu's window into
-//! its own DMA buffer, says where, and waits to be killed.
+//! The killed owner is this test binary run again as a child process (see
+//! `handover/mod.rs`, shared with the usrdma tests): it starts a transfer
+//! from edu's window into its own DMA buffer, says where, and waits to be
+//! killed.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use usrdrv::Device;
 use usrdrv::dma::{DmaBuffer, DmaMask};
@@ -20,123 +19,54 @@ use usrdrv_edu::{DMA_MASK_BITS, Edu};
     reason = "each test binary uses its own part of the helpers"
 )]
 mod common;
-use common::{edu_address, pattern, resources};
+#[allow(dead_code, reason = "the usrdma tests use other parts of the helpers")]
+mod handover;
 
-/// Set in a child's environment: run as the owner that gets killed.
-const CHILD: &str = "USRDRV_HANDOVER_CHILD";
-/// What the child prints once its transfer is queued, then its buffer's address.
-const STARTED: &str = "usrdrv-child-started ";
-/// The bytes each transfer moves from edu's window.
-const LEN: usize = 4000;
-const SEED: u8 = 0x5a;
+use common::{edu_address, resources};
+use handover::{
+    Failure, LANDS_WITHIN, TRANSFER_LEN, bus_master_on, child_main, say_ready_with, spawn_child,
+    start_window_to_ram, window_pattern,
+};
 
-/// The child's part: queue a window-to-RAM transfer into a fresh buffer
-/// (bus mastering on, as any driver's first allocation does), report its
-/// device address, and wait to be killed.
-fn be_the_killed_owner() -> ! {
-    let address = Edu::find().expect("edu");
-    let mask = DmaMask::new(DMA_MASK_BITS).expect("mask");
-    let device = Device::open(address, mask).expect("open");
-    let buffer = device.alloc_dma(4096).expect("alloc");
-    let regs = device.bar(0).expect("bar 0");
-    // Source: the window; destination: the buffer; then start, edu to RAM.
-    for (reg, value) in [
-        (0x80, 0x40000),
-        (0x88, buffer.device_addr()),
-        (0x90, LEN as u64),
-        (0x98, 0x1 | 0x2),
-    ] {
-        regs.write64(reg, value).expect("program the transfer");
-    }
-    // On stderr, which the test harness leaves alone.
-    eprintln!("{STARTED}{:#x}", buffer.device_addr());
-    loop {
-        std::thread::sleep(Duration::from_secs(1));
-    }
-}
-
-/// In a child run of a test (see the module docs), plays the killed owner
-/// instead of the test; does nothing in the test itself.
-fn play_the_child_if_asked() {
-    if std::env::var_os(CHILD).is_some() {
-        be_the_killed_owner();
-    }
-}
-
-/// Runs `test` again as a child that queues a transfer, kills it with
-/// SIGKILL as soon as the transfer is queued, reaps it, and returns the
-/// device address the transfer targets.
-fn kill_an_owner_mid_dma(test: &str) -> u64 {
-    let mut child = Command::new(std::env::current_exe().expect("this test binary"))
-        .args([
-            test,
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD, "1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run the child owner");
-    let stderr = child.stderr.take().expect("the child's output");
-    let (found, started) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut said = String::new();
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.starts_with(STARTED) {
-                let _ = found.send(Ok(line));
-                return;
-            }
-            said += &line;
-            said.push('\n');
+/// The child process of these tests (see `handover/mod.rs`), called first by
+/// each test that starts one: role `dma` queues a transfer from edu's window
+/// into a fresh buffer (bus mastering on, as any driver's first allocation
+/// does) and reports the buffer's device address. Returns at once in the
+/// test itself.
+fn play_the_child() {
+    child_main(|role| match role {
+        "dma" => {
+            let device = Device::open(Edu::find()?, DmaMask::new(DMA_MASK_BITS)?)?;
+            let buffer = device.alloc_dma(4096)?;
+            start_window_to_ram(&device.bar(0)?, buffer.device_addr())?;
+            say_ready_with(&format!("{:#x}", buffer.device_addr()));
+            // Kept until the kill.
+            std::mem::forget((buffer, device));
+            Ok(())
         }
-        let _ = found.send(Err(said));
+        _ => Err::<(), Failure>(format!("unknown role {role:?}").into()),
     });
-    let line = started.recv_timeout(Duration::from_secs(30));
-    let stuck = if line.is_err() {
-        kernel_stacks(child.id())
-    } else {
-        String::new()
-    };
-    child.kill().expect("kill the child");
-    let status = child.wait().expect("reap the child");
-    let Ok(Ok(line)) = line else {
-        panic!("the child never queued its transfer ({status}): {line:?}\n{stuck}");
-    };
-    u64::from_str_radix(line[STARTED.len()..].trim_start_matches("0x"), 16)
-        .expect("the child's device address")
 }
 
-/// Where each thread of process `pid` is in the kernel, for a failure report.
-fn kernel_stacks(pid: u32) -> String {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return String::new();
-    };
-    tasks
-        .filter_map(Result::ok)
-        .map(|task| {
-            let read = |what| std::fs::read_to_string(task.path().join(what)).unwrap_or_default();
-            format!(
-                "{}: {} {}",
-                read("comm").trim(),
-                read("wchan"),
-                read("stack")
-            )
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
+/// Runs the child of `test`, kills it as soon as its transfer is queued, and
+/// returns the device address the transfer targets.
+fn kill_an_owner_mid_dma(test: &str) -> u64 {
+    let child = spawn_child(test, "dma");
+    let stale = u64::from_str_radix(child.report().trim_start_matches("0x"), 16)
+        .expect("the child's device address");
+    child.kill();
+    stale
 }
 
-/// Puts the pattern the killed owners' transfers carry into edu's window.
+/// Puts owner 0's pattern, which the killed owners' transfers carry, into
+/// edu's window.
 fn fill_the_window() {
     let edu = Edu::open(edu_address()).expect("open edu");
     let source = edu.device().alloc_dma(4096).expect("alloc");
     source
-        .write_bytes(0, &pattern(LEN, SEED))
+        .write_bytes(0, &window_pattern(0))
         .expect("write the pattern");
-    edu.buffer_to_window(&source, 0, 0, LEN)
+    edu.buffer_to_window(&source, 0, 0, TRANSFER_LEN)
         .expect("copy it to the window");
 }
 
@@ -155,7 +85,7 @@ fn assert_untouched(buffer: &DmaBuffer, what: &str) {
 #[ignore = "needs the usrdrv VM: run by `cargo xtask test`"]
 fn a_killed_owners_transfer_misses_an_owner_that_does_not_quiesce() {
     const TEST: &str = "a_killed_owners_transfer_misses_an_owner_that_does_not_quiesce";
-    play_the_child_if_asked();
+    play_the_child();
     fill_the_window();
     let address = edu_address();
     for trial in 0..5 {
@@ -168,8 +98,7 @@ fn a_killed_owners_transfer_misses_an_owner_that_does_not_quiesce() {
             buffers.iter().all(|b| b.device_addr() != stale),
             "trial {trial}: a new domain handed out the killed owner's address {stale:#x} again"
         );
-        // Well past the transfer's 100 ms.
-        std::thread::sleep(Duration::from_millis(400));
+        std::thread::sleep(LANDS_WITHIN);
         for buffer in &buffers {
             assert_untouched(buffer, &format!("trial {trial}"));
         }
@@ -180,7 +109,7 @@ fn a_killed_owners_transfer_misses_an_owner_that_does_not_quiesce() {
 #[ignore = "needs the usrdrv VM: run by `cargo xtask test`"]
 fn a_hundred_kills_mid_dma_and_immediate_reopens_stay_clean() {
     const TEST: &str = "a_hundred_kills_mid_dma_and_immediate_reopens_stay_clean";
-    play_the_child_if_asked();
+    play_the_child();
     fill_the_window();
     let address = edu_address();
     let before = resources();
@@ -194,10 +123,10 @@ fn a_hundred_kills_mid_dma_and_immediate_reopens_stay_clean() {
         assert_untouched(&buffer, &format!("cycle {cycle}"));
         if cycle % 25 == 0 {
             // And the device still works for its new owner.
-            edu.window_to_buffer(0, &buffer, 0, LEN).unwrap();
-            let mut got = vec![0u8; LEN];
+            edu.window_to_buffer(0, &buffer, 0, TRANSFER_LEN).unwrap();
+            let mut got = vec![0u8; TRANSFER_LEN];
             buffer.read_bytes(0, &mut got).unwrap();
-            assert_eq!(got, pattern(LEN, SEED), "cycle {cycle}");
+            assert_eq!(got, window_pattern(0), "cycle {cycle}");
         }
     }
     let after = resources();
@@ -209,16 +138,11 @@ fn a_hundred_kills_mid_dma_and_immediate_reopens_stay_clean() {
 #[ignore = "needs the usrdrv VM: run by `cargo xtask test`"]
 fn bus_mastering_is_off_until_the_first_dma() {
     let device = Device::open(edu_address(), DmaMask::new(DMA_MASK_BITS).unwrap()).unwrap();
-    let command = || {
-        let mut command = [0u8; 2];
-        device.read_config(0x04, &mut command).unwrap();
-        u16::from_le_bytes(command) & 0x4 != 0
-    };
-    assert!(!command(), "bus mastering is off at open");
-    let quiesced = device.quiesce(|| Ok::<bool, usrdrv::dma::DmaError>(command()));
+    assert!(!bus_master_on(&device), "bus mastering is off at open");
+    let quiesced = device.quiesce(|| Ok::<bool, usrdrv::dma::DmaError>(bus_master_on(&device)));
     assert!(!quiesced.unwrap(), "and during the quiesce step");
     let buffer = device.alloc_dma(4096).unwrap();
-    assert!(command(), "on once DMA memory exists");
+    assert!(bus_master_on(&device), "on once DMA memory exists");
     let late = device.quiesce(|| Ok::<(), usrdrv::dma::DmaError>(()));
     assert!(
         matches!(late, Err(usrdrv::dma::DmaError::QuiesceTooLate { .. })),

@@ -81,12 +81,11 @@ fn live(address: PciAddress) -> [u64; 5] {
     .map(|key| stat(address, key))
 }
 
-/// The child process of these tests (see `handover/mod.rs`): roles `dma`
-/// (one transfer into a buffer), `cycle N` (one cycle of the kill loop) and
-/// `hold ADDR` (a buffer and a mapping of any device, no transfer).
-#[test]
-#[ignore = "a child role of the handover tests: does nothing unless started by one"]
-fn handover_child_role() {
+/// The child process of these tests (see `handover/mod.rs`), called first by
+/// each test that starts one: roles `dma` (one transfer into a buffer),
+/// `cycle N` (one cycle of the kill loop) and `hold ADDR` (a buffer and a
+/// mapping of any device, no transfer). Returns at once in the test itself.
+fn play_the_child() {
     child_main(|role| match role.split_once(' ') {
         None if role == "dma" => dma_then_wait(),
         Some(("cycle", n)) => cycle(n.parse()?),
@@ -208,9 +207,11 @@ impl NewOwnersMemory {
 #[test]
 #[ignore = "needs the usrdrv VM: run by `cargo xtask test`"]
 fn a_killed_owners_transfer_never_lands_in_the_next_owners_memory() {
+    const TEST: &str = "a_killed_owners_transfer_never_lands_in_the_next_owners_memory";
+    play_the_child();
     let address = edu_address();
     pin_to_cpu0();
-    let killed = spawn_child("dma").kill();
+    let killed = spawn_child(TEST, "dma").kill();
 
     // Straight away, without quiescing: the module must have kept the dead
     // owner's buffers, and the transfer lands there, not in ours.
@@ -243,9 +244,11 @@ fn a_killed_owners_transfer_never_lands_in_the_next_owners_memory() {
 #[test]
 #[ignore = "needs the usrdrv VM: run by `cargo xtask test`"]
 fn declaring_the_device_quiesced_frees_the_quarantine_at_once() {
+    const TEST: &str = "declaring_the_device_quiesced_frees_the_quarantine_at_once";
+    play_the_child();
     let address = edu_address();
     pin_to_cpu0();
-    spawn_child("dma").kill();
+    spawn_child(TEST, "dma").kill();
     assert!(quarantine(address).0 >= 2, "{:?}", quarantine(address));
 
     let edu = Edu::open(address).unwrap();
@@ -290,13 +293,15 @@ fn bus_mastering_is_off_after_open_and_on_after_the_first_allocation() {
 #[test]
 #[ignore = "needs the usrdrv VM: run by `cargo xtask test`"]
 fn a_hundred_kill_and_reopen_cycles_leave_no_stale_data_and_no_pins() {
+    const TEST: &str = "a_hundred_kill_and_reopen_cycles_leave_no_stale_data_and_no_pins";
+    play_the_child();
     const CYCLES: u64 = 100;
     let address = edu_address();
     pin_to_cpu0();
     let start = Instant::now();
     for n in 0..CYCLES {
         // Each child checks it holds nothing of the one before it.
-        spawn_child(&format!("cycle {n}")).kill();
+        spawn_child(TEST, &format!("cycle {n}")).kill();
     }
     println!("{CYCLES} kill-and-reopen cycles in {:?}", start.elapsed());
     // The last owner died without a successor: the grace frees its memory.
@@ -344,6 +349,8 @@ fn with_nvme_on_usrdma(f: impl FnOnce(PciAddress) + std::panic::UnwindSafe) {
 #[test]
 #[ignore = "needs the usrdrv VM: run by `cargo xtask test`"]
 fn a_function_with_a_reset_is_reset_at_release_and_nothing_is_quarantined() {
+    const TEST: &str = "a_function_with_a_reset_is_reset_at_release_and_nothing_is_quarantined";
+    play_the_child();
     let log_before = kernel_log();
     with_nvme_on_usrdma(|nvme| {
         assert_eq!(
@@ -357,7 +364,7 @@ fn a_function_with_a_reset_is_reset_at_release_and_nothing_is_quarantined() {
         assert!(!bus_master_on(&device), "off after open");
         drop(device);
         for _ in 0..3 {
-            let child = spawn_child(&format!("hold {nvme}"));
+            let child = spawn_child(TEST, &format!("hold {nvme}"));
             assert!(stat(nvme, "buffers") == 1 && stat(nvme, "user_mappings") == 1);
             child.kill();
             // The module reset the function at release, so nothing waits.

@@ -3,10 +3,11 @@
 //! must never find that transfer's data in its own memory.
 //!
 //! The child is this test binary run again (`std::env::current_exe`) for
-//! one test, [`CHILD_TEST`], with [`ROLE_VAR`] naming what it does; a test
-//! file holds that test and calls [`child_main`] from it. The child says
-//! [`READY`] on its standard output once its transfer runs, then waits to
-//! be killed.
+//! the test that starts it, with [`ROLE_VAR`] naming what it does: each such
+//! test calls [`child_main`] first, which plays the role in a child and
+//! returns at once in the test itself. The child says [`READY`] (and what it
+//! has to report) on its standard output once its transfer runs, then waits
+//! to be killed.
 
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, ChildStdout, Command, Stdio};
@@ -21,8 +22,6 @@ pub type Failure = Box<dyn std::error::Error + Send + Sync>;
 /// The environment variable that makes a test binary a child: its value is
 /// the role (`dma`, or `cycle N`).
 pub const ROLE_VAR: &str = "USRDRV_HANDOVER_ROLE";
-/// The test the child runs (a test file defines it and calls [`child_main`]).
-pub const CHILD_TEST: &str = "handover_child_role";
 /// What the child prints once its transfer runs.
 pub const READY: &str = "handover-child: ready";
 /// What the child prints when it found a previous owner's data.
@@ -114,15 +113,18 @@ pub fn touched_heap(len: usize) -> Vec<u8> {
 pub struct RunningChild {
     child: Child,
     out: BufReader<ChildStdout>,
+    /// What followed [`READY`] on its line.
+    report: String,
 }
 
-/// Runs this test binary's [`CHILD_TEST`] as `role` and waits until it says
-/// [`READY`]; panics with what it printed if it says anything else first.
-pub fn spawn_child(role: &str) -> RunningChild {
+/// Runs this test binary's test `test` (the caller) as a child playing
+/// `role` and waits until it says [`READY`]; panics with what it printed if
+/// it says anything else first.
+pub fn spawn_child(test: &str, role: &str) -> RunningChild {
     let exe = std::env::current_exe().expect("the test binary's path");
     #[allow(clippy::zombie_processes, reason = "RunningChild::kill waits for it")]
     let mut child = Command::new(exe)
-        .args(["--exact", CHILD_TEST, "--ignored", "--nocapture"])
+        .args(["--exact", test, "--ignored", "--nocapture"])
         .args(["--test-threads=1", "--color", "never"])
         .env(ROLE_VAR, role)
         .stdin(Stdio::null())
@@ -136,8 +138,9 @@ pub fn spawn_child(role: &str) -> RunningChild {
         let mut line = String::new();
         let n = out.read_line(&mut line).expect("read the child's stdout");
         said.push_str(&line);
-        if line.contains(READY) {
-            return RunningChild { child, out };
+        if let Some((_, report)) = line.split_once(READY) {
+            let report = report.trim().to_owned();
+            return RunningChild { child, out, report };
         }
         if n == 0 || line.contains(STALE) {
             let mut err = String::new();
@@ -151,6 +154,11 @@ pub fn spawn_child(role: &str) -> RunningChild {
 }
 
 impl RunningChild {
+    /// What the child reported with [`READY`] ([`say_ready_with`]).
+    pub fn report(&self) -> &str {
+        &self.report
+    }
+
     /// SIGKILLs the child mid-transfer and reaps it: its file is released
     /// by the time this returns. Panics unless SIGKILL is what ended it.
     pub fn kill(mut self) -> Instant {
@@ -185,8 +193,13 @@ pub fn child_main(run: impl FnOnce(&str) -> Result<(), Failure>) {
 
 /// Says [`READY`] and flushes it through the pipe.
 pub fn say_ready() {
+    say_ready_with("");
+}
+
+/// Says [`READY`] followed by `report` (for [`RunningChild::report`]).
+pub fn say_ready_with(report: &str) {
     use std::io::Write;
-    println!("{READY}");
+    println!("{READY} {report}");
     let _ = std::io::stdout().flush();
 }
 
