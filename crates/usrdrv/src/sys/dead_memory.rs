@@ -13,7 +13,7 @@ use std::fs::File;
 use std::io::{self, Write};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::ptr::NonNull;
-use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 /// Bytes of all-ones memory mapped at a time over a dead device mapping.
 const DEAD_CHUNK: usize = 2 << 20;
@@ -43,7 +43,7 @@ impl MappingRegistry {
     pub(crate) fn register(&self, ptr: NonNull<u8>, len: usize) -> io::Result<()> {
         let mut registry = self.lock();
         if registry.dead {
-            replace_with_dead_memory(ptr.as_ptr() as usize, len)?;
+            replace_with_dead_memory(dead_file().as_ref(), ptr.as_ptr() as usize, len)?;
         }
         registry.live.push((ptr.as_ptr() as usize, len));
         Ok(())
@@ -67,46 +67,42 @@ impl MappingRegistry {
     pub(crate) fn kill(&self) -> io::Result<()> {
         let mut registry = self.lock();
         registry.dead = true;
+        let dead = dead_file();
         for &(start, len) in &registry.live {
-            replace_with_dead_memory(start, len)?;
+            replace_with_dead_memory(dead.as_ref(), start, len)?;
         }
+        // `dead` closes here: the mappings keep the file itself alive, and
+        // it goes with the last of them.
         Ok(())
     }
 }
 
-/// A descriptor of `DEAD_CHUNK` bytes of 0xff, made once per process.
-fn dead_file() -> Option<BorrowedFd<'static>> {
-    static DEAD: OnceLock<Option<OwnedFd>> = OnceLock::new();
-    DEAD.get_or_init(|| {
-        // SAFETY: memfd_create takes a NUL-terminated name and flags and
-        // returns a new descriptor or -1; nothing else is touched.
-        let fd = unsafe { libc::memfd_create(c"usrdrv-dead-device".as_ptr(), libc::MFD_CLOEXEC) };
-        if fd < 0 {
-            return None;
-        }
-        // SAFETY: `fd` was just returned by memfd_create and is owned by no one else.
-        let mut file = File::from(unsafe { OwnedFd::from_raw_fd(fd) });
-        file.write_all(&vec![0xff; DEAD_CHUNK]).ok()?;
-        Some(OwnedFd::from(file))
-    })
-    .as_ref()
-    .map(|fd| {
-        // SAFETY: the descriptor lives in a static that is never dropped.
-        unsafe { BorrowedFd::borrow_raw(fd.as_raw_fd()) }
-    })
+/// A new file of `DEAD_CHUNK` bytes of 0xff, or `None` if one cannot be made
+/// (dead memory then reads zeros).
+fn dead_file() -> Option<OwnedFd> {
+    // SAFETY: memfd_create takes a NUL-terminated name and flags and returns
+    // a new descriptor or -1; nothing else is touched.
+    let fd = unsafe { libc::memfd_create(c"usrdrv-dead-device".as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: `fd` was just returned by memfd_create and is owned by no one else.
+    let mut file = File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    file.write_all(&vec![0xff; DEAD_CHUNK]).ok()?;
+    Some(OwnedFd::from(file))
 }
 
-/// Maps private dead memory over `[start, start + len)`, in place: all-ones
-/// where the 0xff file can be had, zeros otherwise. Either way the range stays
+/// Maps private dead memory over `[start, start + len)`, in place: copies of
+/// `dead` (all-ones) where given, zeros otherwise. Either way the range stays
 /// mapped (readable and writable) throughout.
-fn replace_with_dead_memory(start: usize, len: usize) -> io::Result<()> {
+fn replace_with_dead_memory(dead: Option<&OwnedFd>, start: usize, len: usize) -> io::Result<()> {
     let prot = libc::PROT_READ | libc::PROT_WRITE;
     let fixed = libc::MAP_PRIVATE | libc::MAP_FIXED;
     let mut done = 0;
     while done < len {
         let chunk = (len - done).min(DEAD_CHUNK);
         let at = start + done;
-        let (flags, fd) = match dead_file() {
+        let (flags, fd) = match dead {
             Some(fd) => (fixed, fd.as_raw_fd()),
             None => (fixed | libc::MAP_ANONYMOUS, -1),
         };
