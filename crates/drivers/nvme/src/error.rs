@@ -1,0 +1,92 @@
+//! What can go wrong driving an NVMe controller.
+
+use std::time::Duration;
+
+use usrdrv::dma::DmaError;
+use usrdrv::mmio::MmioError;
+use usrdrv::pci::PciAddress;
+
+use crate::prp::PrpError;
+use crate::status::Status;
+
+/// Errors from the NVMe driver.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NvmeError {
+    /// Opening the device failed.
+    #[error(transparent)]
+    Open(#[from] usrdrv::Error),
+    /// A register access failed.
+    #[error(transparent)]
+    Mmio(#[from] MmioError),
+    /// A DMA operation failed.
+    #[error(transparent)]
+    Dma(#[from] DmaError),
+    /// A register read all-ones: the controller is gone (removed, or dead).
+    #[error("the NVMe controller at {address} reads all-ones: it is gone (removed or dead)")]
+    Gone {
+        /// The controller.
+        address: PciAddress,
+    },
+    /// CSTS.CFS: the controller reported a fatal error.
+    #[error("the NVMe controller at {address} reports a fatal error (CSTS.CFS): reset it")]
+    Fatal {
+        /// The controller.
+        address: PciAddress,
+    },
+    /// The controller does not do what this driver needs.
+    #[error("the NVMe controller at {address} is unsupported: {why}")]
+    Unsupported {
+        /// The controller.
+        address: PciAddress,
+        /// What is missing.
+        why: String,
+    },
+    /// Something did not happen in time.
+    #[error("{what} did not happen within {waited:?}")]
+    Timeout {
+        /// What was waited for.
+        what: String,
+        /// How long.
+        waited: Duration,
+    },
+    /// A command completed with an error status.
+    #[error("{command} failed: {status}")]
+    Command {
+        /// The command, by name.
+        command: &'static str,
+        /// The status the controller returned.
+        status: Status,
+    },
+    /// The queue has no free entry.
+    #[error("queue {qid} is full: reap completions first")]
+    QueueFull {
+        /// The queue.
+        qid: u16,
+    },
+    /// A transfer's memory cannot be described with PRPs.
+    #[error(transparent)]
+    Prp(#[from] PrpError),
+    /// A transfer does not fit its buffer, or the controller's limits.
+    #[error("{what}")]
+    Transfer {
+        /// What is wrong.
+        what: String,
+    },
+    /// The controller was disabled after a command timed out (its memory is
+    /// safe to reuse); open it again to go on.
+    #[error("the controller was disabled after a timeout: open it again")]
+    Disabled,
+}
+
+impl NvmeError {
+    /// Whether the device was revoked (unbound, removed).
+    pub fn is_revoked(&self) -> bool {
+        match self {
+            Self::Open(e) => e.is_revoked(),
+            Self::Mmio(e) => matches!(e, MmioError::Revoked { .. }),
+            Self::Dma(e) => e.is_revoked(),
+            _ => false,
+        }
+    }
+}

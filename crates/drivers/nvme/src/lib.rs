@@ -1,0 +1,561 @@
+//! A user-space NVMe driver on usrdrv's public API: controller bring-up,
+//! Identify, I/O queue pairs and reads and writes with PRP lists, over VFIO
+//! or usrdma alike.
+//!
+//! ```no_run
+//! use usrdrv_nvme::Controller;
+//!
+//! let mut nvme = Controller::open("0000:00:02.0".parse()?)?;
+//! println!("{} ({})", nvme.info().model, nvme.info().serial);
+//! let ns = nvme.namespaces()?[0];
+//! let mut queue = nvme.io_queue(64)?;
+//! let buffer = nvme.device().alloc_dma(4096)?;
+//! queue.read(&ns, 0, ns.blocks_in(4096), &buffer)?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Safety model
+//!
+//! Reads and writes take the buffer by reference and return only once the
+//! controller has completed the command, so the buffer is the controller's
+//! for exactly as long as the call lasts. If a command does not complete in
+//! time the driver disables the controller (CC.EN = 0, which stops its DMA)
+//! before returning [`NvmeError::Timeout`], so no late transfer can reach a
+//! buffer the caller reuses or frees; the controller then refuses further
+//! commands ([`NvmeError::Disabled`]) until opened again. Buffers are
+//! [`DmaRegion`]s: device-shared memory with atomic accesses (see usrdrv's
+//! safety model), never plain slices.
+
+#![deny(unsafe_code)]
+
+pub mod command;
+mod error;
+pub mod identify;
+pub mod prp;
+mod queue;
+pub mod regs;
+pub mod status;
+
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use usrdrv::Device;
+use usrdrv::dma::{DmaBuffer, DmaMask, DmaRegion, SgEntry};
+use usrdrv::mmio::Bar;
+use usrdrv::pci::PciAddress;
+
+pub use error::NvmeError;
+pub use identify::{ControllerInfo, Namespace};
+
+use command::{Command, Completion, admin, nvm};
+use queue::QueuePair;
+use regs::Capabilities;
+use status::Status;
+
+/// PCI class code of NVMe controllers (mass storage, NVM, NVMe).
+pub const CLASS_NVME: u32 = 0x01_0802;
+
+/// How long a command may take before the driver gives up on it.
+pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The memory page size the driver programs (CC.MPS = 0).
+const PAGE: usize = 4096;
+/// Entries of the admin queue.
+const ADMIN_DEPTH: u16 = 32;
+
+/// What the controller, its admin queue and its I/O queues share.
+#[derive(Debug)]
+struct Shared {
+    device: Device,
+    bar: Bar,
+    cap: Capabilities,
+    admin: Mutex<Admin>,
+    timeout: Duration,
+}
+
+/// The admin queue and a page for Identify data.
+#[derive(Debug)]
+struct Admin {
+    queue: QueuePair,
+    page: DmaBuffer,
+    /// Set once the controller was disabled after a timeout.
+    disabled: bool,
+    /// I/O queue identifiers in use.
+    qids: std::collections::BTreeSet<u16>,
+}
+
+/// An NVMe controller, enabled, with its admin queue.
+#[derive(Debug)]
+pub struct Controller {
+    shared: Arc<Shared>,
+    info: ControllerInfo,
+    /// I/O queue pairs the controller granted (Set Features, Number of Queues).
+    io_queues: u16,
+}
+
+impl Controller {
+    /// Opens the controller at `address` (bound to vfio-pci or usrdma), resets
+    /// it (CC.EN = 0, then enabled with an admin queue), and identifies it.
+    pub fn open(address: PciAddress) -> Result<Self, NvmeError> {
+        let device = Device::open(address, DmaMask::BITS_64)?;
+        let bar = device.bar(0)?;
+        let cap = Capabilities(bar.read64(regs::CAP)?);
+        if cap.0 == u64::MAX {
+            return Err(NvmeError::Gone { address });
+        }
+        let unsupported = |why: &str| NvmeError::Unsupported {
+            address,
+            why: why.to_owned(),
+        };
+        if !cap.nvm_command_set() {
+            return Err(unsupported("no NVM command set (CAP.CSS)"));
+        }
+        if cap.min_page_shift() > 12 || cap.max_page_shift() < 12 {
+            return Err(unsupported(
+                "4 KiB memory pages are outside CAP.MPSMIN..MPSMAX",
+            ));
+        }
+        // Disabling stops whatever a previous owner left running, before bus
+        // mastering goes on.
+        device.quiesce(|| disable(&bar, cap, address))?;
+        let admin = QueuePair::new(
+            &device,
+            0,
+            ADMIN_DEPTH.min(cap.max_queue_entries() as u16),
+            cap.doorbell_stride(),
+        )?;
+        let page = device.alloc_dma(PAGE)?;
+        let depth = u32::from(admin.depth()) - 1;
+        bar.write32(regs::AQA, depth << 16 | depth)?;
+        bar.write64(regs::ASQ, admin.sq_addr())?;
+        bar.write64(regs::ACQ, admin.cq_addr())?;
+        bar.write32(regs::CC, regs::cc_enable(12))?;
+        wait_ready(&bar, cap, address, true)?;
+        let shared = Arc::new(Shared {
+            device,
+            bar,
+            cap,
+            admin: Mutex::new(Admin {
+                queue: admin,
+                page,
+                disabled: false,
+                qids: std::collections::BTreeSet::new(),
+            }),
+            timeout: DEFAULT_COMMAND_TIMEOUT,
+        });
+        let info = {
+            let mut admin = shared.lock_admin();
+            let prp1 = admin.page.device_addr();
+            shared.admin_command(
+                &mut admin,
+                "Identify Controller",
+                Command::identify(1, 0, prp1),
+            )?;
+            ControllerInfo::parse(&read_page(&admin.page)?)
+        };
+        let mut controller = Self {
+            shared,
+            info,
+            io_queues: 0,
+        };
+        controller.io_queues = controller.set_queue_count(u16::MAX - 1)?;
+        Ok(controller)
+    }
+
+    /// What Identify Controller said.
+    pub fn info(&self) -> &ControllerInfo {
+        &self.info
+    }
+
+    /// The usrdrv device underneath (for DMA buffers).
+    pub fn device(&self) -> &Device {
+        &self.shared.device
+    }
+
+    /// The largest transfer one command may carry, in bytes (MDTS; 0 in the
+    /// controller means no limit, taken here as 2 MiB).
+    pub fn max_transfer(&self) -> usize {
+        match self.info.mdts {
+            0 => 2 << 20,
+            mdts => PAGE << mdts.min(20),
+        }
+    }
+
+    /// How many I/O queue pairs the controller granted.
+    pub fn io_queue_count(&self) -> u16 {
+        self.io_queues
+    }
+
+    /// The active namespaces, identified.
+    pub fn namespaces(&mut self) -> Result<Vec<Namespace>, NvmeError> {
+        let mut admin = self.shared.lock_admin();
+        let prp1 = admin.page.device_addr();
+        self.shared.admin_command(
+            &mut admin,
+            "Identify Active Namespace List",
+            Command::identify(2, 0, prp1),
+        )?;
+        let ids: Vec<u32> = identify::active_namespaces(&read_page(&admin.page)?);
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            self.shared.admin_command(
+                &mut admin,
+                "Identify Namespace",
+                Command::identify(0, id, prp1),
+            )?;
+            out.push(Namespace::parse(id, &read_page(&admin.page)?));
+        }
+        Ok(out)
+    }
+
+    /// Creates an I/O queue pair of `depth` entries (2 up to CAP.MQES + 1),
+    /// polled for completions. Deleted when dropped.
+    pub fn io_queue(&mut self, depth: u16) -> Result<IoQueue, NvmeError> {
+        let depth = depth.clamp(2, self.shared.cap.max_queue_entries().min(65535) as u16);
+        let mut admin = self.shared.lock_admin();
+        let Some(qid) = (1..=self.io_queues).find(|q| !admin.qids.contains(q)) else {
+            return Err(NvmeError::Transfer {
+                what: format!(
+                    "the controller granted {} I/O queue pairs, all in use: drop one first",
+                    self.io_queues
+                ),
+            });
+        };
+        let queue = QueuePair::new(
+            &self.shared.device,
+            qid,
+            depth,
+            self.shared.cap.doorbell_stride(),
+        )?;
+        let size = u32::from(depth - 1) << 16 | u32::from(qid);
+        let mut cq = Command::new(admin::CREATE_CQ, 0);
+        cq.prp1 = queue.cq_addr();
+        cq.cdw10[0] = size;
+        // Physically contiguous, interrupts off (polled).
+        cq.cdw10[1] = 1;
+        self.shared
+            .admin_command(&mut admin, "Create I/O Completion Queue", cq)?;
+        let mut sq = Command::new(admin::CREATE_SQ, 0);
+        sq.prp1 = queue.sq_addr();
+        sq.cdw10[0] = size;
+        sq.cdw10[1] = u32::from(qid) << 16 | 1;
+        if let Err(e) = self
+            .shared
+            .admin_command(&mut admin, "Create I/O Submission Queue", sq)
+        {
+            let mut delete = Command::new(admin::DELETE_CQ, 0);
+            delete.cdw10[0] = u32::from(qid);
+            let _ = self
+                .shared
+                .admin_command(&mut admin, "Delete I/O Completion Queue", delete);
+            return Err(e);
+        }
+        admin.qids.insert(qid);
+        drop(admin);
+        // One command is in flight at a time: one set of list pages.
+        let list_pages = prp::list_pages_needed(self.max_transfer() / PAGE, PAGE / 8);
+        let lists = self.shared.device.alloc_dma(list_pages * PAGE)?;
+        Ok(IoQueue {
+            shared: Arc::clone(&self.shared),
+            queue,
+            lists,
+            max_transfer: self.max_transfer(),
+            _not_sync: std::marker::PhantomData,
+        })
+    }
+
+    /// Set Features, Number of Queues: asks for `wanted` pairs, returns how
+    /// many were granted.
+    fn set_queue_count(&mut self, wanted: u16) -> Result<u16, NvmeError> {
+        let mut admin = self.shared.lock_admin();
+        let mut c = Command::new(admin::SET_FEATURES, 0);
+        c.cdw10[0] = 0x07;
+        let n = u32::from(wanted - 1);
+        c.cdw10[1] = n << 16 | n;
+        let done = self
+            .shared
+            .admin_command(&mut admin, "Set Features (Number of Queues)", c)?;
+        let sq = (done.result & 0xffff) as u16;
+        let cq = (done.result >> 16) as u16;
+        Ok(sq.min(cq).saturating_add(1))
+    }
+}
+
+impl Shared {
+    fn lock_admin(&self) -> MutexGuard<'_, Admin> {
+        self.admin.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Runs one admin command to completion.
+    fn admin_command(
+        &self,
+        admin: &mut Admin,
+        name: &'static str,
+        command: Command,
+    ) -> Result<Completion, NvmeError> {
+        if admin.disabled {
+            return Err(NvmeError::Disabled);
+        }
+        let result = self.run(&mut admin.queue, name, command);
+        if matches!(result, Err(NvmeError::Timeout { .. })) {
+            admin.disabled = true;
+        }
+        result
+    }
+
+    /// Submits `command` on `queue` and polls for its completion; on timeout
+    /// disables the controller first (see the crate's safety model).
+    fn run(
+        &self,
+        queue: &mut QueuePair,
+        name: &'static str,
+        command: Command,
+    ) -> Result<Completion, NvmeError> {
+        let cid = queue.submit(&self.bar, command)?;
+        let start = Instant::now();
+        loop {
+            if let Some(done) = queue.poll(&self.bar)? {
+                if done.cid != cid {
+                    continue;
+                }
+                let status = Status(done.status_field());
+                return if status.is_success() {
+                    Ok(done)
+                } else {
+                    Err(NvmeError::Command {
+                        command: name,
+                        status,
+                    })
+                };
+            }
+            if start.elapsed() > self.timeout {
+                self.check_alive()?;
+                let _ = disable(&self.bar, self.cap, self.device.address());
+                return Err(NvmeError::Timeout {
+                    what: format!("{name} (command {cid} on queue {})", queue.qid()),
+                    waited: self.timeout,
+                });
+            }
+            std::hint::spin_loop();
+        }
+    }
+
+    /// Fails if the controller reads all-ones or reports a fatal error.
+    fn check_alive(&self) -> Result<(), NvmeError> {
+        let address = self.device.address();
+        let csts = self.bar.read32(regs::CSTS)?;
+        if csts == u32::MAX {
+            return Err(NvmeError::Gone { address });
+        }
+        if csts & regs::CSTS_FATAL != 0 {
+            return Err(NvmeError::Fatal { address });
+        }
+        Ok(())
+    }
+}
+
+/// Clears CC.EN and waits for CSTS.RDY to clear.
+fn disable(bar: &Bar, cap: Capabilities, address: PciAddress) -> Result<(), NvmeError> {
+    let cc = bar.read32(regs::CC)?;
+    if cc == u32::MAX {
+        return Err(NvmeError::Gone { address });
+    }
+    bar.write32(regs::CC, cc & !regs::CC_ENABLE)?;
+    wait_ready(bar, cap, address, false)
+}
+
+/// Waits until CSTS.RDY is `ready`, within CAP.TO.
+fn wait_ready(
+    bar: &Bar,
+    cap: Capabilities,
+    address: PciAddress,
+    ready: bool,
+) -> Result<(), NvmeError> {
+    let start = Instant::now();
+    loop {
+        let csts = bar.read32(regs::CSTS)?;
+        if csts == u32::MAX {
+            return Err(NvmeError::Gone { address });
+        }
+        if ready && csts & regs::CSTS_FATAL != 0 {
+            return Err(NvmeError::Fatal { address });
+        }
+        if (csts & regs::CSTS_READY != 0) == ready {
+            return Ok(());
+        }
+        if start.elapsed() > cap.timeout() {
+            return Err(NvmeError::Timeout {
+                what: format!("CSTS.RDY = {} on {address}", u8::from(ready)),
+                waited: cap.timeout(),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// The Identify data in `page`.
+fn read_page(page: &DmaRegion) -> Result<[u8; PAGE], NvmeError> {
+    let mut data = [0u8; PAGE];
+    page.sync_for_cpu();
+    page.read_bytes(0, &mut data)?;
+    Ok(data)
+}
+
+/// An I/O queue pair, polled, for one thread at a time (`Send`, not `Sync`).
+/// Deleted from the controller when dropped (submission queue first).
+#[derive(Debug)]
+pub struct IoQueue {
+    shared: Arc<Shared>,
+    queue: QueuePair,
+    /// PRP list pages for the command in flight.
+    lists: DmaBuffer,
+    max_transfer: usize,
+    _not_sync: std::marker::PhantomData<std::cell::Cell<()>>,
+}
+
+impl IoQueue {
+    /// Reads `blocks` logical blocks of `ns` from `lba` into the start of
+    /// `buffer`, and waits for the completion.
+    pub fn read(
+        &mut self,
+        ns: &Namespace,
+        lba: u64,
+        blocks: u32,
+        buffer: &DmaRegion,
+    ) -> Result<(), NvmeError> {
+        self.transfer(nvm::READ, "Read", ns, lba, blocks, buffer, 0)
+    }
+
+    /// Writes `blocks` logical blocks of `ns` at `lba` from the start of
+    /// `buffer`, and waits for the completion.
+    pub fn write(
+        &mut self,
+        ns: &Namespace,
+        lba: u64,
+        blocks: u32,
+        buffer: &DmaRegion,
+    ) -> Result<(), NvmeError> {
+        self.transfer(nvm::WRITE, "Write", ns, lba, blocks, buffer, 0)
+    }
+
+    /// Like [`IoQueue::read`], into `buffer` from byte `offset` (a multiple
+    /// of 4: PRP offsets are dword aligned).
+    pub fn read_at(
+        &mut self,
+        ns: &Namespace,
+        lba: u64,
+        blocks: u32,
+        buffer: &DmaRegion,
+        offset: usize,
+    ) -> Result<(), NvmeError> {
+        self.transfer(nvm::READ, "Read", ns, lba, blocks, buffer, offset)
+    }
+
+    /// Like [`IoQueue::write`], from `buffer` at byte `offset`.
+    pub fn write_at(
+        &mut self,
+        ns: &Namespace,
+        lba: u64,
+        blocks: u32,
+        buffer: &DmaRegion,
+        offset: usize,
+    ) -> Result<(), NvmeError> {
+        self.transfer(nvm::WRITE, "Write", ns, lba, blocks, buffer, offset)
+    }
+
+    /// Flushes namespace `nsid`'s volatile write cache.
+    pub fn flush(&mut self, nsid: u32) -> Result<(), NvmeError> {
+        self.command("Flush", Command::new(nvm::FLUSH, nsid))
+            .map(drop)
+    }
+
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the private core of read and write"
+    )]
+    fn transfer(
+        &mut self,
+        opcode: u8,
+        name: &'static str,
+        ns: &Namespace,
+        lba: u64,
+        blocks: u32,
+        buffer: &DmaRegion,
+        offset: usize,
+    ) -> Result<(), NvmeError> {
+        let block_size = ns.block_size;
+        let len = usize::try_from(blocks)
+            .unwrap_or(usize::MAX)
+            .saturating_mul(block_size);
+        if blocks == 0 || blocks > 65536 || len > self.max_transfer {
+            return Err(NvmeError::Transfer {
+                what: format!(
+                    "{blocks} blocks of {block_size} bytes: one command moves 1 to 65536 blocks and at most {} bytes (MDTS)",
+                    self.max_transfer
+                ),
+            });
+        }
+        if offset.checked_add(len).is_none_or(|end| end > buffer.len()) {
+            return Err(NvmeError::Transfer {
+                what: format!(
+                    "{len} bytes at offset {offset} do not fit the {}-byte buffer",
+                    buffer.len()
+                ),
+            });
+        }
+        let segments = [SgEntry {
+            device_addr: buffer.device_addr() + offset as u64,
+            len,
+        }];
+        let pages = prp::pages(&segments, PAGE as u64)?;
+        let list_pages: Vec<u64> = (0..self.lists.len() / PAGE)
+            .map(|i| self.lists.device_addr() + (i * PAGE) as u64)
+            .collect();
+        let prps = prp::build(&pages, PAGE as u64, &list_pages)?;
+        for list in &prps.lists {
+            let at =
+                usize::try_from(list.device_addr - self.lists.device_addr()).unwrap_or(usize::MAX);
+            self.lists.write_array(at, &list.entries)?;
+        }
+        if opcode == nvm::WRITE {
+            buffer.sync_for_device();
+        }
+        self.command(
+            name,
+            Command::io(opcode, ns.id, lba, blocks, prps.prp1, prps.prp2),
+        )?;
+        if opcode == nvm::READ {
+            buffer.sync_for_cpu();
+        }
+        Ok(())
+    }
+
+    fn command(&mut self, name: &'static str, command: Command) -> Result<Completion, NvmeError> {
+        if self.shared.lock_admin().disabled {
+            return Err(NvmeError::Disabled);
+        }
+        let result = self.shared.run(&mut self.queue, name, command);
+        if matches!(result, Err(NvmeError::Timeout { .. })) {
+            self.shared.lock_admin().disabled = true;
+        }
+        result
+    }
+}
+
+impl Drop for IoQueue {
+    fn drop(&mut self) {
+        let mut admin = self.shared.lock_admin();
+        let qid = u32::from(self.queue.qid());
+        let mut sq = Command::new(admin::DELETE_SQ, 0);
+        sq.cdw10[0] = qid;
+        let _ = self
+            .shared
+            .admin_command(&mut admin, "Delete I/O Submission Queue", sq);
+        let mut cq = Command::new(admin::DELETE_CQ, 0);
+        cq.cdw10[0] = qid;
+        let _ = self
+            .shared
+            .admin_command(&mut admin, "Delete I/O Completion Queue", cq);
+        admin.qids.remove(&self.queue.qid());
+    }
+}

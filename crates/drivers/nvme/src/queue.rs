@@ -1,0 +1,128 @@
+//! One submission queue and its completion queue in DMA memory, with their
+//! doorbells: submitting commands and reaping completions by phase tag.
+
+use std::sync::atomic::Ordering;
+
+use usrdrv::Device;
+use usrdrv::dma::DmaBuffer;
+use usrdrv::mmio::Bar;
+
+use crate::command::{Command, Completion};
+use crate::error::NvmeError;
+use crate::regs;
+
+/// Bytes of a submission queue entry.
+const SQE: usize = 64;
+/// Bytes of a completion queue entry.
+const CQE: usize = 16;
+
+/// A submission/completion queue pair (the admin queue, or an I/O queue).
+#[derive(Debug)]
+pub(crate) struct QueuePair {
+    qid: u16,
+    depth: u16,
+    sq: DmaBuffer,
+    cq: DmaBuffer,
+    sq_tail: u16,
+    /// Where the controller's head of the submission queue was, as the last
+    /// completion reported it.
+    sq_head: u16,
+    cq_head: u16,
+    /// The phase tag a new completion carries.
+    phase: bool,
+    sq_doorbell: u64,
+    cq_doorbell: u64,
+    next_cid: u16,
+}
+
+impl QueuePair {
+    /// Allocates queue `qid` with `depth` entries (2 to 65536) on `device`.
+    pub(crate) fn new(
+        device: &Device,
+        qid: u16,
+        depth: u16,
+        stride: u64,
+    ) -> Result<Self, NvmeError> {
+        let sq = device.alloc_dma(usize::from(depth) * SQE)?;
+        let cq = device.alloc_dma(usize::from(depth) * CQE)?;
+        Ok(Self {
+            qid,
+            depth,
+            sq,
+            cq,
+            sq_tail: 0,
+            sq_head: 0,
+            cq_head: 0,
+            phase: true,
+            sq_doorbell: regs::sq_tail_doorbell(qid, stride),
+            cq_doorbell: regs::cq_head_doorbell(qid, stride),
+            next_cid: 0,
+        })
+    }
+
+    /// The queue's identifier.
+    pub(crate) fn qid(&self) -> u16 {
+        self.qid
+    }
+
+    /// The number of entries.
+    pub(crate) fn depth(&self) -> u16 {
+        self.depth
+    }
+
+    /// The device address of the submission queue.
+    pub(crate) fn sq_addr(&self) -> u64 {
+        self.sq.device_addr()
+    }
+
+    /// The device address of the completion queue.
+    pub(crate) fn cq_addr(&self) -> u64 {
+        self.cq.device_addr()
+    }
+
+    /// Whether another command fits (one slot always stays empty).
+    pub(crate) fn is_full(&self) -> bool {
+        (self.sq_tail + 1) % self.depth == self.sq_head
+    }
+
+    /// Writes `command` at the tail with a fresh command id, and rings the
+    /// doorbell. Returns the command id.
+    pub(crate) fn submit(&mut self, bar: &Bar, mut command: Command) -> Result<u16, NvmeError> {
+        if self.is_full() {
+            return Err(NvmeError::QueueFull { qid: self.qid });
+        }
+        let cid = self.next_cid;
+        self.next_cid = self.next_cid.wrapping_add(1);
+        command.set_cid(cid);
+        self.sq
+            .write_obj(usize::from(self.sq_tail) * SQE, &command)?;
+        self.sq_tail = (self.sq_tail + 1) % self.depth;
+        // The entry is in memory before the controller learns of it.
+        self.sq.sync_for_device();
+        bar.write32(self.sq_doorbell, u32::from(self.sq_tail))?;
+        Ok(cid)
+    }
+
+    /// The next completion, if the controller has posted one: checked by its
+    /// phase tag (an acquire load, so the rest of the entry is read after it),
+    /// then consumed and the head doorbell rung.
+    pub(crate) fn poll(&mut self, bar: &Bar) -> Result<Option<Completion>, NvmeError> {
+        let at = usize::from(self.cq_head) * CQE;
+        let status: u16 = self
+            .cq
+            .load(at + Completion::STATUS_OFFSET, Ordering::Acquire)?;
+        if (status & 1 != 0) != self.phase {
+            return Ok(None);
+        }
+        self.cq.sync_for_cpu();
+        let completion: Completion = self.cq.read_obj(at)?;
+        self.cq_head += 1;
+        if self.cq_head == self.depth {
+            self.cq_head = 0;
+            self.phase = !self.phase;
+        }
+        self.sq_head = completion.sq_head % self.depth;
+        bar.write32(self.cq_doorbell, u32::from(self.cq_head))?;
+        Ok(Some(completion))
+    }
+}

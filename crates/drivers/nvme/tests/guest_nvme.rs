@@ -1,0 +1,221 @@
+//! The NVMe driver against QEMU's nvme in the usrdrv VM, checked against the
+//! kernel's own nvme driver on the same controller: Identify agrees with
+//! sysfs, data written by one is read back by the other, and errors carry
+//! the specification's status names. Runs over VFIO in the IOMMU boot and,
+//! unchanged, over usrdma in the other (`guest_noiommu_nvme.rs`).
+
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use usrdrv::pci::{PciAddress, Sysfs, VFIO_PCI_DRIVER};
+use usrdrv::usrdma::USRDMA_DRIVER;
+use usrdrv_nvme::{Controller, Namespace, NvmeError};
+
+/// The disk the kernel's driver shows for the controller.
+const DISK: &str = "nvme0n1";
+/// Where the tests write: the last 8 MiB of the 64 MiB disk, away from
+/// what other tests put at its start.
+const FIRST_BYTE: u64 = 56 << 20;
+
+fn nvme() -> PciAddress {
+    Sysfs::system().find(0x1b36, 0x0010).expect("scan sysfs")[0]
+}
+
+/// The driver the controller is used through in this boot.
+fn driver() -> &'static str {
+    let iommu = std::fs::read_dir("/sys/kernel/iommu_groups").is_ok_and(|mut g| g.next().is_some());
+    if iommu {
+        VFIO_PCI_DRIVER
+    } else {
+        USRDMA_DRIVER
+    }
+}
+
+/// Gives the controller to the kernel's nvme driver and waits for its disk.
+fn to_kernel(address: PciAddress) {
+    Sysfs::system().bind(address, "nvme").expect("bind to nvme");
+    let start = Instant::now();
+    while !Path::new(&format!("/dev/{DISK}")).exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "/dev/{DISK} appears"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Runs `f` with the controller opened by usrdrv, then gives it back to the
+/// kernel's driver, whatever `f` did.
+fn with_usrdrv<T>(f: impl FnOnce(&mut Controller) -> T + std::panic::UnwindSafe) -> T {
+    let address = nvme();
+    Sysfs::system()
+        .bind(address, driver())
+        .expect("bind to this boot's driver");
+    let result = std::panic::catch_unwind(|| {
+        let mut controller = Controller::open(address).expect("open the controller");
+        f(&mut controller)
+    });
+    to_kernel(address);
+    result.unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+}
+
+/// `len` bytes, different for every offset and seed.
+fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    (0..len as u64)
+        .map(|i| (i.wrapping_mul(0x9e37_79b9).wrapping_add(seed * 131) >> 7) as u8)
+        .collect()
+}
+
+/// The kernel's view: `len` bytes of the disk at `at`.
+fn kernel_read(at: u64, len: usize) -> Vec<u8> {
+    let mut disk = std::fs::File::open(format!("/dev/{DISK}")).expect("open the disk");
+    disk.seek(SeekFrom::Start(at)).expect("seek the disk");
+    let mut data = vec![0u8; len];
+    disk.read_exact(&mut data).expect("read the disk");
+    data
+}
+
+/// Writes through the kernel and flushes it to the controller.
+fn kernel_write(at: u64, data: &[u8]) {
+    let mut disk = std::fs::OpenOptions::new()
+        .write(true)
+        .open(format!("/dev/{DISK}"))
+        .expect("open the disk");
+    disk.seek(SeekFrom::Start(at)).expect("seek the disk");
+    disk.write_all(data).expect("write the disk");
+    disk.sync_all().expect("flush the disk");
+}
+
+#[test]
+#[ignore = "needs the usrdrv VM: run by `cargo xtask test`"]
+fn identify_matches_what_the_kernel_reports() {
+    to_kernel(nvme());
+    let sysfs = |name: &str| {
+        std::fs::read_to_string(format!("/sys/class/nvme/nvme0/{name}"))
+            .unwrap()
+            .trim()
+            .to_owned()
+    };
+    let (model, serial, firmware) = (sysfs("model"), sysfs("serial"), sysfs("firmware_rev"));
+    let sectors: u64 = std::fs::read_to_string(format!("/sys/block/{DISK}/size"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let (info, namespaces) = with_usrdrv(|c| (c.info().clone(), c.namespaces().unwrap()));
+    assert_eq!(
+        (
+            info.model.as_str(),
+            info.serial.as_str(),
+            info.firmware.as_str()
+        ),
+        (model.as_str(), serial.as_str(), firmware.as_str())
+    );
+    assert_eq!(info.serial, "usrdrv-nvme0");
+    assert_eq!(namespaces.len(), 1, "{namespaces:?}");
+    assert_eq!(namespaces[0].bytes(), sectors * 512);
+}
+
+/// Writes with usrdrv, at `FIRST_BYTE` on, one command per case: a block, a
+/// page, two pages from an unaligned start, a PRP list, and the controller's
+/// largest transfer. Returns what was written where.
+fn cases(c: &Controller, ns: &Namespace) -> Vec<(u64, usize, usize)> {
+    let block = ns.block_size;
+    // (first byte on the disk, length, offset in the buffer)
+    vec![
+        (FIRST_BYTE, block, 0),
+        (FIRST_BYTE + (64 << 10), 4096, 0),
+        (FIRST_BYTE + (128 << 10), 4096, 2048),
+        (FIRST_BYTE + (256 << 10), 5 * 4096 + block, 1024),
+        (FIRST_BYTE + (1 << 20), c.max_transfer(), 0),
+    ]
+}
+
+#[test]
+#[ignore = "needs the usrdrv VM: run by `cargo xtask test`"]
+fn data_written_by_usrdrv_is_what_the_kernel_reads_and_back() {
+    let written = with_usrdrv(|c| {
+        let ns = c.namespaces().unwrap()[0];
+        let mut queue = c.io_queue(16).unwrap();
+        let buffer = c.device().alloc_dma(c.max_transfer() + 8192).unwrap();
+        let mut written = Vec::new();
+        for (seed, (at, len, offset)) in cases(c, &ns).into_iter().enumerate() {
+            let data = pattern(len, seed as u64);
+            buffer.write_bytes(offset, &data).unwrap();
+            let lba = at / ns.block_size as u64;
+            queue
+                .write_at(&ns, lba, ns.blocks_in(len), &buffer, offset)
+                .unwrap_or_else(|e| panic!("write {len} bytes at buffer offset {offset}: {e}"));
+            written.push((at, data));
+        }
+        queue.flush(ns.id).unwrap();
+        written
+    });
+    for (at, data) in &written {
+        assert!(
+            kernel_read(*at, data.len()) == *data,
+            "the kernel reads what usrdrv wrote at {at:#x} ({} bytes)",
+            data.len()
+        );
+    }
+    // The other way: the kernel writes, usrdrv reads (into unaligned places).
+    let theirs: Vec<(u64, Vec<u8>)> = written
+        .iter()
+        .enumerate()
+        .map(|(i, (at, data))| (*at, pattern(data.len(), 100 + i as u64)))
+        .collect();
+    for (at, data) in &theirs {
+        kernel_write(*at, data);
+    }
+    with_usrdrv(|c| {
+        let ns = c.namespaces().unwrap()[0];
+        let mut queue = c.io_queue(16).unwrap();
+        let buffer = c.device().alloc_dma(c.max_transfer() + 8192).unwrap();
+        for ((at, data), (_, _, offset)) in theirs.iter().zip(cases(c, &ns)) {
+            let lba = at / ns.block_size as u64;
+            queue
+                .read_at(&ns, lba, ns.blocks_in(data.len()), &buffer, offset)
+                .unwrap();
+            let mut got = vec![0u8; data.len()];
+            buffer.read_bytes(offset, &mut got).unwrap();
+            assert!(
+                got == *data,
+                "usrdrv reads what the kernel wrote at {at:#x}"
+            );
+        }
+    });
+}
+
+#[test]
+#[ignore = "needs the usrdrv VM: run by `cargo xtask test`"]
+fn errors_carry_the_specifications_status() {
+    with_usrdrv(|c| {
+        let ns = c.namespaces().unwrap()[0];
+        let mut queue = c.io_queue(4).unwrap();
+        let buffer = c.device().alloc_dma(4096).unwrap();
+        let beyond = queue.read(&ns, ns.blocks, 1, &buffer).unwrap_err();
+        assert!(
+            matches!(&beyond, NvmeError::Command { status, .. } if status.name() == "LBA Out of Range"),
+            "{beyond}"
+        );
+        let nowhere = Namespace { id: 0xffff, ..ns };
+        let invalid = queue.read(&nowhere, 0, 1, &buffer).unwrap_err();
+        assert!(
+            matches!(&invalid, NvmeError::Command { status, .. } if status.name() == "Invalid Namespace or Format"),
+            "{invalid}"
+        );
+        // The queue keeps working after errors.
+        queue.read(&ns, 0, 1, &buffer).unwrap();
+        let too_big = queue
+            .read(&ns, 0, ns.blocks_in(c.max_transfer()) + 1, &buffer)
+            .unwrap_err();
+        assert!(matches!(too_big, NvmeError::Transfer { .. }), "{too_big}");
+        // Queues are given back: many more than the controller grants, one
+        // after another.
+        drop(queue);
+        for _ in 0..=c.io_queue_count() {
+            c.io_queue(2).unwrap();
+        }
+    });
+}
