@@ -32,15 +32,14 @@ fn driver() -> &'static str {
     }
 }
 
-/// Gives the controller to the kernel's nvme driver and waits for its disk.
+/// Gives the controller to the kernel's nvme driver and waits until its disk
+/// can be opened (the node appears a moment before the disk answers).
 fn to_kernel(address: PciAddress) {
     Sysfs::system().bind(address, "nvme").expect("bind to nvme");
     let start = Instant::now();
-    while !Path::new(&format!("/dev/{DISK}")).exists() {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "/dev/{DISK} appears"
-        );
+    let node = format!("/dev/{DISK}");
+    while !Path::new(&node).exists() || std::fs::File::open(&node).is_err() {
+        assert!(start.elapsed() < Duration::from_secs(20), "{node} opens");
         std::thread::sleep(Duration::from_millis(20));
     }
 }
