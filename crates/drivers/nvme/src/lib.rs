@@ -31,6 +31,7 @@
 pub mod command;
 mod error;
 pub mod identify;
+mod io;
 pub mod prp;
 mod queue;
 pub mod regs;
@@ -40,14 +41,15 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use usrdrv::Device;
-use usrdrv::dma::{DmaBuffer, DmaMask, DmaRegion, SgEntry};
+use usrdrv::dma::{DmaBuffer, DmaMask, DmaRegion};
 use usrdrv::mmio::Bar;
 use usrdrv::pci::PciAddress;
 
 pub use error::NvmeError;
 pub use identify::{ControllerInfo, Namespace};
+pub use io::{Completed, IoBuffer, IoQueue, Op, Rejected};
 
-use command::{Command, Completion, admin, nvm};
+use command::{Command, Completion, admin};
 use queue::QueuePair;
 use regs::Capabilities;
 use status::Status;
@@ -209,8 +211,15 @@ impl Controller {
     }
 
     /// Creates an I/O queue pair of `depth` entries (2 up to CAP.MQES + 1),
-    /// polled for completions. Deleted when dropped.
+    /// polled for completions, whose queued commands own [`DmaBuffer`]s.
+    /// Deleted when dropped.
     pub fn io_queue(&mut self, depth: u16) -> Result<IoQueue, NvmeError> {
+        self.io_queue_for(depth)
+    }
+
+    /// Like [`Controller::io_queue`], for queued commands owning buffers of
+    /// type `B` (pool chunks, for example).
+    pub fn io_queue_for<B: IoBuffer>(&mut self, depth: u16) -> Result<IoQueue<B>, NvmeError> {
         let depth = depth.clamp(2, self.shared.cap.max_queue_entries().min(65535) as u16);
         let mut admin = self.shared.lock_admin();
         let Some(qid) = (1..=self.io_queues).find(|q| !admin.qids.contains(q)) else {
@@ -252,16 +261,7 @@ impl Controller {
         }
         admin.qids.insert(qid);
         drop(admin);
-        // One command is in flight at a time: one set of list pages.
-        let list_pages = prp::list_pages_needed(self.max_transfer() / PAGE, PAGE / 8);
-        let lists = self.shared.device.alloc_dma(list_pages * PAGE)?;
-        Ok(IoQueue {
-            shared: Arc::clone(&self.shared),
-            queue,
-            lists,
-            max_transfer: self.max_transfer(),
-            _not_sync: std::marker::PhantomData,
-        })
+        IoQueue::new(Arc::clone(&self.shared), queue, self.max_transfer())
     }
 
     /// Set Features, Number of Queues: asks for `wanted` pairs, returns how
@@ -278,6 +278,14 @@ impl Controller {
         let sq = (done.result & 0xffff) as u16;
         let cq = (done.result >> 16) as u16;
         Ok(sq.min(cq).saturating_add(1))
+    }
+}
+
+impl Drop for Shared {
+    /// The last handle is gone (controller and queues): stop the controller
+    /// before its queues' memory is freed.
+    fn drop(&mut self) {
+        let _ = disable(&self.bar, self.cap, self.device.address());
     }
 }
 
@@ -311,28 +319,37 @@ impl Shared {
         name: &'static str,
         command: Command,
     ) -> Result<Completion, NvmeError> {
-        let cid = queue.submit(&self.bar, command)?;
+        // One admin command at a time: the id needs only to match.
+        const ADMIN_CID: u16 = 0;
+        queue.submit(&self.bar, command, ADMIN_CID)?;
+        let done = self.wait_for(queue, name, |done| done.cid == ADMIN_CID, &mut |_| ())?;
+        status_of(name, done)
+    }
+
+    /// Polls `queue` until a completion `wanted` accepts arrives, handing the
+    /// others to `other`; on timeout disables the controller (so nothing in
+    /// flight can still be written) and says so.
+    fn wait_for(
+        &self,
+        queue: &mut QueuePair,
+        name: &'static str,
+        wanted: impl Fn(&Completion) -> bool,
+        other: &mut dyn FnMut(Completion),
+    ) -> Result<Completion, NvmeError> {
         let start = Instant::now();
         loop {
             if let Some(done) = queue.poll(&self.bar)? {
-                if done.cid != cid {
-                    continue;
+                if wanted(&done) {
+                    return Ok(done);
                 }
-                let status = Status(done.status_field());
-                return if status.is_success() {
-                    Ok(done)
-                } else {
-                    Err(NvmeError::Command {
-                        command: name,
-                        status,
-                    })
-                };
+                other(done);
+                continue;
             }
             if start.elapsed() > self.timeout {
                 self.check_alive()?;
                 let _ = disable(&self.bar, self.cap, self.device.address());
                 return Err(NvmeError::Timeout {
-                    what: format!("{name} (command {cid} on queue {})", queue.qid()),
+                    what: format!("{name} on queue {}", queue.qid()),
                     waited: self.timeout,
                 });
             }
@@ -351,6 +368,19 @@ impl Shared {
             return Err(NvmeError::Fatal { address });
         }
         Ok(())
+    }
+}
+
+/// `done`, or the error its status says.
+fn status_of(name: &'static str, done: Completion) -> Result<Completion, NvmeError> {
+    let status = Status(done.status_field());
+    if status.is_success() {
+        Ok(done)
+    } else {
+        Err(NvmeError::Command {
+            command: name,
+            status,
+        })
     }
 }
 
@@ -399,163 +429,4 @@ fn read_page(page: &DmaRegion) -> Result<[u8; PAGE], NvmeError> {
     page.sync_for_cpu();
     page.read_bytes(0, &mut data)?;
     Ok(data)
-}
-
-/// An I/O queue pair, polled, for one thread at a time (`Send`, not `Sync`).
-/// Deleted from the controller when dropped (submission queue first).
-#[derive(Debug)]
-pub struct IoQueue {
-    shared: Arc<Shared>,
-    queue: QueuePair,
-    /// PRP list pages for the command in flight.
-    lists: DmaBuffer,
-    max_transfer: usize,
-    _not_sync: std::marker::PhantomData<std::cell::Cell<()>>,
-}
-
-impl IoQueue {
-    /// Reads `blocks` logical blocks of `ns` from `lba` into the start of
-    /// `buffer`, and waits for the completion.
-    pub fn read(
-        &mut self,
-        ns: &Namespace,
-        lba: u64,
-        blocks: u32,
-        buffer: &DmaRegion,
-    ) -> Result<(), NvmeError> {
-        self.transfer(nvm::READ, "Read", ns, lba, blocks, buffer, 0)
-    }
-
-    /// Writes `blocks` logical blocks of `ns` at `lba` from the start of
-    /// `buffer`, and waits for the completion.
-    pub fn write(
-        &mut self,
-        ns: &Namespace,
-        lba: u64,
-        blocks: u32,
-        buffer: &DmaRegion,
-    ) -> Result<(), NvmeError> {
-        self.transfer(nvm::WRITE, "Write", ns, lba, blocks, buffer, 0)
-    }
-
-    /// Like [`IoQueue::read`], into `buffer` from byte `offset` (a multiple
-    /// of 4: PRP offsets are dword aligned).
-    pub fn read_at(
-        &mut self,
-        ns: &Namespace,
-        lba: u64,
-        blocks: u32,
-        buffer: &DmaRegion,
-        offset: usize,
-    ) -> Result<(), NvmeError> {
-        self.transfer(nvm::READ, "Read", ns, lba, blocks, buffer, offset)
-    }
-
-    /// Like [`IoQueue::write`], from `buffer` at byte `offset`.
-    pub fn write_at(
-        &mut self,
-        ns: &Namespace,
-        lba: u64,
-        blocks: u32,
-        buffer: &DmaRegion,
-        offset: usize,
-    ) -> Result<(), NvmeError> {
-        self.transfer(nvm::WRITE, "Write", ns, lba, blocks, buffer, offset)
-    }
-
-    /// Flushes namespace `nsid`'s volatile write cache.
-    pub fn flush(&mut self, nsid: u32) -> Result<(), NvmeError> {
-        self.command("Flush", Command::new(nvm::FLUSH, nsid))
-            .map(drop)
-    }
-
-    #[allow(
-        clippy::too_many_arguments,
-        reason = "the private core of read and write"
-    )]
-    fn transfer(
-        &mut self,
-        opcode: u8,
-        name: &'static str,
-        ns: &Namespace,
-        lba: u64,
-        blocks: u32,
-        buffer: &DmaRegion,
-        offset: usize,
-    ) -> Result<(), NvmeError> {
-        let block_size = ns.block_size;
-        let len = usize::try_from(blocks)
-            .unwrap_or(usize::MAX)
-            .saturating_mul(block_size);
-        if blocks == 0 || blocks > 65536 || len > self.max_transfer {
-            return Err(NvmeError::Transfer {
-                what: format!(
-                    "{blocks} blocks of {block_size} bytes: one command moves 1 to 65536 blocks and at most {} bytes (MDTS)",
-                    self.max_transfer
-                ),
-            });
-        }
-        if offset.checked_add(len).is_none_or(|end| end > buffer.len()) {
-            return Err(NvmeError::Transfer {
-                what: format!(
-                    "{len} bytes at offset {offset} do not fit the {}-byte buffer",
-                    buffer.len()
-                ),
-            });
-        }
-        let segments = [SgEntry {
-            device_addr: buffer.device_addr() + offset as u64,
-            len,
-        }];
-        let pages = prp::pages(&segments, PAGE as u64)?;
-        let list_pages: Vec<u64> = (0..self.lists.len() / PAGE)
-            .map(|i| self.lists.device_addr() + (i * PAGE) as u64)
-            .collect();
-        let prps = prp::build(&pages, PAGE as u64, &list_pages)?;
-        for list in &prps.lists {
-            let at =
-                usize::try_from(list.device_addr - self.lists.device_addr()).unwrap_or(usize::MAX);
-            self.lists.write_array(at, &list.entries)?;
-        }
-        if opcode == nvm::WRITE {
-            buffer.sync_for_device();
-        }
-        self.command(
-            name,
-            Command::io(opcode, ns.id, lba, blocks, prps.prp1, prps.prp2),
-        )?;
-        if opcode == nvm::READ {
-            buffer.sync_for_cpu();
-        }
-        Ok(())
-    }
-
-    fn command(&mut self, name: &'static str, command: Command) -> Result<Completion, NvmeError> {
-        if self.shared.lock_admin().disabled {
-            return Err(NvmeError::Disabled);
-        }
-        let result = self.shared.run(&mut self.queue, name, command);
-        if matches!(result, Err(NvmeError::Timeout { .. })) {
-            self.shared.lock_admin().disabled = true;
-        }
-        result
-    }
-}
-
-impl Drop for IoQueue {
-    fn drop(&mut self) {
-        let mut admin = self.shared.lock_admin();
-        let qid = u32::from(self.queue.qid());
-        let mut sq = Command::new(admin::DELETE_SQ, 0);
-        sq.cdw10[0] = qid;
-        let _ = self
-            .shared
-            .admin_command(&mut admin, "Delete I/O Submission Queue", sq);
-        let mut cq = Command::new(admin::DELETE_CQ, 0);
-        cq.cdw10[0] = qid;
-        let _ = self
-            .shared
-            .admin_command(&mut admin, "Delete I/O Completion Queue", cq);
-        admin.qids.remove(&self.queue.qid());
-    }
 }

@@ -32,7 +32,6 @@ pub(crate) struct QueuePair {
     phase: bool,
     sq_doorbell: u64,
     cq_doorbell: u64,
-    next_cid: u16,
 }
 
 impl QueuePair {
@@ -56,7 +55,6 @@ impl QueuePair {
             phase: true,
             sq_doorbell: regs::sq_tail_doorbell(qid, stride),
             cq_doorbell: regs::cq_head_doorbell(qid, stride),
-            next_cid: 0,
         })
     }
 
@@ -85,14 +83,17 @@ impl QueuePair {
         (self.sq_tail + 1) % self.depth == self.sq_head
     }
 
-    /// Writes `command` at the tail with a fresh command id, and rings the
-    /// doorbell. Returns the command id.
-    pub(crate) fn submit(&mut self, bar: &Bar, mut command: Command) -> Result<u16, NvmeError> {
+    /// Writes `command` at the tail with command id `cid`, and rings the
+    /// doorbell.
+    pub(crate) fn submit(
+        &mut self,
+        bar: &Bar,
+        mut command: Command,
+        cid: u16,
+    ) -> Result<(), NvmeError> {
         if self.is_full() {
             return Err(NvmeError::QueueFull { qid: self.qid });
         }
-        let cid = self.next_cid;
-        self.next_cid = self.next_cid.wrapping_add(1);
         command.set_cid(cid);
         self.sq
             .write_obj(usize::from(self.sq_tail) * SQE, &command)?;
@@ -100,7 +101,7 @@ impl QueuePair {
         // The entry is in memory before the controller learns of it.
         self.sq.sync_for_device();
         bar.write32(self.sq_doorbell, u32::from(self.sq_tail))?;
-        Ok(cid)
+        Ok(())
     }
 
     /// The next completion, if the controller has posted one: checked by its

@@ -148,7 +148,7 @@ fn data_written_by_usrdrv_is_what_the_kernel_reads_and_back() {
                 .unwrap_or_else(|e| panic!("write {len} bytes at buffer offset {offset}: {e}"));
             written.push((at, data));
         }
-        queue.flush(ns.id).unwrap();
+        queue.flush(&ns).unwrap();
         written
     });
     for (at, data) in &written {
@@ -216,5 +216,88 @@ fn errors_carry_the_specifications_status() {
         for _ in 0..=c.io_queue_count() {
             c.io_queue(2).unwrap();
         }
+    });
+}
+
+#[test]
+#[ignore = "needs the usrdrv VM: run by `cargo xtask test`"]
+fn queued_commands_wrap_their_queues_many_times_on_several_threads() {
+    use usrdrv_nvme::Op;
+    const THREADS: u64 = 3;
+    const COMMANDS: u64 = 200;
+    with_usrdrv(|c| {
+        let ns = c.namespaces().unwrap()[0];
+        let blocks = ns.blocks_in(4096);
+        let lba_of = |thread: u64, i: u64| {
+            (FIRST_BYTE + (thread * COMMANDS + i) * 4096) / ns.block_size as u64
+        };
+        let queues: Vec<_> = (0..THREADS)
+            .map(|_| c.io_queue_for::<usrdrv::dma::PoolBuffer>(8).unwrap())
+            .collect();
+        let pools: Vec<_> = (0..THREADS)
+            .map(|_| c.device().dma_pool(4096, 16).unwrap())
+            .collect();
+        std::thread::scope(|s| {
+            for (thread, (mut queue, pool)) in queues.into_iter().zip(pools).enumerate() {
+                let thread = thread as u64;
+                s.spawn(move || {
+                    // Writes, queued as deep as the queue goes (7), 200 of
+                    // them on an 8-entry queue: it wraps 25 times.
+                    let mut next = 0;
+                    let mut done = 0;
+                    while done < COMMANDS {
+                        while next < COMMANDS && queue.in_flight() < queue.capacity() {
+                            let buffer = pool.alloc().expect("a free chunk");
+                            buffer
+                                .write_bytes(0, &pattern(4096, thread * 1000 + next))
+                                .unwrap();
+                            queue
+                                .submit(Op::Write, &ns, lba_of(thread, next), blocks, buffer, next)
+                                .unwrap();
+                            next += 1;
+                        }
+                        let finished = queue.wait().unwrap();
+                        finished.result.unwrap();
+                        done += 1;
+                    }
+                    // Read them back the same way and check each.
+                    let (mut next, mut done) = (0, 0);
+                    while done < COMMANDS {
+                        while next < COMMANDS && queue.in_flight() < queue.capacity() {
+                            let buffer = pool.alloc().expect("a free chunk");
+                            queue
+                                .submit(Op::Read, &ns, lba_of(thread, next), blocks, buffer, next)
+                                .unwrap();
+                            next += 1;
+                        }
+                        let finished = queue.wait().unwrap();
+                        finished.result.unwrap();
+                        let mut got = vec![0u8; 4096];
+                        finished.buffer.read_bytes(0, &mut got).unwrap();
+                        assert!(
+                            got == pattern(4096, thread * 1000 + finished.tag),
+                            "thread {thread}, command {}",
+                            finished.tag
+                        );
+                        done += 1;
+                    }
+                    // A queue dropped with commands in flight ends them first.
+                    for i in 0..queue.capacity() as u64 {
+                        let buffer = pool.alloc().expect("a free chunk");
+                        queue
+                            .submit(Op::Read, &ns, lba_of(thread, i), blocks, buffer, i)
+                            .unwrap();
+                    }
+                    drop(queue);
+                });
+            }
+        });
+        // The controller still works after all that.
+        let mut queue = c.io_queue(2).unwrap();
+        let buffer = c.device().alloc_dma(4096).unwrap();
+        queue.read(&ns, lba_of(0, 5), blocks, &buffer).unwrap();
+        let mut got = vec![0u8; 4096];
+        buffer.read_bytes(0, &mut got).unwrap();
+        assert!(got == pattern(4096, 5));
     });
 }

@@ -1,0 +1,458 @@
+//! I/O queue pairs: reads and writes, waited for one at a time on borrowed
+//! memory, or queued many at a time on owned buffers.
+//!
+//! A queued command owns its buffer: [`IoQueue::submit`] takes it by value
+//! and only [`IoQueue::reap`] or [`IoQueue::wait`] give it back, once the
+//! controller has completed the command or can no longer touch the memory
+//! (the queue was deleted, or the controller disabled). Safe code therefore
+//! cannot read, reuse or free a buffer the controller may still write. A
+//! queue forgotten with commands in flight leaks their buffers with it.
+
+use std::collections::VecDeque;
+use std::ops::Deref;
+use std::sync::Arc;
+use std::time::Instant;
+
+use usrdrv::dma::{DmaBuffer, DmaRegion, PoolBuffer, SgEntry};
+
+use crate::command::{Command, Completion, admin, nvm};
+use crate::queue::QueuePair;
+use crate::{Namespace, NvmeError, PAGE, Shared, disable, prp, status_of};
+
+/// Memory a queued command can own: a [`DmaBuffer`] or a [`PoolBuffer`].
+pub trait IoBuffer: Deref<Target = DmaRegion> + Send + std::fmt::Debug + 'static {}
+impl IoBuffer for DmaBuffer {}
+impl IoBuffer for PoolBuffer {}
+
+/// Which way a command moves data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// From the namespace into memory.
+    Read,
+    /// From memory to the namespace.
+    Write,
+}
+
+impl Op {
+    fn opcode(self) -> u8 {
+        match self {
+            Self::Read => nvm::READ,
+            Self::Write => nvm::WRITE,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Read => "Read",
+            Self::Write => "Write",
+        }
+    }
+}
+
+/// A queued command that finished, with its buffer back.
+#[derive(Debug)]
+pub struct Completed<B> {
+    /// The tag given at submission.
+    pub tag: u64,
+    /// The buffer, the caller's again.
+    pub buffer: B,
+    /// How the command ended.
+    pub result: Result<(), NvmeError>,
+}
+
+/// A command the queue did not take, with its buffer back.
+#[derive(Debug, thiserror::Error)]
+#[error("{error}")]
+pub struct Rejected<B: std::fmt::Debug> {
+    /// Why.
+    #[source]
+    pub error: NvmeError,
+    /// The buffer, still the caller's.
+    pub buffer: B,
+}
+
+/// A command in flight: the buffer it owns and the caller's tag.
+#[derive(Debug)]
+struct InFlight<B> {
+    buffer: B,
+    tag: u64,
+    op: Op,
+}
+
+/// The command id of a command waited for at once (queued ones use their
+/// slot number, below the queue depth).
+const WAITED: u16 = u16::MAX;
+
+/// An I/O queue pair, polled, for one thread at a time (`Send`, not `Sync`).
+/// Deleted from the controller when dropped (submission queue first), which
+/// ends the commands still in flight before their buffers are freed.
+#[derive(Debug)]
+pub struct IoQueue<B: IoBuffer = DmaBuffer> {
+    shared: Arc<Shared>,
+    queue: QueuePair,
+    /// PRP list pages: `pages_per_command` for each slot, and for a waited
+    /// command after them.
+    lists: DmaBuffer,
+    pages_per_command: usize,
+    /// Commands in flight, by command id.
+    slots: Vec<Option<InFlight<B>>>,
+    /// Completions seen while waiting for something else.
+    finished: VecDeque<Completed<B>>,
+    max_transfer: usize,
+    _not_sync: std::marker::PhantomData<std::cell::Cell<()>>,
+}
+
+impl<B: IoBuffer> IoQueue<B> {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        queue: QueuePair,
+        max_transfer: usize,
+    ) -> Result<Self, NvmeError> {
+        let pages_per_command = prp::list_pages_needed(max_transfer / PAGE, PAGE / 8);
+        // One slot stays empty in a full queue: depth - 1 queued, and one waited.
+        let slots = usize::from(queue.depth()) - 1;
+        let lists = shared
+            .device
+            .alloc_dma((slots + 1) * pages_per_command * PAGE)?;
+        Ok(Self {
+            shared,
+            queue,
+            lists,
+            pages_per_command,
+            slots: std::iter::repeat_with(|| None).take(slots).collect(),
+            finished: VecDeque::new(),
+            max_transfer,
+            _not_sync: std::marker::PhantomData,
+        })
+    }
+
+    /// Commands queued and not yet reaped.
+    pub fn in_flight(&self) -> usize {
+        self.slots.iter().filter(|s| s.is_some()).count() + self.finished.len()
+    }
+
+    /// How many commands can be queued at once (the depth minus one).
+    pub fn capacity(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Reads `blocks` logical blocks of `ns` from `lba` into the start of
+    /// `buffer`, and waits for the completion.
+    pub fn read(
+        &mut self,
+        ns: &Namespace,
+        lba: u64,
+        blocks: u32,
+        buffer: &DmaRegion,
+    ) -> Result<(), NvmeError> {
+        self.transfer_now(Op::Read, ns, lba, blocks, buffer, 0)
+    }
+
+    /// Writes `blocks` logical blocks of `ns` at `lba` from the start of
+    /// `buffer`, and waits for the completion.
+    pub fn write(
+        &mut self,
+        ns: &Namespace,
+        lba: u64,
+        blocks: u32,
+        buffer: &DmaRegion,
+    ) -> Result<(), NvmeError> {
+        self.transfer_now(Op::Write, ns, lba, blocks, buffer, 0)
+    }
+
+    /// Like [`IoQueue::read`], into `buffer` from byte `offset` (a multiple
+    /// of 4: PRP offsets are dword aligned).
+    pub fn read_at(
+        &mut self,
+        ns: &Namespace,
+        lba: u64,
+        blocks: u32,
+        buffer: &DmaRegion,
+        offset: usize,
+    ) -> Result<(), NvmeError> {
+        self.transfer_now(Op::Read, ns, lba, blocks, buffer, offset)
+    }
+
+    /// Like [`IoQueue::write`], from `buffer` at byte `offset`.
+    pub fn write_at(
+        &mut self,
+        ns: &Namespace,
+        lba: u64,
+        blocks: u32,
+        buffer: &DmaRegion,
+        offset: usize,
+    ) -> Result<(), NvmeError> {
+        self.transfer_now(Op::Write, ns, lba, blocks, buffer, offset)
+    }
+
+    /// Flushes namespace `ns`'s volatile write cache, and waits.
+    pub fn flush(&mut self, ns: &Namespace) -> Result<(), NvmeError> {
+        self.wait_now("Flush", Command::new(nvm::FLUSH, ns.id))
+    }
+
+    /// Queues `op` of `blocks` blocks of `ns` at `lba` on the start of
+    /// `buffer`, which the command owns until it is reaped; `tag` comes back
+    /// with it. Returns at once; the buffer comes back in the error if the
+    /// command could not be queued.
+    ///
+    /// ```no_run
+    /// # use usrdrv_nvme::{Controller, Op};
+    /// # let mut nvme = Controller::open("0000:00:02.0".parse()?)?;
+    /// # let ns = nvme.namespaces()?[0];
+    /// let mut queue = nvme.io_queue(32)?;
+    /// for i in 0..8 {
+    ///     let buffer = nvme.device().alloc_dma(4096)?;
+    ///     queue.submit(Op::Read, &ns, i * 8, 8, buffer, i)?;
+    /// }
+    /// while queue.in_flight() > 0 {
+    ///     let done = queue.wait()?;
+    ///     done.result?;
+    ///     // done.buffer holds blocks done.tag * 8 ..
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn submit(
+        &mut self,
+        op: Op,
+        ns: &Namespace,
+        lba: u64,
+        blocks: u32,
+        buffer: B,
+        tag: u64,
+    ) -> Result<(), Rejected<B>> {
+        let Some(slot) = self.slots.iter().position(Option::is_none) else {
+            return Err(Rejected {
+                error: NvmeError::QueueFull {
+                    qid: self.queue.qid(),
+                },
+                buffer,
+            });
+        };
+        let command = match self.prepare(op, ns, lba, blocks, &buffer, 0, slot) {
+            Ok(command) => command,
+            Err(error) => return Err(Rejected { error, buffer }),
+        };
+        let cid = slot as u16;
+        if let Err(error) = self.queue.submit(&self.shared.bar, command, cid) {
+            return Err(Rejected { error, buffer });
+        }
+        self.slots[slot] = Some(InFlight { buffer, tag, op });
+        Ok(())
+    }
+
+    /// A finished queued command, if one has completed: does not wait.
+    pub fn reap(&mut self) -> Result<Option<Completed<B>>, NvmeError> {
+        if let Some(done) = self.finished.pop_front() {
+            return Ok(Some(done));
+        }
+        Ok(self
+            .queue
+            .poll(&self.shared.bar)?
+            .and_then(|done| self.finish(done)))
+    }
+
+    /// The next finished queued command, waiting for it (up to the command
+    /// timeout; then the controller is disabled and every command in flight
+    /// comes back failed, its buffer safe to reuse).
+    pub fn wait(&mut self) -> Result<Completed<B>, NvmeError> {
+        if self.in_flight() == 0 {
+            return Err(NvmeError::Transfer {
+                what: "nothing is queued to wait for".into(),
+            });
+        }
+        let start = Instant::now();
+        loop {
+            if let Some(done) = self.reap()? {
+                return Ok(done);
+            }
+            if start.elapsed() > self.shared.timeout {
+                self.shared.check_alive()?;
+                self.give_up();
+                return self.finished.pop_front().ok_or(NvmeError::Disabled);
+            }
+            std::hint::spin_loop();
+        }
+    }
+
+    /// The command for a transfer, its PRP lists written in slot `slot`.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "one transfer's whole description"
+    )]
+    fn prepare(
+        &self,
+        op: Op,
+        ns: &Namespace,
+        lba: u64,
+        blocks: u32,
+        buffer: &DmaRegion,
+        offset: usize,
+        slot: usize,
+    ) -> Result<Command, NvmeError> {
+        if self.shared.lock_admin().disabled {
+            return Err(NvmeError::Disabled);
+        }
+        let len = usize::try_from(blocks)
+            .unwrap_or(usize::MAX)
+            .saturating_mul(ns.block_size);
+        if blocks == 0 || blocks > 65536 || len > self.max_transfer {
+            return Err(NvmeError::Transfer {
+                what: format!(
+                    "{blocks} blocks of {} bytes: one command moves 1 to 65536 blocks and at most {} bytes (MDTS)",
+                    ns.block_size, self.max_transfer
+                ),
+            });
+        }
+        if offset.checked_add(len).is_none_or(|end| end > buffer.len()) {
+            return Err(NvmeError::Transfer {
+                what: format!(
+                    "{len} bytes at offset {offset} do not fit the {}-byte buffer",
+                    buffer.len()
+                ),
+            });
+        }
+        let segments = [SgEntry {
+            device_addr: buffer.device_addr() + offset as u64,
+            len,
+        }];
+        let pages = prp::pages(&segments, PAGE as u64)?;
+        let first = slot * self.pages_per_command;
+        let list_pages: Vec<u64> = (first..first + self.pages_per_command)
+            .map(|i| self.lists.device_addr() + (i * PAGE) as u64)
+            .collect();
+        let prps = prp::build(&pages, PAGE as u64, &list_pages)?;
+        for list in &prps.lists {
+            let at =
+                usize::try_from(list.device_addr - self.lists.device_addr()).unwrap_or(usize::MAX);
+            self.lists.write_array(at, &list.entries)?;
+        }
+        if op == Op::Write {
+            buffer.sync_for_device();
+        }
+        Ok(Command::io(
+            op.opcode(),
+            ns.id,
+            lba,
+            blocks,
+            prps.prp1,
+            prps.prp2,
+        ))
+    }
+
+    fn transfer_now(
+        &mut self,
+        op: Op,
+        ns: &Namespace,
+        lba: u64,
+        blocks: u32,
+        buffer: &DmaRegion,
+        offset: usize,
+    ) -> Result<(), NvmeError> {
+        let command = self.prepare(op, ns, lba, blocks, buffer, offset, self.slots.len())?;
+        self.wait_now(op.name(), command)?;
+        if op == Op::Read {
+            buffer.sync_for_cpu();
+        }
+        Ok(())
+    }
+
+    /// Submits `command` and waits for it, keeping the completions of queued
+    /// commands that arrive meanwhile for `reap`.
+    fn wait_now(&mut self, name: &'static str, command: Command) -> Result<(), NvmeError> {
+        if self.shared.lock_admin().disabled {
+            return Err(NvmeError::Disabled);
+        }
+        self.queue.submit(&self.shared.bar, command, WAITED)?;
+        let Self {
+            shared,
+            queue,
+            slots,
+            finished,
+            ..
+        } = self;
+        let waited = shared.wait_for(queue, name, |done| done.cid == WAITED, &mut |done| {
+            if let Some(completed) = finish(slots, done) {
+                finished.push_back(completed);
+            }
+        });
+        match waited {
+            Ok(done) => status_of(name, done).map(drop),
+            Err(e) => {
+                if matches!(e, NvmeError::Timeout { .. }) {
+                    self.give_up();
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// The queued command `done` completes, with its buffer.
+    fn finish(&mut self, done: Completion) -> Option<Completed<B>> {
+        finish(&mut self.slots, done)
+    }
+
+    /// After a timeout: the controller is disabled (by the wait that timed
+    /// out), so nothing in flight can still be written; every queued command
+    /// comes back failed.
+    fn give_up(&mut self) {
+        self.shared.lock_admin().disabled = true;
+        let _ = disable(
+            &self.shared.bar,
+            self.shared.cap,
+            self.shared.device.address(),
+        );
+        for slot in &mut self.slots {
+            if let Some(InFlight { buffer, tag, .. }) = slot.take() {
+                self.finished.push_back(Completed {
+                    tag,
+                    buffer,
+                    result: Err(NvmeError::Disabled),
+                });
+            }
+        }
+    }
+}
+
+/// Takes the command `done` completes out of `slots`.
+fn finish<B: IoBuffer>(
+    slots: &mut [Option<InFlight<B>>],
+    done: Completion,
+) -> Option<Completed<B>> {
+    let InFlight { buffer, tag, op } = slots.get_mut(usize::from(done.cid))?.take()?;
+    if op == Op::Read {
+        buffer.sync_for_cpu();
+    }
+    Some(Completed {
+        tag,
+        buffer,
+        result: status_of(op.name(), done).map(drop),
+    })
+}
+
+impl<B: IoBuffer> Drop for IoQueue<B> {
+    fn drop(&mut self) {
+        let mut admin = self.shared.lock_admin();
+        let qid = u32::from(self.queue.qid());
+        let mut sq = Command::new(admin::DELETE_SQ, 0);
+        sq.cdw10[0] = qid;
+        let deleted = self
+            .shared
+            .admin_command(&mut admin, "Delete I/O Submission Queue", sq);
+        if deleted.is_err() && self.slots.iter().any(Option::is_some) {
+            // Commands may still be live: stop the controller before their
+            // buffers are freed.
+            admin.disabled = true;
+            let _ = disable(
+                &self.shared.bar,
+                self.shared.cap,
+                self.shared.device.address(),
+            );
+        }
+        let mut cq = Command::new(admin::DELETE_CQ, 0);
+        cq.cdw10[0] = qid;
+        let _ = self
+            .shared
+            .admin_command(&mut admin, "Delete I/O Completion Queue", cq);
+        admin.qids.remove(&self.queue.qid());
+    }
+}
