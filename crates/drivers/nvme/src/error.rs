@@ -73,6 +73,16 @@ pub enum NvmeError {
         /// What is wrong.
         what: String,
     },
+    /// The kernel took the controller back (unbind, hot-unplug): every
+    /// command in flight and every later one fails this way. Buffers of
+    /// commands in flight stay with their queue until it is dropped.
+    #[error(
+        "the NVMe controller at {address} was revoked (unbound or removed): drop every handle to it"
+    )]
+    Revoked {
+        /// The controller.
+        address: PciAddress,
+    },
     /// The controller was disabled after a command timed out (its memory is
     /// safe to reuse); open it again to go on.
     #[error("the controller was disabled after a timeout: open it again")]
@@ -86,6 +96,7 @@ impl NvmeError {
             Self::Open(e) => e.is_revoked(),
             Self::Mmio(e) => matches!(e, MmioError::Revoked { .. }),
             Self::Dma(e) => e.is_revoked(),
+            Self::Revoked { .. } => true,
             _ => false,
         }
     }

@@ -220,6 +220,9 @@ impl<B: IoBuffer> IoQueue<B> {
         buffer: B,
         tag: u64,
     ) -> Result<(), Rejected<B>> {
+        if let Err(error) = self.shared.live() {
+            return Err(Rejected { error, buffer });
+        }
         let Some(slot) = self.slots.iter().position(Option::is_none) else {
             return Err(Rejected {
                 error: NvmeError::QueueFull {
@@ -265,6 +268,9 @@ impl<B: IoBuffer> IoQueue<B> {
             if let Some(done) = self.reap()? {
                 return Ok(done);
             }
+            // Revoked: the buffers in flight stay here until the queue is
+            // dropped (the controller is no longer there to complete them).
+            self.shared.live()?;
             if start.elapsed() > self.shared.timeout {
                 self.shared.check_alive()?;
                 self.give_up();

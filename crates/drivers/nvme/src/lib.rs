@@ -345,6 +345,7 @@ impl Shared {
                 other(done);
                 continue;
             }
+            self.live()?;
             if start.elapsed() > self.timeout {
                 self.check_alive()?;
                 let _ = disable(&self.bar, self.cap, self.device.address());
@@ -355,6 +356,17 @@ impl Shared {
             }
             std::hint::spin_loop();
         }
+    }
+
+    /// Fails with [`NvmeError::Revoked`] once the kernel took the device back
+    /// (one atomic load: cheap enough for every turn of a polling loop).
+    fn live(&self) -> Result<(), NvmeError> {
+        if self.device.is_revoked() {
+            return Err(NvmeError::Revoked {
+                address: self.device.address(),
+            });
+        }
+        Ok(())
     }
 
     /// Fails if the controller reads all-ones or reports a fatal error.

@@ -97,10 +97,14 @@ impl QueuePair {
         command.set_cid(cid);
         self.sq
             .write_obj(usize::from(self.sq_tail) * SQE, &command)?;
-        self.sq_tail = (self.sq_tail + 1) % self.depth;
+        let tail = (self.sq_tail + 1) % self.depth;
         // The entry is in memory before the controller learns of it.
         self.sq.sync_for_device();
-        bar.write32(self.sq_doorbell, u32::from(self.sq_tail))?;
+        // Only a doorbell that reached the controller moves the tail: after a
+        // failed one, the next command overwrites this entry before any
+        // doorbell can show it, so a rejected command never runs.
+        bar.write32(self.sq_doorbell, u32::from(tail))?;
+        self.sq_tail = tail;
         Ok(())
     }
 

@@ -301,3 +301,114 @@ fn queued_commands_wrap_their_queues_many_times_on_several_threads() {
         assert!(got == pattern(4096, 5));
     });
 }
+
+#[test]
+#[ignore = "needs the usrdrv VM: run by `cargo xtask test`"]
+fn a_process_killed_mid_io_leaves_the_controller_to_the_next_one() {
+    let address = nvme();
+    Sysfs::system()
+        .bind(address, driver())
+        .expect("bind to this boot's driver");
+    let mut perf = std::process::Command::new("usrdrv-nvme")
+        .args([
+            "perf",
+            &address.to_string(),
+            "--time",
+            "30",
+            "--queue-depth",
+            "32",
+        ])
+        .args(["--pattern", "randread", "--io-size", "65536"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("usrdrv-nvme is in the VM's PATH");
+    std::thread::sleep(Duration::from_millis(1500));
+    perf.kill().unwrap();
+    perf.wait().unwrap();
+    // The next owner resets the controller at open and gets correct data.
+    with_usrdrv(|c| {
+        let ns = c.namespaces().unwrap()[0];
+        let mut queue = c.io_queue(4).unwrap();
+        let buffer = c.device().alloc_dma(8192).unwrap();
+        let data = pattern(8192, 77);
+        buffer.write_bytes(0, &data).unwrap();
+        let lba = FIRST_BYTE / ns.block_size as u64;
+        queue.write(&ns, lba, ns.blocks_in(8192), &buffer).unwrap();
+        buffer.fill(0, 8192, 0).unwrap();
+        queue.read(&ns, lba, ns.blocks_in(8192), &buffer).unwrap();
+        let mut got = vec![0u8; 8192];
+        buffer.read_bytes(0, &mut got).unwrap();
+        assert!(got == data, "the next owner reads what it wrote");
+    });
+}
+
+#[test]
+#[ignore = "needs the usrdrv VM: run by `cargo xtask test`"]
+fn unbinding_with_io_in_flight_fails_every_command_promptly() {
+    use usrdrv_nvme::Op;
+    let address = nvme();
+    Sysfs::system()
+        .bind(address, driver())
+        .expect("bind to this boot's driver");
+    let mut c = Controller::open(address).unwrap();
+    let ns = c.namespaces().unwrap()[0];
+    let mut queue = c.io_queue(16).unwrap();
+    let blocks = ns.blocks_in(65536);
+    let unbind_at = std::sync::Arc::new(std::sync::OnceLock::new());
+    let unbinder = {
+        let unbind_at = std::sync::Arc::clone(&unbind_at);
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(500));
+            let _ = unbind_at.set(Instant::now());
+            std::fs::write(
+                format!("/sys/bus/pci/devices/{address}/driver/unbind"),
+                address.to_string(),
+            )
+        })
+    };
+    // Keep the queue full until the commands start failing.
+    let mut tag = 0;
+    let error = 'io: loop {
+        while queue.in_flight() < queue.capacity() {
+            let buffer = match c.device().alloc_dma(65536) {
+                Ok(buffer) => buffer,
+                Err(e) => break 'io NvmeError::Dma(e),
+            };
+            let lba = (tag % 64) * u64::from(blocks);
+            if let Err(rejected) = queue.submit(Op::Read, &ns, lba, blocks, buffer, tag) {
+                break 'io rejected.error;
+            }
+            tag += 1;
+        }
+        match queue.wait() {
+            Ok(done) => {
+                if let Err(e) = done.result {
+                    break e;
+                }
+            }
+            Err(e) => break e,
+        }
+        assert!(tag < 1_000_000, "the unbind never reached the driver");
+    };
+    let noticed = Instant::now();
+    assert!(error.is_revoked(), "{error}");
+    let since = noticed - *unbind_at.get().expect("the unbind started");
+    assert!(
+        since < Duration::from_secs(1),
+        "noticed {since:?} after the unbind"
+    );
+    // Every later call says so too, and nothing hangs on the way out.
+    let buffer = c.device().alloc_dma(4096);
+    assert!(
+        buffer.is_err()
+            || queue
+                .read(&ns, 0, 1, &buffer.unwrap())
+                .unwrap_err()
+                .is_revoked()
+    );
+    drop(queue);
+    drop(c);
+    unbinder.join().unwrap().expect("the unbind completes");
+    to_kernel(address);
+}
