@@ -22,6 +22,9 @@ pub enum NvmeError {
     /// A DMA operation failed.
     #[error(transparent)]
     Dma(#[from] DmaError),
+    /// An interrupt operation failed.
+    #[error(transparent)]
+    Irq(#[from] usrdrv::irq::IrqError),
     /// A register read all-ones: the controller is gone (removed, or dead).
     #[error("the NVMe controller at {address} reads all-ones: it is gone (removed or dead)")]
     Gone {
@@ -96,6 +99,7 @@ impl NvmeError {
             Self::Open(e) => e.is_revoked(),
             Self::Mmio(e) => matches!(e, MmioError::Revoked { .. }),
             Self::Dma(e) => e.is_revoked(),
+            Self::Irq(e) => matches!(e, usrdrv::irq::IrqError::Revoked { .. }),
             Self::Revoked { .. } => true,
             _ => false,
         }

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use usrdrv::dma::{DmaBuffer, DmaRegion, PoolBuffer, SgEntry};
+use usrdrv::irq::{Interrupts, IrqError};
 
 use crate::command::{Command, Completion, admin, nvm};
 use crate::queue::QueuePair;
@@ -99,6 +100,9 @@ pub struct IoQueue<B: IoBuffer = DmaBuffer> {
     /// Completions seen while waiting for something else.
     finished: VecDeque<Completed<B>>,
     max_transfer: usize,
+    /// The controller's MSI-X vectors, when this queue's completions raise
+    /// vector `qid`.
+    interrupts: Option<Arc<Interrupts>>,
     _not_sync: std::marker::PhantomData<std::cell::Cell<()>>,
 }
 
@@ -107,6 +111,7 @@ impl<B: IoBuffer> IoQueue<B> {
         shared: Arc<Shared>,
         queue: QueuePair,
         max_transfer: usize,
+        interrupts: Option<Arc<Interrupts>>,
     ) -> Result<Self, NvmeError> {
         let pages_per_command = prp::list_pages_needed(max_transfer / PAGE, PAGE / 8);
         // One slot stays empty in a full queue: depth - 1 queued, and one waited.
@@ -122,8 +127,15 @@ impl<B: IoBuffer> IoQueue<B> {
             slots: std::iter::repeat_with(|| None).take(slots).collect(),
             finished: VecDeque::new(),
             max_transfer,
+            interrupts,
             _not_sync: std::marker::PhantomData,
         })
+    }
+
+    /// Whether completions raise an interrupt (waits sleep) rather than
+    /// being polled.
+    pub fn uses_interrupts(&self) -> bool {
+        self.interrupts.is_some()
     }
 
     /// Commands queued and not yet reaped.
@@ -271,12 +283,25 @@ impl<B: IoBuffer> IoQueue<B> {
             // Revoked: the buffers in flight stay here until the queue is
             // dropped (the controller is no longer there to complete them).
             self.shared.live()?;
-            if start.elapsed() > self.shared.timeout {
+            let waited = start.elapsed();
+            if waited > self.shared.timeout {
                 self.shared.check_alive()?;
                 self.give_up();
                 return self.finished.pop_front().ok_or(NvmeError::Disabled);
             }
-            std::hint::spin_loop();
+            match &self.interrupts {
+                // A completion posted since the poll above has raised the
+                // vector already: the wait returns at once then.
+                Some(irqs) => match irqs.wait(
+                    usize::from(self.queue.qid()),
+                    Some(self.shared.timeout - waited),
+                ) {
+                    Ok(_) => {}
+                    Err(IrqError::Revoked { .. }) => self.shared.live()?,
+                    Err(e) => return Err(NvmeError::Irq(e)),
+                },
+                None => std::hint::spin_loop(),
+            }
         }
     }
 

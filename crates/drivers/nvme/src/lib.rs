@@ -42,6 +42,7 @@ use std::time::{Duration, Instant};
 
 use usrdrv::Device;
 use usrdrv::dma::{DmaBuffer, DmaMask, DmaRegion};
+use usrdrv::irq::{Interrupts, IrqKind};
 use usrdrv::mmio::Bar;
 use usrdrv::pci::PciAddress;
 
@@ -73,6 +74,9 @@ struct Shared {
     cap: Capabilities,
     admin: Mutex<Admin>,
     timeout: Duration,
+    /// MSI-X vectors (vector `q` for I/O queue `q`), enabled by the first
+    /// queue that asks for interrupts.
+    interrupts: Mutex<Option<Arc<Interrupts>>>,
 }
 
 /// The admin queue and a page for Identify data.
@@ -144,6 +148,7 @@ impl Controller {
                 qids: std::collections::BTreeSet::new(),
             }),
             timeout: DEFAULT_COMMAND_TIMEOUT,
+            interrupts: Mutex::new(None),
         });
         let info = {
             let mut admin = shared.lock_admin();
@@ -220,6 +225,47 @@ impl Controller {
     /// Like [`Controller::io_queue`], for queued commands owning buffers of
     /// type `B` (pool chunks, for example).
     pub fn io_queue_for<B: IoBuffer>(&mut self, depth: u16) -> Result<IoQueue<B>, NvmeError> {
+        self.create_io_queue(depth, false)
+    }
+
+    /// Like [`Controller::io_queue_for`], with completions signalled by an
+    /// MSI-X vector of the queue's own: waits sleep instead of polling.
+    pub fn io_queue_with_interrupts<B: IoBuffer>(
+        &mut self,
+        depth: u16,
+    ) -> Result<IoQueue<B>, NvmeError> {
+        self.create_io_queue(depth, true)
+    }
+
+    /// The controller's MSI-X vectors, enabled on first use: one for the
+    /// admin queue and one for each I/O queue the controller granted.
+    fn interrupts(&self) -> Result<Arc<Interrupts>, NvmeError> {
+        let mut slot = self
+            .shared
+            .interrupts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(irqs) = slot.as_ref() {
+            return Ok(Arc::clone(irqs));
+        }
+        let device = &self.shared.device;
+        let available = device.irq_info(IrqKind::Msix)?.count;
+        let wanted = (u32::from(self.io_queues) + 1).min(available);
+        let irqs = Arc::new(device.enable_interrupts(IrqKind::Msix, wanted)?);
+        *slot = Some(Arc::clone(&irqs));
+        Ok(irqs)
+    }
+
+    fn create_io_queue<B: IoBuffer>(
+        &mut self,
+        depth: u16,
+        with_interrupts: bool,
+    ) -> Result<IoQueue<B>, NvmeError> {
+        let irqs = if with_interrupts {
+            Some(self.interrupts()?)
+        } else {
+            None
+        };
         let depth = depth.clamp(2, self.shared.cap.max_queue_entries().min(65535) as u16);
         let mut admin = self.shared.lock_admin();
         let Some(qid) = (1..=self.io_queues).find(|q| !admin.qids.contains(q)) else {
@@ -240,8 +286,19 @@ impl Controller {
         let mut cq = Command::new(admin::CREATE_CQ, 0);
         cq.prp1 = queue.cq_addr();
         cq.cdw10[0] = size;
-        // Physically contiguous, interrupts off (polled).
-        cq.cdw10[1] = 1;
+        // Physically contiguous; interrupts on vector `qid`, or off (polled).
+        cq.cdw10[1] = match &irqs {
+            Some(irqs) if usize::from(qid) < irqs.len() => u32::from(qid) << 16 | 0b11,
+            Some(irqs) => {
+                return Err(NvmeError::Transfer {
+                    what: format!(
+                        "queue {qid} has no MSI-X vector of its own ({} enabled)",
+                        irqs.len()
+                    ),
+                });
+            }
+            None => 1,
+        };
         self.shared
             .admin_command(&mut admin, "Create I/O Completion Queue", cq)?;
         let mut sq = Command::new(admin::CREATE_SQ, 0);
@@ -261,7 +318,7 @@ impl Controller {
         }
         admin.qids.insert(qid);
         drop(admin);
-        IoQueue::new(Arc::clone(&self.shared), queue, self.max_transfer())
+        IoQueue::new(Arc::clone(&self.shared), queue, self.max_transfer(), irqs)
     }
 
     /// Set Features, Number of Queues: asks for `wanted` pairs, returns how

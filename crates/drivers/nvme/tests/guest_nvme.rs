@@ -231,9 +231,18 @@ fn queued_commands_wrap_their_queues_many_times_on_several_threads() {
         let lba_of = |thread: u64, i: u64| {
             (FIRST_BYTE + (thread * COMMANDS + i) * 4096) / ns.block_size as u64
         };
+        // One queue polled, the others on their own MSI-X vectors.
         let queues: Vec<_> = (0..THREADS)
-            .map(|_| c.io_queue_for::<usrdrv::dma::PoolBuffer>(8).unwrap())
+            .map(|i| {
+                if i == 0 {
+                    c.io_queue_for::<usrdrv::dma::PoolBuffer>(8).unwrap()
+                } else {
+                    c.io_queue_with_interrupts::<usrdrv::dma::PoolBuffer>(8)
+                        .unwrap()
+                }
+            })
             .collect();
+        assert!(!queues[0].uses_interrupts() && queues[1].uses_interrupts());
         let pools: Vec<_> = (0..THREADS)
             .map(|_| c.device().dma_pool(4096, 16).unwrap())
             .collect();

@@ -106,7 +106,22 @@ fn identify_write_read_and_perf() {
         let p50 = perf["latency_us"]["p50"].as_f64().unwrap();
         let max = perf["latency_us"]["max"].as_f64().unwrap();
         assert!(p50 > 0.0 && p50 <= max, "{perf}");
-        let refused = tool(&["perf", &addr, "--interrupt", "--time", "1"]);
+        let interrupts: serde_json::Value = serde_json::from_str(&ok(&[
+            "perf",
+            &addr,
+            "--time",
+            "1",
+            "--queue-depth",
+            "4",
+            "--queues",
+            "2",
+            "--interrupt",
+            "--json",
+        ]))
+        .unwrap();
+        assert_eq!(interrupts["completions"], "interrupt");
+        assert!(interrupts["ios"].as_u64().unwrap() > 0, "{interrupts}");
+        let refused = tool(&["perf", &addr, "--queues", "1000", "--time", "1"]);
         assert_eq!(refused.status.code(), Some(1));
     });
 }

@@ -54,10 +54,10 @@ pub struct PerfArgs {
     /// The namespace.
     #[arg(long, default_value_t = 1)]
     namespace: u32,
-    /// Wait for completions by polling (the only mode this version has).
-    #[arg(long, default_value_t = true)]
+    /// Wait for completions by polling the completion queue (the default).
+    #[arg(long)]
     poll: bool,
-    /// Wait for completions on interrupts (not yet supported: refused).
+    /// Wait for completions on each queue's own MSI-X vector instead.
     #[arg(long, conflicts_with = "poll")]
     interrupt: bool,
 }
@@ -80,6 +80,7 @@ struct Report {
     queue_depth: u16,
     io_size: usize,
     queues: u16,
+    completions: &'static str,
     seconds: f64,
     ios: u64,
     iops: f64,
@@ -126,11 +127,6 @@ fn cpu_time() -> Duration {
 
 /// Runs `usrdrv-nvme perf`.
 pub fn run(args: &PerfArgs, json: bool) -> Result<(), ToolError> {
-    if args.interrupt {
-        return Err(ToolError::Usage(
-            "--interrupt is not supported yet: completions are polled (--poll)".into(),
-        ));
-    }
     let mut c = Controller::open(args.address)?;
     let ns = namespace(&mut c, args.namespace)?;
     if args.io_size == 0
@@ -151,7 +147,12 @@ pub fn run(args: &PerfArgs, json: bool) -> Result<(), ToolError> {
     }
     let mut work = Vec::new();
     for _ in 0..args.queues {
-        let queue = c.io_queue_for::<PoolBuffer>(args.queue_depth.saturating_add(1))?;
+        let depth = args.queue_depth.saturating_add(1);
+        let queue = if args.interrupt {
+            c.io_queue_with_interrupts::<PoolBuffer>(depth)?
+        } else {
+            c.io_queue_for::<PoolBuffer>(depth)?
+        };
         let depth = queue.capacity();
         let pool = c.device().dma_pool(args.io_size, depth)?;
         work.push((queue, pool));
@@ -211,6 +212,7 @@ pub fn run(args: &PerfArgs, json: bool) -> Result<(), ToolError> {
         queue_depth: args.queue_depth,
         io_size: args.io_size,
         queues: args.queues,
+        completions: if args.interrupt { "interrupt" } else { "poll" },
         seconds: elapsed,
         ios: total.ios,
         iops: total.ios as f64 / elapsed,
@@ -238,12 +240,13 @@ pub fn run(args: &PerfArgs, json: bool) -> Result<(), ToolError> {
         );
     } else {
         println!(
-            "{} {:?} {} B, QD {} x {} queue(s), {:.1} s: {:.0} IOPS, {:.1} MiB/s",
+            "{} {:?} {} B, QD {} x {} queue(s), {}, {:.1} s: {:.0} IOPS, {:.1} MiB/s",
             report.address,
             report.pattern,
             report.io_size,
             report.queue_depth,
             report.queues,
+            report.completions,
             report.seconds,
             report.iops,
             report.mib_per_s
