@@ -103,8 +103,17 @@ pub struct IoQueue<B: IoBuffer = DmaBuffer> {
     /// The controller's MSI-X vectors, when this queue's completions raise
     /// vector `qid`.
     interrupts: Option<Arc<Interrupts>>,
+    /// Optional NVM Command Support (Identify Controller).
+    oncs: u16,
     _not_sync: std::marker::PhantomData<std::cell::Cell<()>>,
 }
+
+/// ONCS: Dataset Management.
+const ONCS_DSM: u16 = 1 << 2;
+/// ONCS: Write Zeroes.
+const ONCS_WRITE_ZEROES: u16 = 1 << 3;
+/// Ranges one Dataset Management command takes (16 bytes each, one page).
+const MAX_RANGES: usize = 256;
 
 impl<B: IoBuffer> IoQueue<B> {
     pub(crate) fn new(
@@ -112,6 +121,7 @@ impl<B: IoBuffer> IoQueue<B> {
         queue: QueuePair,
         max_transfer: usize,
         interrupts: Option<Arc<Interrupts>>,
+        oncs: u16,
     ) -> Result<Self, NvmeError> {
         let pages_per_command = prp::list_pages_needed(max_transfer / PAGE, PAGE / 8);
         // One slot stays empty in a full queue: depth - 1 queued, and one waited.
@@ -128,6 +138,7 @@ impl<B: IoBuffer> IoQueue<B> {
             finished: VecDeque::new(),
             max_transfer,
             interrupts,
+            oncs,
             _not_sync: std::marker::PhantomData,
         })
     }
@@ -200,6 +211,60 @@ impl<B: IoBuffer> IoQueue<B> {
     /// Flushes namespace `ns`'s volatile write cache, and waits.
     pub fn flush(&mut self, ns: &Namespace) -> Result<(), NvmeError> {
         self.wait_now("Flush", Command::new(nvm::FLUSH, ns.id))
+    }
+
+    /// Sets `blocks` blocks of `ns` from `lba` to zeroes without moving data
+    /// (Write Zeroes), and waits; [`NvmeError::Unsupported`] when the
+    /// controller does not offer it.
+    pub fn write_zeroes(&mut self, ns: &Namespace, lba: u64, blocks: u32) -> Result<(), NvmeError> {
+        self.supports(ONCS_WRITE_ZEROES, "Write Zeroes")?;
+        if blocks == 0 || blocks > 65536 {
+            return Err(NvmeError::Transfer {
+                what: format!("{blocks} blocks: Write Zeroes takes 1 to 65536"),
+            });
+        }
+        let command = Command::io(nvm::WRITE_ZEROES, ns.id, lba, blocks, 0, 0);
+        self.wait_now("Write Zeroes", command)
+    }
+
+    /// Tells the controller the blocks of `ranges` (first block, count) of
+    /// `ns` hold nothing worth keeping (Dataset Management, deallocate), and
+    /// waits; [`NvmeError::Unsupported`] when the controller does not offer
+    /// it. Up to 256 ranges a call.
+    pub fn deallocate(&mut self, ns: &Namespace, ranges: &[(u64, u32)]) -> Result<(), NvmeError> {
+        self.supports(ONCS_DSM, "Dataset Management")?;
+        if ranges.is_empty() || ranges.len() > MAX_RANGES {
+            return Err(NvmeError::Transfer {
+                what: format!(
+                    "{} ranges: deallocate takes 1 to {MAX_RANGES}",
+                    ranges.len()
+                ),
+            });
+        }
+        // The range list goes in the waited command's PRP list page.
+        let at = self.slots.len() * self.pages_per_command * PAGE;
+        let entries: Vec<[u32; 4]> = ranges
+            .iter()
+            .map(|&(lba, blocks)| [0, blocks, lba as u32, (lba >> 32) as u32])
+            .collect();
+        self.lists.write_array(at, &entries)?;
+        self.lists.sync_for_device();
+        let mut command = Command::new(nvm::DATASET_MANAGEMENT, ns.id);
+        command.prp1 = self.lists.device_addr() + at as u64;
+        command.cdw10[0] = (ranges.len() - 1) as u32;
+        // Attribute: deallocate.
+        command.cdw10[1] = 1 << 2;
+        self.wait_now("Dataset Management", command)
+    }
+
+    fn supports(&self, bit: u16, what: &str) -> Result<(), NvmeError> {
+        if self.oncs & bit == 0 {
+            return Err(NvmeError::Unsupported {
+                address: self.shared.device.address(),
+                why: format!("the controller does not offer {what} (ONCS)"),
+            });
+        }
+        Ok(())
     }
 
     /// Queues `op` of `blocks` blocks of `ns` at `lba` on the start of

@@ -318,7 +318,13 @@ impl Controller {
         }
         admin.qids.insert(qid);
         drop(admin);
-        IoQueue::new(Arc::clone(&self.shared), queue, self.max_transfer(), irqs)
+        IoQueue::new(
+            Arc::clone(&self.shared),
+            queue,
+            self.max_transfer(),
+            irqs,
+            self.info.oncs,
+        )
     }
 
     /// Set Features, Number of Queues: asks for `wanted` pairs, returns how

@@ -206,6 +206,28 @@ fn errors_carry_the_specifications_status() {
         );
         // The queue keeps working after errors.
         queue.read(&ns, 0, 1, &buffer).unwrap();
+
+        // Write Zeroes and deallocate (QEMU offers both).
+        assert!(c.info().oncs & 0b1100 == 0b1100, "{:#x}", c.info().oncs);
+        let lba = FIRST_BYTE / ns.block_size as u64;
+        buffer.write_bytes(0, &pattern(4096, 9)).unwrap();
+        queue.write(&ns, lba, ns.blocks_in(4096), &buffer).unwrap();
+        queue.write_zeroes(&ns, lba, ns.blocks_in(4096)).unwrap();
+        buffer.fill(0, 4096, 0xee).unwrap();
+        queue.read(&ns, lba, ns.blocks_in(4096), &buffer).unwrap();
+        let mut got = vec![0u8; 4096];
+        buffer.read_bytes(0, &mut got).unwrap();
+        assert!(
+            got.iter().all(|&b| b == 0),
+            "Write Zeroes zeroed the blocks"
+        );
+        queue
+            .deallocate(&ns, &[(lba, 8), (lba + 64, 16)])
+            .expect("deallocate two ranges");
+        assert!(matches!(
+            queue.deallocate(&ns, &[]),
+            Err(NvmeError::Transfer { .. })
+        ));
         let too_big = queue
             .read(&ns, 0, ns.blocks_in(c.max_transfer()) + 1, &buffer)
             .unwrap_err();
