@@ -105,8 +105,15 @@ pub struct IoQueue<B: IoBuffer = DmaBuffer> {
     interrupts: Option<Arc<Interrupts>>,
     /// Optional NVM Command Support (Identify Controller).
     oncs: u16,
+    /// SGL Support (Identify Controller).
+    sgl_support: u32,
+    /// Whether transfers are described with SGLs instead of PRPs.
+    sgls: bool,
     _not_sync: std::marker::PhantomData<std::cell::Cell<()>>,
 }
+
+/// CDW0 PSDT = 01b: the data pointer is an SGL (Data Block descriptor).
+const PSDT_SGL: u32 = 1 << 14;
 
 /// ONCS: Dataset Management.
 const ONCS_DSM: u16 = 1 << 2;
@@ -122,6 +129,7 @@ impl<B: IoBuffer> IoQueue<B> {
         max_transfer: usize,
         interrupts: Option<Arc<Interrupts>>,
         oncs: u16,
+        sgl_support: u32,
     ) -> Result<Self, NvmeError> {
         let pages_per_command = prp::list_pages_needed(max_transfer / PAGE, PAGE / 8);
         // One slot stays empty in a full queue: depth - 1 queued, and one waited.
@@ -139,8 +147,31 @@ impl<B: IoBuffer> IoQueue<B> {
             max_transfer,
             interrupts,
             oncs,
+            sgl_support,
+            sgls: false,
             _not_sync: std::marker::PhantomData,
         })
+    }
+
+    /// Describes this queue's transfers with SGLs (one Data Block descriptor
+    /// each) instead of PRPs, where the controller supports them (Identify's
+    /// SGLS); a buffer may then start at any byte the controller allows,
+    /// dword-aligned or not. [`NvmeError::Unsupported`] otherwise.
+    pub fn use_sgls(&mut self, on: bool) -> Result<(), NvmeError> {
+        if on && self.sgl_support & 0b11 == 0 {
+            return Err(NvmeError::Unsupported {
+                address: self.shared.device.address(),
+                why: "the controller does not support SGLs for NVM commands (SGLS)".into(),
+            });
+        }
+        self.sgls = on;
+        Ok(())
+    }
+
+    /// Whether the controller accepts SGL data blocks at any byte address
+    /// (SGLS bits 1:0 = 01b) rather than dword-aligned ones only (10b).
+    pub fn sgls_any_alignment(&self) -> bool {
+        self.sgl_support & 0b11 == 0b01
     }
 
     /// Whether completions raise an interrupt (waits sleep) rather than
@@ -407,8 +438,20 @@ impl<B: IoBuffer> IoQueue<B> {
                 ),
             });
         }
+        let first_byte = buffer.device_addr() + offset as u64;
+        if op == Op::Write {
+            buffer.sync_for_device();
+        }
+        if self.sgls {
+            // The buffer is one run of device addresses: one SGL Data Block
+            // descriptor (address, length, type 0) in place of PRP1/PRP2.
+            let mut command = Command::io(op.opcode(), ns.id, lba, blocks, first_byte, 0);
+            command.prp2 = u64::from(u32::try_from(len).unwrap_or(u32::MAX));
+            command.cdw0 |= PSDT_SGL;
+            return Ok(command);
+        }
         let segments = [SgEntry {
-            device_addr: buffer.device_addr() + offset as u64,
+            device_addr: first_byte,
             len,
         }];
         let pages = prp::pages(&segments, PAGE as u64)?;
@@ -421,9 +464,6 @@ impl<B: IoBuffer> IoQueue<B> {
             let at =
                 usize::try_from(list.device_addr - self.lists.device_addr()).unwrap_or(usize::MAX);
             self.lists.write_array(at, &list.entries)?;
-        }
-        if op == Op::Write {
-            buffer.sync_for_device();
         }
         Ok(Command::io(
             op.opcode(),

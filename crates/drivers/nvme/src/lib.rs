@@ -324,6 +324,7 @@ impl Controller {
             self.max_transfer(),
             irqs,
             self.info.oncs,
+            self.info.sgls,
         )
     }
 

@@ -443,3 +443,45 @@ fn unbinding_with_io_in_flight_fails_every_command_promptly() {
     unbinder.join().unwrap().expect("the unbind completes");
     to_kernel(address);
 }
+
+#[test]
+#[ignore = "needs the usrdrv VM: run by `cargo xtask test`"]
+fn sgl_transfers_reach_the_same_blocks_as_prp_ones() {
+    with_usrdrv(|c| {
+        let ns = c.namespaces().unwrap()[0];
+        let mut prp = c.io_queue(4).unwrap();
+        let mut sgl = c.io_queue(4).unwrap();
+        sgl.use_sgls(true).expect("QEMU's nvme supports SGLs");
+        let buffer = c.device().alloc_dma(3 * 65536).unwrap();
+        let lba = (FIRST_BYTE + (4 << 20)) / ns.block_size as u64;
+        // Written with an SGL from an offset PRPs take too, read back with PRPs.
+        let data = pattern(65536 + 512, 31);
+        buffer.write_bytes(100, &data).unwrap();
+        sgl.write_at(&ns, lba, ns.blocks_in(data.len()), &buffer, 100)
+            .unwrap();
+        prp.read_at(&ns, lba, ns.blocks_in(data.len()), &buffer, 65536 + 4)
+            .unwrap();
+        let mut got = vec![0u8; data.len()];
+        buffer.read_bytes(65536 + 4, &mut got).unwrap();
+        assert!(got == data, "PRP read of an SGL write");
+        // And the other way, into an odd byte offset where the controller
+        // allows any alignment (PRPs need 4-byte alignment).
+        let offset = if sgl.sgls_any_alignment() {
+            2 * 65536 + 1
+        } else {
+            2 * 65536 + 4
+        };
+        sgl.read_at(&ns, lba, ns.blocks_in(data.len()) - 1, &buffer, offset)
+            .unwrap();
+        let mut back = vec![0u8; data.len() - 512];
+        buffer.read_bytes(offset, &mut back).unwrap();
+        assert!(
+            back == data[..data.len() - 512],
+            "SGL read of the same blocks"
+        );
+        assert!(
+            prp.read_at(&ns, lba, 1, &buffer, 2 * 65536 + 1).is_err(),
+            "PRPs refuse an odd offset"
+        );
+    });
+}
