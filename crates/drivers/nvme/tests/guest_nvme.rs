@@ -452,7 +452,7 @@ fn sgl_transfers_reach_the_same_blocks_as_prp_ones() {
         let mut prp = c.io_queue(4).unwrap();
         let mut sgl = c.io_queue(4).unwrap();
         sgl.use_sgls(true).expect("QEMU's nvme supports SGLs");
-        let buffer = c.device().alloc_dma(3 * 65536).unwrap();
+        let buffer = c.device().alloc_dma(4 * 65536).unwrap();
         let lba = (FIRST_BYTE + (4 << 20)) / ns.block_size as u64;
         // Written with an SGL from an offset PRPs take too, read back with PRPs.
         let data = pattern(65536 + 512, 31);
