@@ -15,7 +15,6 @@
 #include <linux/mutex.h>
 #include <linux/pci.h>
 #include <linux/sched.h>
-#include <linux/version.h>
 #include <linux/vmalloc.h>
 
 #include "usrdma.h"
@@ -257,7 +256,7 @@ int usrdma_mmap(struct file *file, struct vm_area_struct *vma)
 	if (ret)
 		return ret;
 	/* Filled at the first fault; the file (and so ud) outlives the vma. */
-#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 3, 0)
+#ifdef USRDMA_HAVE_VM_FLAGS_SET
 	vm_flags_set(vma, VM_IO | VM_PFNMAP | VM_DONTEXPAND | VM_DONTDUMP);
 #else
 	vma->vm_flags |= VM_IO | VM_PFNMAP | VM_DONTEXPAND | VM_DONTDUMP;

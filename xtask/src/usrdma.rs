@@ -67,12 +67,7 @@ pub fn build(prov: &Provisioned, debian: bool) -> Result<Built> {
     // Build a copy: kbuild writes its objects next to the sources.
     let build_dir = dir.path().join("usrdma");
     fs::create_dir(&build_dir).ctx("create", &build_dir)?;
-    for entry in fs::read_dir(&source).ctx("read", &source)?.flatten() {
-        let path = entry.path();
-        if path.is_file() {
-            fs::copy(&path, build_dir.join(entry.file_name())).ctx("copy", &path)?;
-        }
-    }
+    copy_sources(&source, &build_dir)?;
     eprintln!(
         "xtask: building usrdma.ko for Linux {}",
         prov.kernel.version
@@ -103,6 +98,22 @@ pub fn build(prov: &Provisioned, debian: bool) -> Result<Built> {
         });
     }
     Ok(Built { _dir: dir, files })
+}
+
+/// Copies the module's sources (with `probes/`, the feature tests the
+/// Makefile compiles) from `from` into `to`.
+fn copy_sources(from: &Path, to: &Path) -> Result<()> {
+    for entry in fs::read_dir(from).ctx("read", from)?.flatten() {
+        let path = entry.path();
+        let dest = to.join(entry.file_name());
+        if path.is_dir() {
+            fs::create_dir(&dest).ctx("create", &dest)?;
+            copy_sources(&path, &dest)?;
+        } else if path.is_file() {
+            fs::copy(&path, &dest).ctx("copy", &path)?;
+        }
+    }
+    Ok(())
 }
 
 /// What building the module and the static test programs needs on the host:
