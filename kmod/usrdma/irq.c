@@ -44,8 +44,10 @@ static irqreturn_t usrdma_intx_handler(int irq, void *arg)
 
 /*
  * Frees the interrupts and releases the eventfds; on revocation each
- * eventfd is signalled once first, so that a waiter wakes up and finds
- * the device gone.
+ * eventfd is signalled once first (a count of 1, as an interrupt: nothing
+ * larger can be added on every kernel, and it suits EFD_SEMAPHORE
+ * eventfds), so that a waiter wakes up. ud->dead is already set, so the
+ * waiter finds the node hung up (EPOLLHUP) when it looks.
  */
 void usrdma_irq_free(struct usrdma_dev *ud, bool revoke)
 {
@@ -53,6 +55,7 @@ void usrdma_irq_free(struct usrdma_dev *ud, bool revoke)
 	unsigned int i;
 
 	lockdep_assert_held(&ud->lock);
+	WARN_ON_ONCE(revoke && !ud->dead);
 
 	if (!ud->vecs)
 		return;
@@ -67,14 +70,8 @@ void usrdma_irq_free(struct usrdma_dev *ud, bool revoke)
 	for (i = 0; i < ud->nvec; i++) {
 		if (!ud->vecs[i].trigger)
 			continue;
-		if (revoke) {
-#ifdef USRDMA_HAVE_EVENTFD_SIGNAL_NO_COUNT
-			/* No way to add the mark here: only a wake-up. */
+		if (revoke)
 			usrdma_eventfd_signal(ud->vecs[i].trigger);
-#else
-			eventfd_signal(ud->vecs[i].trigger, USRDMA_IRQ_REVOKED);
-#endif
-		}
 		eventfd_ctx_put(ud->vecs[i].trigger);
 	}
 	kfree(ud->vecs);
