@@ -328,6 +328,7 @@ void usrdma_quarantine_note_master(struct usrdma_dev *ud);
 void usrdma_quarantine_drain(struct usrdma_dev *ud);
 
 /* mmap.c */
+bool usrdma_dma_translated(struct device *dev);
 bool usrdma_coherent_decrypted(struct device *dev);
 int usrdma_mmap(struct file *file, struct vm_area_struct *vma);
 
