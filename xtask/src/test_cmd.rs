@@ -479,8 +479,8 @@ mod tests {
     }
 
     fn test_args(extra: &[&str]) -> TestArgs {
-        let cli = crate::Cli::try_parse_from(["xtask", "test"].iter().chain(extra))
-            .expect("parses");
+        let cli =
+            crate::Cli::try_parse_from(["xtask", "test"].iter().chain(extra)).expect("parses");
         match cli.command {
             crate::Cmd::Test(args) => args,
             _ => panic!("not test"),
