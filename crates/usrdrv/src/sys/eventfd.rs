@@ -246,8 +246,11 @@ mod tests {
         let mut fds = [0; 2];
         // SAFETY: `fds` is a live array of two ints for pipe2 to fill.
         assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
-        // SAFETY: pipe2 succeeded: both descriptors are new and owned by nothing else.
-        unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) }
+        // SAFETY: pipe2 succeeded: the read end is new and owned by nothing else.
+        let read = unsafe { OwnedFd::from_raw_fd(fds[0]) };
+        // SAFETY: likewise the write end.
+        let write = unsafe { OwnedFd::from_raw_fd(fds[1]) };
+        (read, write)
     }
 
     #[test]
