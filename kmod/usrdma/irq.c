@@ -25,7 +25,7 @@ static irqreturn_t usrdma_msi_handler(int irq, void *arg)
 {
 	struct usrdma_vec *vec = arg;
 
-	eventfd_signal(vec->trigger, 1);
+	usrdma_eventfd_signal(vec->trigger);
 	atomic64_inc(&vec->ud->irq_count);
 	return IRQ_HANDLED;
 }
@@ -37,15 +37,17 @@ static irqreturn_t usrdma_intx_handler(int irq, void *arg)
 
 	if (!pci_check_and_mask_intx(vec->ud->pdev))
 		return IRQ_NONE;
-	eventfd_signal(vec->trigger, 1);
+	usrdma_eventfd_signal(vec->trigger);
 	atomic64_inc(&vec->ud->irq_count);
 	return IRQ_HANDLED;
 }
 
 /*
  * Frees the interrupts and releases the eventfds; on revocation each
- * eventfd is signalled once first, so that a waiter wakes up and finds
- * the device gone.
+ * eventfd is signalled once first (a count of 1, as an interrupt: nothing
+ * larger can be added on every kernel, and it suits EFD_SEMAPHORE
+ * eventfds), so that a waiter wakes up. ud->dead is already set, so the
+ * waiter finds the node hung up (EPOLLHUP) when it looks.
  */
 void usrdma_irq_free(struct usrdma_dev *ud, bool revoke)
 {
@@ -53,6 +55,7 @@ void usrdma_irq_free(struct usrdma_dev *ud, bool revoke)
 	unsigned int i;
 
 	lockdep_assert_held(&ud->lock);
+	WARN_ON_ONCE(revoke && !ud->dead);
 
 	if (!ud->vecs)
 		return;
@@ -68,7 +71,7 @@ void usrdma_irq_free(struct usrdma_dev *ud, bool revoke)
 		if (!ud->vecs[i].trigger)
 			continue;
 		if (revoke)
-			eventfd_signal(ud->vecs[i].trigger, USRDMA_IRQ_REVOKED);
+			usrdma_eventfd_signal(ud->vecs[i].trigger);
 		eventfd_ctx_put(ud->vecs[i].trigger);
 	}
 	kfree(ud->vecs);
@@ -187,8 +190,8 @@ long usrdma_ioctl_set_irq(struct usrdma_dev *ud, void __user *uarg)
 
 	/* The eventfds first: a bad one changes nothing. */
 	if (arg.count) {
-		fds = memdup_array_user(u64_to_user_ptr(arg.eventfds),
-					arg.count, sizeof(*fds));
+		fds = usrdma_memdup_array_user(u64_to_user_ptr(arg.eventfds),
+					       arg.count, sizeof(*fds));
 		if (IS_ERR(fds))
 			return PTR_ERR(fds);
 		vecs = kcalloc(arg.count, sizeof(*vecs), GFP_KERNEL_ACCOUNT);
@@ -255,7 +258,7 @@ long usrdma_ioctl_irq_unmask(struct usrdma_dev *ud, void __user *uarg)
 		 * The device still asserts INTx: it stays masked and the
 		 * interrupt is signalled again (as vfio-pci does).
 		 */
-		eventfd_signal(ud->vecs[0].trigger, 1);
+		usrdma_eventfd_signal(ud->vecs[0].trigger);
 		atomic64_inc(&ud->irq_count);
 	}
 	mutex_unlock(&ud->lock);

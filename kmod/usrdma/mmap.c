@@ -15,10 +15,13 @@
 #include <linux/mutex.h>
 #include <linux/pci.h>
 #include <linux/sched.h>
-#include <linux/version.h>
 #include <linux/vmalloc.h>
 
-#include "usrdma.h"
+#include "usrdma.h"	/* and compat.h, which the next include needs */
+
+#ifdef USRDMA_HAVE_USE_DMA_IOMMU
+#include <linux/iommu-dma.h>
+#endif
 
 /* The buffer that holds mmap offset off, or NULL. */
 static struct usrdma_buf *usrdma_find_offset(struct usrdma_dev *ud, u64 off)
@@ -32,6 +35,23 @@ static struct usrdma_buf *usrdma_find_offset(struct usrdma_dev *ud, u64 off)
 }
 
 /*
+ * Whether the DMA API maps for dev through something other than dma-direct
+ * (an IOMMU's DMA domain, Xen's swiotlb): then the mapping chooses the bus
+ * addresses, and coherent memory does not come from dma-direct. Such
+ * devices used to have dma_map_ops; where the DMA API calls iommu-dma
+ * directly (use_dma_iommu(), found by a probe) IOMMU-backed ones have none,
+ * so get_dma_ops() alone would take them for dma-direct.
+ */
+bool usrdma_dma_translated(struct device *dev)
+{
+#ifdef USRDMA_HAVE_USE_DMA_IOMMU
+	if (use_dma_iommu(dev))
+		return true;
+#endif
+	return get_dma_ops(dev);
+}
+
+/*
  * Whether dma-direct handed this device unencrypted (shared) coherent
  * memory, which must be mapped decrypted: x86's force_dma_unencrypted(),
  * which is not exported. Decided at allocation, as the DMA layer did.
@@ -39,7 +59,7 @@ static struct usrdma_buf *usrdma_find_offset(struct usrdma_dev *ud, u64 off)
 bool usrdma_coherent_decrypted(struct device *dev)
 {
 #if defined(CONFIG_X86) && defined(CONFIG_ARCH_HAS_FORCE_DMA_UNENCRYPTED)
-	if (get_dma_ops(dev))
+	if (usrdma_dma_translated(dev))
 		return false;
 	if (cc_platform_has(CC_ATTR_GUEST_MEM_ENCRYPT))
 		return true;
@@ -257,7 +277,7 @@ int usrdma_mmap(struct file *file, struct vm_area_struct *vma)
 	if (ret)
 		return ret;
 	/* Filled at the first fault; the file (and so ud) outlives the vma. */
-#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 3, 0)
+#ifdef USRDMA_HAVE_VM_FLAGS_SET
 	vm_flags_set(vma, VM_IO | VM_PFNMAP | VM_DONTEXPAND | VM_DONTDUMP);
 #else
 	vma->vm_flags |= VM_IO | VM_PFNMAP | VM_DONTEXPAND | VM_DONTDUMP;

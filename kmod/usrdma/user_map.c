@@ -195,10 +195,13 @@ static int usrdma_map_insert(struct usrdma_dev *ud, struct usrdma_map *m)
 }
 
 /*
- * Whether every page can be reached by the device under its DMA mask.
- * With DMA ops (an IOMMU) the mapping picks addresses below the mask; for
- * dma-direct check the bus address of each page here, because mapping an
- * unreachable page WARNs when swiotlb is not active.
+ * Whether every page can be reached by the device under its DMA mask. The
+ * DMA API says when the mask covers all memory (dma_addressing_limited());
+ * otherwise, through an IOMMU the mapping picks addresses below the mask,
+ * and for dma-direct the bus address of each page is checked here, because
+ * mapping an unreachable page WARNs when swiotlb is not active. Whatever
+ * this says, the addresses dma_map_sgtable() returns are checked against
+ * the mask before they are handed out.
  */
 static bool usrdma_pages_reachable(struct device *dev, struct page **pages,
 				   unsigned long npages)
@@ -206,7 +209,7 @@ static bool usrdma_pages_reachable(struct device *dev, struct page **pages,
 	u64 limit;
 	unsigned long i;
 
-	if (get_dma_ops(dev))
+	if (!dma_addressing_limited(dev) || usrdma_dma_translated(dev))
 		return true;
 	limit = min_not_zero(*dev->dma_mask, dev->bus_dma_limit);
 	for (i = 0; i < npages; i++) {

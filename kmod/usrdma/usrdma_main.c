@@ -254,7 +254,6 @@ static const struct file_operations usrdma_fops = {
 	.compat_ioctl = compat_ptr_ioctl,
 	.mmap = usrdma_mmap,
 	.poll = usrdma_poll,
-	.llseek = no_llseek,
 };
 
 /* ---- PCI driver ---------------------------------------------------------- */
@@ -265,7 +264,7 @@ static int usrdma_probe(struct pci_dev *pdev, const struct pci_device_id *id)
 	int ret;
 
 	/* Only ever bound on purpose, through driver_override. */
-	if (!pdev->driver_override)
+	if (!usrdma_has_driver_override(pdev))
 		return -ENODEV;
 	if (pdev->hdr_type != PCI_HEADER_TYPE_NORMAL)
 		return -EINVAL;

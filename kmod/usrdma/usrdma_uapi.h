@@ -62,8 +62,12 @@
  * a released owner's memory is quarantined while a device that could not
  * be reset may still write it; QUIESCED. Every version-2 call works as
  * before.
+ * 4: at revocation each eventfd is signalled once (1, as an interrupt)
+ * instead of getting USRDMA_IRQ_REVOKED; a waiter tells revocation by the
+ * node hanging up (EPOLLHUP), which it does before the eventfds are
+ * signalled. Every version-3 call works as before.
  */
-#define USRDMA_API_VERSION	3
+#define USRDMA_API_VERSION	4
 
 #define USRDMA_IOCTL_TYPE	0xDA
 
@@ -305,11 +309,16 @@ struct usrdma_sync {
  * when the device has no such interrupt or not that many vectors; EBADF or
  * EINVAL for a bad eventfd. These argument errors change nothing; a
  * failure while setting up leaves interrupts disabled.
- * On revocation (unbind, hot-unplug) each eventfd is signalled with
- * USRDMA_IRQ_REVOKED, so that a waiter wakes up and can tell without
- * another system call: a count read from the eventfd of at least
- * USRDMA_IRQ_REVOKED means the device is gone (ioctls then fail with
- * ENODEV, poll on the node reports EPOLLHUP).
+ * On revocation (unbind, hot-unplug) the node is marked gone (poll on it
+ * reports EPOLLHUP | EPOLLERR, ioctls fail with ENODEV), then each eventfd
+ * is signalled once (1, as an interrupt; EFD_SEMAPHORE eventfds work), so
+ * that a waiter wakes up. To tell revocation from an interrupt, wait with
+ * the node in the same poll set as the eventfds, or poll the node with
+ * timeout 0 after a wake-up: EPOLLHUP means the device is gone.
+ */
+/*
+ * API version 3 added this to each eventfd at revocation; since version 4
+ * nothing does (kept so that version-3 sources still compile).
  */
 #define USRDMA_IRQ_REVOKED	(1ULL << 48)
 

@@ -14,15 +14,85 @@ use crate::process;
 pub const KERNEL_METAPACKAGE: &str = "linux-image-amd64";
 
 /// Talks to apt, remembering whether the lists were already updated.
+///
+/// The default helper uses the system's sources. One made by
+/// [`Apt::for_suite`] reads another suite through its own sources file and
+/// package lists in the rig's cache (`-o Dir::Etc::sourcelist=...`): the
+/// system's sources and lists are never touched.
 #[derive(Debug, Default)]
 pub struct Apt {
     updated: bool,
+    /// `-o` options that point apt at private sources and lists.
+    options: Vec<String>,
 }
 
+/// The Debian release whose archive the system's sources must serve for
+/// [`Apt::for_suite`] to find the mirror to use.
+const MIRROR_RELEASE: &str = "bookworm";
+
 impl Apt {
-    /// A new helper; nothing is run yet.
+    /// A new helper for the system's sources; nothing is run yet.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A helper for the Debian `suite` (e.g. `bookworm-backports`, main),
+    /// from the same mirror as the system's own Debian sources, with its
+    /// sources file and lists in `dir` (created).
+    pub fn for_suite(suite: &str, dir: &Path) -> Result<Self> {
+        Self::require_apt()?;
+        let mirror = Self::new().system_mirror()?;
+        let lists = dir.join("lists");
+        let cache = dir.join("cache");
+        for d in [lists.join("partial"), cache.join("archives/partial")] {
+            std::fs::create_dir_all(&d).ctx("create", &d)?;
+        }
+        let sources = dir.join("sources.list");
+        let line = format!("deb {mirror} {suite} main\n");
+        if std::fs::read_to_string(&sources).ok().as_deref() != Some(line.as_str()) {
+            std::fs::write(&sources, &line).ctx("write", &sources)?;
+        }
+        let options = [
+            format!("Dir::Etc::sourcelist={}", sources.display()),
+            "Dir::Etc::sourceparts=-".to_string(),
+            format!("Dir::State::Lists={}", lists.display()),
+            format!("Dir::Cache={}", cache.display()),
+        ]
+        .into_iter()
+        .flat_map(|o| ["-o".to_string(), o])
+        .collect();
+        Ok(Self {
+            updated: false,
+            options,
+        })
+    }
+
+    /// Whether this helper reads private lists (no root needed to update them).
+    fn private(&self) -> bool {
+        !self.options.is_empty()
+    }
+
+    /// `apt-get` or `apt-cache` with this helper's options.
+    fn command(&self, program: &str) -> Command {
+        let mut cmd = Command::new(program);
+        cmd.args(&self.options);
+        cmd
+    }
+
+    /// The URI of the system's Debian archive: the one serving
+    /// [`MIRROR_RELEASE`], else the first that looks like a Debian archive.
+    fn system_mirror(&mut self) -> Result<String> {
+        loop {
+            let mut cmd = Command::new("apt-cache");
+            cmd.arg("policy");
+            let out = process::output(&mut cmd)?;
+            if let Some(uri) = parse_mirror(&String::from_utf8_lossy(&out.stdout)) {
+                return Ok(uri);
+            }
+            self.update_once(
+                "the system's apt sources name no Debian archive to fetch the guest kernel from",
+            )?;
+        }
     }
 
     /// Fails with a clear message when this is not a Debian-like host.
@@ -46,19 +116,19 @@ impl Apt {
                 "{why}, even after apt-get update: check the apt sources of this machine"
             )));
         }
-        if !process::is_root() {
+        if !self.private() && !process::is_root() {
             return Err(Error::Setup(format!(
                 "{why}: the package lists may be empty; run `sudo apt-get update` and try again"
             )));
         }
         self.updated = true;
-        process::run(Command::new("apt-get").arg("update"))
+        process::run(self.command("apt-get").arg("update"))
     }
 
     /// Whether the package lists know `package` (they are empty on a
     /// fresh machine).
-    fn knows(package: &str) -> Result<bool> {
-        let mut cmd = Command::new("apt-cache");
+    fn knows(&self, package: &str) -> Result<bool> {
+        let mut cmd = self.command("apt-cache");
         cmd.args(["show", "--no-all-versions", package]);
         let out = process::output(&mut cmd)?;
         Ok(out.status.success() && !out.stdout.is_empty())
@@ -69,7 +139,7 @@ impl Apt {
     pub fn resolve_kernel_package(&mut self) -> Result<String> {
         Self::require_apt()?;
         loop {
-            let mut cmd = Command::new("apt-cache");
+            let mut cmd = self.command("apt-cache");
             cmd.args(["depends", KERNEL_METAPACKAGE]);
             let out = process::output(&mut cmd)?;
             let text = String::from_utf8_lossy(&out.stdout);
@@ -87,7 +157,7 @@ impl Apt {
     pub fn download(&mut self, package: &str, dir: &Path) -> Result<PathBuf> {
         Self::require_apt()?;
         loop {
-            let mut cmd = Command::new("apt-get");
+            let mut cmd = self.command("apt-get");
             cmd.args(["download", package]).current_dir(dir);
             let out = process::output(&mut cmd)?;
             if out.status.success() {
@@ -96,9 +166,11 @@ impl Apt {
                 return find_deb(dir, name);
             }
             let stderr = String::from_utf8_lossy(&out.stderr);
+            // Old lists may name a version the mirror no longer has (404).
             let not_found = stderr.contains("Unable to locate")
                 || stderr.contains("Can't select")
-                || stderr.contains("has no installation candidate");
+                || stderr.contains("has no installation candidate")
+                || stderr.contains("404");
             if !not_found {
                 // Show apt's own words, minus its harmless warning about root downloads.
                 let details: Vec<&str> = stderr
@@ -141,7 +213,7 @@ impl Apt {
             )));
         }
         eprintln!("xtask: {what} is missing; installing the package {package}");
-        if !Self::knows(package)? {
+        if !self.knows(package)? {
             self.update_once(&format!("apt-cache does not know the package {package}"))?;
         }
         let mut cmd = Command::new("apt-get");
@@ -181,6 +253,32 @@ fn parse_kernel_dependency(text: &str) -> Option<String> {
         .map(str::to_string)
 }
 
+/// The archive URI in `apt-cache policy` output that serves
+/// [`MIRROR_RELEASE`]'s main component, else the first one whose path is a
+/// Debian archive's (`.../debian`).
+fn parse_mirror(policy: &str) -> Option<String> {
+    let entries: Vec<(&str, &str)> = policy
+        .lines()
+        .filter_map(|l| {
+            let mut words = l.split_whitespace();
+            let _priority = words.next()?.parse::<i32>().ok()?;
+            let uri = words.next()?;
+            let suite = words.next()?;
+            (uri.contains("://") && words.last() == Some("Packages")).then_some((uri, suite))
+        })
+        .collect();
+    let wanted = format!("{MIRROR_RELEASE}/main");
+    entries
+        .iter()
+        .find(|(_, suite)| *suite == wanted)
+        .or_else(|| {
+            entries
+                .iter()
+                .find(|(uri, _)| uri.trim_end_matches('/').ends_with("/debian"))
+        })
+        .map(|(uri, _)| uri.trim_end_matches('/').to_string())
+}
+
 /// Finds the single `.deb` that `apt-get download` left in `dir`.
 fn find_deb(dir: &Path, package: &str) -> Result<PathBuf> {
     let entries = std::fs::read_dir(dir).ctx("read the directory", dir)?;
@@ -204,6 +302,28 @@ fn find_deb(dir: &Path, package: &str) -> Result<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mirror_of_the_system_sources() {
+        let policy = "Package files:\n 100 /var/lib/dpkg/status\n     release a=now\n \
+            500 http://mirror.example/debian-security bookworm-security/main amd64 Packages\n \
+            500 http://mirror.example/debian bookworm-updates/main amd64 Packages\n \
+            500 http://mirror.example/debian bookworm/main amd64 Packages\n     \
+            release v=12.14,o=Debian,n=bookworm\nPinned packages:\n";
+        assert_eq!(
+            parse_mirror(policy).as_deref(),
+            Some("http://mirror.example/debian")
+        );
+        let other = " 500 https://local.example/debian/ trixie/main amd64 Packages\n";
+        assert_eq!(
+            parse_mirror(other).as_deref(),
+            Some("https://local.example/debian")
+        );
+        assert_eq!(
+            parse_mirror("Package files:\n 100 /var/lib/dpkg/status\n"),
+            None
+        );
+    }
 
     #[test]
     fn kernel_dependency() {

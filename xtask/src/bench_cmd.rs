@@ -56,7 +56,7 @@ pub fn run(args: &BenchArgs) -> Result<i32> {
     // Benchmarks measure the library as users ship it: the release profile.
     let binaries = cargo_build::build_binaries(cargo_build::Profile::Release)?;
     cargo_build::find(&binaries, BENCH.0, BENCH.1)?;
-    let module = usrdma::build(&prov, args.vm.sources.kernel.is_none())?;
+    let module = usrdma::build(&prov)?;
     let machine = Machine::describe(&args.vm, &prov.qemu, &prov.kernel.version);
     let mut files = guest_vm::binary_files(&binaries);
     files.extend(module.files.iter().cloned());

@@ -71,7 +71,7 @@ pub fn run(args: &DemoArgs) -> Result<i32> {
             cargo_build::find(&binaries, name, source)?;
         }
     }
-    let module = usrdma::build(&prov, args.vm.sources.kernel.is_none())?;
+    let module = usrdma::build(&prov)?;
     let mut files = guest_vm::binary_files(&binaries);
     files.extend(module.files.iter().cloned());
     let run = guest_vm::boot(&args.vm, &prov, files, script(STEPS), DEFAULT_TIMEOUT)?;

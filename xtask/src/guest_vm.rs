@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::cargo_build::Artifact;
 use crate::error::{IoContext, Result};
 use crate::initramfs::{self, GuestFile, GuestImage};
-use crate::provision::{self, Provisioned, Sources};
+use crate::provision::{self, GuestKernel, Provisioned, Sources};
 use crate::qemu::{self, Accel, QemuConfig, VmRun};
 
 /// Size of the sparse raw image behind the emulated NVMe controller.
@@ -59,6 +59,12 @@ pub struct VmOptions {
 /// Where the VM's parts come from; by default they are provisioned.
 #[derive(Debug, Clone, clap::Args)]
 pub struct SourceArgs {
+    /// Boot this Debian kernel: 6.1 (Debian 12's) or 6.12 (Debian 12's
+    /// backports), fetched once into the cache. Default: 6.1; `cargo xtask
+    /// test` runs both unless one is named.
+    #[arg(long, value_enum, value_name = "SERIES", conflicts_with = "kernel")]
+    pub guest_kernel: Option<GuestKernel>,
+
     /// Boot this kernel image instead of Debian's (needs --modules).
     #[arg(long, value_name = "PATH", requires = "modules")]
     pub kernel: Option<PathBuf>,
@@ -80,6 +86,7 @@ impl SourceArgs {
     /// What to provision from.
     pub fn sources(&self) -> Sources {
         Sources {
+            guest_kernel: self.guest_kernel.unwrap_or_default(),
             kernel: self.kernel.clone(),
             modules: self.modules.clone(),
             busybox: self.busybox.clone(),

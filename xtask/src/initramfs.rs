@@ -192,6 +192,7 @@ kernel/other.ko:
             image: root.join("vmlinuz"),
             version: "6.1.0-test".to_string(),
             modules_dir,
+            debian: None,
         };
         let image = GuestImage {
             busybox: &busybox,

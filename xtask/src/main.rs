@@ -63,7 +63,11 @@ binaries and examples built static (in /usr/bin). Commands run as root.
 
 Kernel, modules and busybox are downloaded once with apt into the cache
 directory ($USRDRV_VM_CACHE, default target/usrdrv-vm); QEMU and kmod are
-installed with apt when missing (as root).";
+installed with apt when missing (as root). The guest kernel is Debian 12's
+Linux 6.1 or, with --guest-kernel 6.12, Linux 6.12 from Debian 12's
+backports (read through an apt sources file of the rig's own in the cache,
+from the mirror the system's sources use); --kernel and --modules boot your
+own.";
 
 const EXAMPLES: &str = "\
 Examples:
@@ -82,6 +86,9 @@ Examples:
   cargo xtask vm -- 'vfio-bind $(pci-find 1234 11e8)'      Bind the edu device to vfio-pci
   cargo xtask vm -- usrdrv --help                          Workspace binaries are in /usr/bin
   cargo xtask vm --no-iommu --timeout 60 -- 'exit 3'       Exits with status 3
+  cargo xtask vm --guest-kernel 6.12 --no-iommu --usrdma -- 'insmod /lib/modules/usrdma.ko'
+                                                           Linux 6.12 (Debian 12's backports)
+  cargo xtask vm --kernel PATH --modules DIR               Your own kernel
   cargo xtask vm --qemu-arg=-s -- 'sleep 600'              gdb stub on :1234
 
 The guest has busybox (sh, ls, cat, modprobe, ...) and two helpers:
@@ -97,7 +104,12 @@ binaries (integration tests whose name starts with guest, such as
 crates/*/tests/guest_*.rs) static, and list their ignored tests on the host;
 (3) boot the VM once and run each binary with --ignored --test-threads=1,
 then, if there are guest_noiommu* binaries, boot again without the IOMMU
-(as with --no-iommu) and run those the same way; (4) print a per-binary report and a last line 'summary: N passed, N failed'.
+(as with --no-iommu) and run those the same way, all on Linux 6.1; then
+boot Linux 6.12 without the IOMMU and run the guest_noiommu* binaries
+(with the usrdma module built for 6.12) again; (4) print a per-binary
+report naming the kernel of each run and a last line 'summary: N passed,
+N failed' counting every kernel. --guest-kernel 6.1|6.12 runs every boot
+on that kernel only; --kernel and --modules every boot on yours.
 A test that reported nothing counts as failed (did not run). Exits non-zero
 if anything failed or if there were no guest tests.
 
@@ -113,6 +125,7 @@ guest_noiommu_<topic>.rs: they run in the second boot.
 Examples:
   cargo xtask test
   cargo xtask test --guest-only -- edu_reads_id --exact
+  cargo xtask test --guest-only --guest-kernel 6.12
   cargo xtask test --host-only";
 
 const DEMO_HELP: &str = "\
@@ -283,6 +296,33 @@ mod tests {
     fn kernel_needs_modules() {
         assert!(Cli::try_parse_from(["xtask", "vm", "--kernel", "/k"]).is_err());
         assert!(Cli::try_parse_from(["xtask", "vm", "--kernel", "/k", "--modules", "/m"]).is_ok());
+    }
+
+    #[test]
+    fn guest_kernel_names_a_kernel_of_the_matrix() {
+        let cli = Cli::try_parse_from(["xtask", "vm", "--guest-kernel", "6.12"]).expect("parses");
+        let Cmd::Vm(args) = cli.command else {
+            panic!("not vm")
+        };
+        assert_eq!(
+            args.vm.sources.guest_kernel,
+            Some(provision::GuestKernel::V6_12)
+        );
+        assert!(Cli::try_parse_from(["xtask", "vm", "--guest-kernel", "5.10"]).is_err());
+        assert!(
+            Cli::try_parse_from([
+                "xtask",
+                "vm",
+                "--guest-kernel",
+                "6.1",
+                "--kernel",
+                "/k",
+                "--modules",
+                "/m"
+            ])
+            .is_err(),
+            "a Debian kernel and the user's own exclude each other"
+        );
     }
 
     #[test]

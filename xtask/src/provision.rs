@@ -21,9 +21,67 @@ pub const CACHE_ENV: &str = "USRDRV_VM_CACHE";
 /// Name of the marker file written into a finished kernel tree.
 const KERNEL_STAMP: &str = "usrdrv-kernel.txt";
 
+/// The Debian kernels the rig can provision: the kernel matrix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, clap::ValueEnum)]
+pub enum GuestKernel {
+    /// Linux 6.1, Debian 12's own kernel (from the system's apt sources).
+    #[default]
+    #[value(name = "6.1")]
+    V6_1,
+    /// Linux 6.12 from Debian 12's backports (the kernel of Debian 13).
+    #[value(name = "6.12")]
+    V6_12,
+}
+
+impl GuestKernel {
+    /// Every kernel of the matrix, oldest first.
+    pub const ALL: [GuestKernel; 2] = [GuestKernel::V6_1, GuestKernel::V6_12];
+
+    /// The series, as given to `--guest-kernel`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::V6_1 => "6.1",
+            Self::V6_12 => "6.12",
+        }
+    }
+
+    /// The suite it comes from, when not the system's own sources.
+    fn suite(self) -> Option<&'static str> {
+        match self {
+            Self::V6_1 => None,
+            Self::V6_12 => Some("bookworm-backports"),
+        }
+    }
+
+    /// The name of a cache directory of this kernel: `base` for 6.1 (as the
+    /// rig has always called it), `base-6.12` for the others.
+    pub fn cache_name(self, base: &str) -> String {
+        match self {
+            Self::V6_1 => base.to_string(),
+            other => format!("{base}-{}", other.name()),
+        }
+    }
+
+    /// The apt helper that fetches this kernel's packages.
+    pub fn apt(self, cache: &Path) -> Result<Apt> {
+        match self.suite() {
+            None => Ok(Apt::new()),
+            Some(suite) => Apt::for_suite(suite, &cache.join(format!("apt-{suite}"))),
+        }
+    }
+}
+
+impl std::fmt::Display for GuestKernel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// Where the user wants things from; `None` means "provision it".
 #[derive(Debug, Clone, Default)]
 pub struct Sources {
+    /// Which Debian kernel to provision when `kernel` is `None`.
+    pub guest_kernel: GuestKernel,
     /// A kernel image (bzImage / vmlinuz).
     pub kernel: Option<PathBuf>,
     /// That kernel's `lib/modules/<version>` directory.
@@ -43,6 +101,8 @@ pub struct Kernel {
     pub version: String,
     /// Its `lib/modules/<version>` directory, with `modules.dep`.
     pub modules_dir: PathBuf,
+    /// Which Debian kernel it is; `None` for the user's own.
+    pub debian: Option<GuestKernel>,
 }
 
 /// Everything needed to build an image and boot it.
@@ -96,7 +156,7 @@ pub fn provision(sources: &Sources) -> Result<Provisioned> {
     };
     let kernel = match (&sources.kernel, &sources.modules) {
         (Some(image), Some(modules)) => user_kernel(image, modules)?,
-        (None, None) => debian_kernel(&cache, &mut apt)?,
+        (None, None) => debian_kernel(&cache, sources.guest_kernel, &mut apt)?,
         _ => {
             return Err(Error::Setup(
                 "--kernel and --modules go together: pass the kernel image and its \
@@ -197,16 +257,26 @@ fn user_kernel(image: &Path, modules: &Path) -> Result<Kernel> {
         image: image.to_path_buf(),
         version,
         modules_dir: modules.to_path_buf(),
+        debian: None,
     })
 }
 
-/// The cached Debian kernel, downloading and unpacking it on first use.
-fn debian_kernel(cache: &Path, apt: &mut Apt) -> Result<Kernel> {
-    let root = cache.join("kernel");
+/// The cached Debian kernel `which`, downloading and unpacking it on first
+/// use. `host_apt` installs host tools (depmod, xz).
+fn debian_kernel(cache: &Path, which: GuestKernel, host_apt: &mut Apt) -> Result<Kernel> {
+    let root = cache.join(which.cache_name("kernel"));
     if root.join(KERNEL_STAMP).is_file() {
-        return kernel_in(&root);
+        return kernel_in(&root, which);
     }
+    let mut apt = which.apt(cache)?;
     let package = apt.resolve_kernel_package()?;
+    let prefix = format!("linux-image-{}.", which.name());
+    if !package.starts_with(&prefix) {
+        return Err(Error::Setup(format!(
+            "the apt sources for the {which} guest kernel offer {package}, not Linux {which}: \
+             on a Debian 12 host they offer it; elsewhere pass --kernel and --modules"
+        )));
+    }
     eprintln!(
         "xtask: provisioning the guest kernel {package} into {}",
         root.display()
@@ -216,9 +286,12 @@ fn debian_kernel(cache: &Path, apt: &mut Apt) -> Result<Kernel> {
     let unpacked = tmp.path().join("root");
     apt::unpack(&deb, &unpacked)?;
     fs::remove_file(&deb).ctx("remove", &deb)?;
-    let kernel = kernel_in(&unpacked)?;
-    if !kernel.modules_dir.join("modules.dep").is_file() {
-        let depmod = apt.install_tool("depmod", "kmod")?;
+    let kernel = kernel_in(&unpacked, which)?;
+    // busybox modprobe loads plain .ko files only: unpack compressed ones
+    // (Debian's 6.12 ships .ko.xz), then index them.
+    let decompressed = decompress_modules(&kernel.modules_dir, host_apt)?;
+    if decompressed || !kernel.modules_dir.join("modules.dep").is_file() {
+        let depmod = host_apt.install_tool("depmod", "kmod")?;
         let mut cmd = Command::new(depmod);
         cmd.arg("-b").arg(&unpacked).arg(&kernel.version);
         process::run(&mut cmd)?;
@@ -230,11 +303,47 @@ fn debian_kernel(cache: &Path, apt: &mut Apt) -> Result<Kernel> {
         fs::remove_dir_all(&root).ctx("remove", &root)?;
     }
     fs::rename(&unpacked, &root).ctx("move the kernel into", &root)?;
-    kernel_in(&root)
+    kernel_in(&root, which)
+}
+
+/// Unpacks every `.ko.xz` under `dir` in place (to `.ko`); returns whether
+/// there were any.
+fn decompress_modules(dir: &Path, apt: &mut Apt) -> Result<bool> {
+    let mut found = Vec::new();
+    collect_xz_modules(dir, &mut found)?;
+    if found.is_empty() {
+        return Ok(false);
+    }
+    let xz = apt.install_tool("xz", "xz-utils")?;
+    eprintln!(
+        "xtask: decompressing {} kernel modules (.ko.xz)",
+        found.len()
+    );
+    for chunk in found.chunks(512) {
+        let mut cmd = Command::new(&xz);
+        cmd.args(["--decompress", "--quiet"]).args(chunk);
+        process::run(&mut cmd)?;
+    }
+    Ok(true)
+}
+
+fn collect_xz_modules(dir: &Path, found: &mut Vec<PathBuf>) -> Result<()> {
+    for entry in fs::read_dir(dir).ctx("read", dir)?.flatten() {
+        let path = entry.path();
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
+        if kind.is_dir() {
+            collect_xz_modules(&path, found)?;
+        } else if kind.is_file() && path.to_string_lossy().ends_with(".ko.xz") {
+            found.push(path);
+        }
+    }
+    Ok(())
 }
 
 /// Finds `boot/vmlinuz-<version>` and `lib/modules/<version>` under `root`.
-fn kernel_in(root: &Path) -> Result<Kernel> {
+fn kernel_in(root: &Path, which: GuestKernel) -> Result<Kernel> {
     let boot = root.join("boot");
     let entries = fs::read_dir(&boot).ctx("read", &boot)?;
     let mut versions: Vec<String> = entries
@@ -264,6 +373,7 @@ fn kernel_in(root: &Path) -> Result<Kernel> {
         image: boot.join(format!("vmlinuz-{version}")),
         version,
         modules_dir,
+        debian: Some(which),
     })
 }
 

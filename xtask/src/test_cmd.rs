@@ -19,6 +19,7 @@ use crate::guest_vm::{self, VmOptions};
 use crate::host_tests::{self, HostResults};
 use crate::initramfs::{GuestFile, sh_quote};
 use crate::process;
+use crate::provision::{self, GuestKernel};
 use crate::usrdma;
 
 /// Default timeout of the guest test run, in seconds (boot included).
@@ -48,8 +49,9 @@ pub struct TestArgs {
 #[derive(Debug, Default)]
 struct GuestResults {
     reports: Vec<BinaryReport>,
-    /// Why the guest half could not run (or ran nothing).
-    error: Option<String>,
+    /// Why the guest half, or a kernel's part of it, could not run (or ran
+    /// nothing).
+    errors: Vec<String>,
     /// Why a VM run stopped early (one line per boot that did).
     vm_problems: Vec<String>,
     /// Boot and run times.
@@ -123,7 +125,7 @@ pub fn run(args: &TestArgs) -> Result<bool> {
             Ok(results) => results,
             Err(Error::Interrupted) => return Err(Error::Interrupted),
             Err(e) => GuestResults {
-                error: Some(e.to_string()),
+                errors: vec![e.to_string()],
                 ..GuestResults::default()
             },
         })
@@ -151,7 +153,7 @@ fn report(host: Option<&HostResults>, guest: Option<&GuestResults>) -> bool {
         for problem in &guest.vm_problems {
             outln!("  the VM run failed: {problem}");
         }
-        if let Some(error) = &guest.error {
+        for error in &guest.errors {
             outln!("  could not run the guest tests: {error}");
             failed += 1;
         }
@@ -164,14 +166,48 @@ fn report(host: Option<&HostResults>, guest: Option<&GuestResults>) -> bool {
     failed == 0
 }
 
-/// Builds, lists, boots (once, or twice when there are `guest_noiommu*`
-/// binaries) and judges the guest tests.
+/// Which kernels the guest suite runs on, and with which boots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct KernelPlan {
+    /// A Debian kernel of the matrix; `None`: the user's `--kernel`.
+    kernel: Option<GuestKernel>,
+    /// Only the no-IOMMU boot (the usrdma suites), not the IOMMU one.
+    no_iommu_only: bool,
+}
+
+/// The kernel matrix: the user's kernel or the one named with
+/// `--guest-kernel`, with every boot; by default 6.1 with every boot and
+/// the other kernels with the no-IOMMU boot, where the usrdma module's
+/// portability is what there is to test (VFIO is the kernel's own).
+fn plan_kernels(args: &TestArgs) -> Vec<KernelPlan> {
+    if args.vm.sources.kernel.is_some() {
+        return vec![KernelPlan {
+            kernel: None,
+            no_iommu_only: false,
+        }];
+    }
+    if let Some(kernel) = args.vm.sources.guest_kernel {
+        return vec![KernelPlan {
+            kernel: Some(kernel),
+            no_iommu_only: false,
+        }];
+    }
+    GuestKernel::ALL
+        .iter()
+        .enumerate()
+        .map(|(i, k)| KernelPlan {
+            kernel: Some(*k),
+            no_iommu_only: i > 0,
+        })
+        .collect()
+}
+
+/// Builds and lists the guest tests, then for each kernel of the matrix
+/// boots (once, or twice when there are `guest_noiommu*` binaries) and
+/// judges them.
 fn run_guest(args: &TestArgs) -> Result<GuestResults> {
-    let prov = args.vm.provision()?;
     let tests = cargo_build::build_guest_tests()?;
     let binaries = cargo_build::build_binaries(cargo_build::Profile::Dev)?;
-    // The usrdma module, for the suites that run over it (both boots).
-    let module = usrdma::build(&prov, args.vm.sources.kernel.is_none())?;
     let mut selected: Vec<(&Artifact, ExpectedBinary)> = Vec::new();
     for test in &tests {
         let names = list_tests(test, &args.test_args)?;
@@ -200,74 +236,106 @@ fn run_guest(args: &TestArgs) -> Result<GuestResults> {
             )
         };
         return Ok(GuestResults {
-            error: Some(error),
+            errors: vec![error],
             ..GuestResults::default()
         });
     }
-    let boots = plan_boots(selected, |(a, _)| a.wants_no_iommu(), args.vm.no_iommu);
-    let several = boots.len() > 1;
+    let kernels = plan_kernels(args);
+    let mut plans = Vec::new();
+    for plan in &kernels {
+        let mut boots = plan_boots(
+            selected.clone(),
+            |(a, _)| a.wants_no_iommu(),
+            args.vm.no_iommu,
+        );
+        if plan.no_iommu_only {
+            boots.retain(|b| b.no_iommu);
+        }
+        if !boots.is_empty() {
+            plans.push((*plan, boots));
+        }
+    }
+    let total: usize = plans.iter().map(|(_, b)| b.len()).sum();
     let mut results = GuestResults::default();
     let mut timings = Vec::new();
-    for (i, boot) in boots.into_iter().enumerate() {
-        let name = boot.name();
-        let count: usize = boot.binaries.iter().map(|(_, e)| e.tests.len()).sum();
-        eprintln!(
-            "xtask: {count} guest tests in {} binaries{}: {}",
-            boot.binaries.len(),
-            if several {
-                format!(" ({name}, {} of 2)", i + 1)
-            } else {
-                String::new()
-            },
-            boot.binaries
-                .iter()
-                .map(|(_, e)| e.label.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-        let mut files = guest_vm::binary_files(&binaries);
-        files.extend(module.files.iter().cloned());
-        files.extend(boot.binaries.iter().map(|(a, _)| GuestFile {
-            guest_path: guest_vm::test_path(a),
-            host_path: a.executable.clone(),
-        }));
-        let artifacts: Vec<&Artifact> = boot.binaries.iter().map(|(a, _)| *a).collect();
-        let script = guest_script(&artifacts, &args.test_args);
-        let expected: Vec<ExpectedBinary> = boot.binaries.into_iter().map(|(_, e)| e).collect();
-        let opts = VmOptions {
-            no_iommu: boot.no_iommu,
-            ..args.vm.clone()
+    let mut n = 0;
+    for (plan, boots) in plans {
+        let mut sources = args.vm.sources.clone();
+        sources.guest_kernel = plan.kernel;
+        // One kernel that cannot be had does not stop the others.
+        let prepared = provision::provision(&sources.sources()).and_then(|prov| {
+            // The usrdma module, for the suites that run over it (every boot).
+            let module = usrdma::build(&prov)?;
+            Ok((prov, module))
+        });
+        let kernel_name = match plan.kernel {
+            Some(k) => k.name().to_string(),
+            None => "--kernel".to_string(),
         };
-        let label = |text: String| {
-            if several {
-                format!("{name}: {text}")
-            } else {
-                text
-            }
-        };
-        let (logs, vm_problem) = match guest_vm::boot(&opts, &prov, files, script, DEFAULT_TIMEOUT)
-        {
-            Ok(run) if run.ending == crate::qemu::Ending::Interrupted => {
-                return Err(Error::Interrupted);
-            }
-            Ok(run) => {
-                timings.push(label(run.timing().replace("command:", "tests:")));
-                (
-                    guest_results::parse_guest_console(&run.transcript),
-                    run.problem(),
-                )
-            }
+        let (prov, module) = match prepared {
+            Ok(p) => p,
             Err(Error::Interrupted) => return Err(Error::Interrupted),
-            // Its binaries count as not run; the other boot still runs.
-            Err(e) => (BTreeMap::new(), Some(format!("could not boot: {e}"))),
+            Err(e) => {
+                results.errors.push(format!("Linux {kernel_name}: {e}"));
+                n += boots.len();
+                continue;
+            }
         };
-        results.reports.extend(guest_results::evaluate(
-            &expected,
-            &logs,
-            vm_problem.as_deref(),
-        ));
-        if let Some(problem) = vm_problem {
-            results.vm_problems.push(label(problem));
+        let kernel_name = match plan.kernel {
+            Some(k) => k.name().to_string(),
+            None => prov.kernel.version.clone(),
+        };
+        for boot in boots {
+            n += 1;
+            let name = format!("{kernel_name} {}", boot.name());
+            let count: usize = boot.binaries.iter().map(|(_, e)| e.tests.len()).sum();
+            eprintln!(
+                "xtask: {count} guest tests in {} binaries ({name}, {n} of {total}): {}",
+                boot.binaries.len(),
+                boot.binaries
+                    .iter()
+                    .map(|(_, e)| e.label.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            let mut files = guest_vm::binary_files(&binaries);
+            files.extend(module.files.iter().cloned());
+            files.extend(boot.binaries.iter().map(|(a, _)| GuestFile {
+                guest_path: guest_vm::test_path(a),
+                host_path: a.executable.clone(),
+            }));
+            let artifacts: Vec<&Artifact> = boot.binaries.iter().map(|(a, _)| *a).collect();
+            let script = guest_script(&artifacts, &args.test_args);
+            let expected: Vec<ExpectedBinary> = boot.binaries.into_iter().map(|(_, e)| e).collect();
+            let opts = VmOptions {
+                no_iommu: boot.no_iommu,
+                ..args.vm.clone()
+            };
+            let label = |text: String| format!("{name}: {text}");
+            let (logs, vm_problem) =
+                match guest_vm::boot(&opts, &prov, files, script, DEFAULT_TIMEOUT) {
+                    Ok(run) if run.ending == crate::qemu::Ending::Interrupted => {
+                        return Err(Error::Interrupted);
+                    }
+                    Ok(run) => {
+                        timings.push(label(run.timing().replace("command:", "tests:")));
+                        (
+                            guest_results::parse_guest_console(&run.transcript),
+                            run.problem(),
+                        )
+                    }
+                    Err(Error::Interrupted) => return Err(Error::Interrupted),
+                    // Its binaries count as not run; the other boots still run.
+                    Err(e) => (BTreeMap::new(), Some(format!("could not boot: {e}"))),
+                };
+            let reports = guest_results::evaluate(&expected, &logs, vm_problem.as_deref());
+            results.reports.extend(reports.into_iter().map(|mut r| {
+                r.label = format!("{} [Linux {kernel_name}]", r.label);
+                r
+            }));
+            if let Some(problem) = vm_problem {
+                results.vm_problems.push(label(problem));
+            }
         }
     }
     if !timings.is_empty() {
@@ -322,6 +390,7 @@ fn guest_script(tests: &[&Artifact], test_args: &[String]) -> String {
 mod tests {
     use super::*;
     use crate::cargo_build::Kind;
+    use clap::Parser;
 
     #[test]
     fn script_runs_each_binary_between_markers() {
@@ -409,6 +478,50 @@ mod tests {
         assert_eq!(names(&boots[0]), ["guest_vfio", "guest_noiommu_doctor"]);
     }
 
+    fn test_args(extra: &[&str]) -> TestArgs {
+        let cli =
+            crate::Cli::try_parse_from(["xtask", "test"].iter().chain(extra)).expect("parses");
+        match cli.command {
+            crate::Cmd::Test(args) => args,
+            _ => panic!("not test"),
+        }
+    }
+
+    #[test]
+    fn the_kernel_matrix_runs_6_12_without_the_iommu_boot_by_default() {
+        let plans = plan_kernels(&test_args(&[]));
+        assert_eq!(
+            plans,
+            [
+                KernelPlan {
+                    kernel: Some(GuestKernel::V6_1),
+                    no_iommu_only: false
+                },
+                KernelPlan {
+                    kernel: Some(GuestKernel::V6_12),
+                    no_iommu_only: true
+                },
+            ]
+        );
+        // A kernel named on the command line gets every boot, and only it runs.
+        let plans = plan_kernels(&test_args(&["--guest-kernel", "6.12"]));
+        assert_eq!(
+            plans,
+            [KernelPlan {
+                kernel: Some(GuestKernel::V6_12),
+                no_iommu_only: false
+            }]
+        );
+        let plans = plan_kernels(&test_args(&["--kernel", "/k", "--modules", "/m"]));
+        assert_eq!(
+            plans,
+            [KernelPlan {
+                kernel: None,
+                no_iommu_only: false
+            }]
+        );
+    }
+
     #[test]
     fn report_counts_host_and_guest() {
         let host = HostResults {
@@ -431,7 +544,7 @@ mod tests {
         assert!(!report(Some(&host), Some(&guest)));
         assert!(report(Some(&host), None));
         let no_tests = GuestResults {
-            error: Some("no guest tests found".to_string()),
+            errors: vec!["no guest tests found".to_string()],
             ..GuestResults::default()
         };
         assert!(!report(Some(&host), Some(&no_tests)));

@@ -21,7 +21,7 @@ use crate::apt::{self, Apt};
 use crate::error::{Error, IoContext, Result};
 use crate::initramfs::GuestFile;
 use crate::process;
-use crate::provision::{self, Provisioned};
+use crate::provision::{self, GuestKernel, Provisioned};
 
 /// Where the module lands in the guest.
 pub const GUEST_MODULE: &str = "/lib/modules/usrdma.ko";
@@ -41,14 +41,13 @@ pub struct Built {
     pub files: Vec<GuestFile>,
 }
 
-/// Builds the module against the guest kernel and the test programs.
-/// `debian` says whether the kernel is the provisioned Debian one (its
-/// headers are fetched) or the user's (`--modules DIR`: `DIR/build` must be
-/// its kbuild tree).
-pub fn build(prov: &Provisioned, debian: bool) -> Result<Built> {
+/// Builds the module against the guest kernel and the test programs. For a
+/// provisioned Debian kernel its headers are fetched; for the user's
+/// (`--modules DIR`) `DIR/build` must be its kbuild tree.
+pub fn build(prov: &Provisioned) -> Result<Built> {
     let source = provision::workspace_root().join("kmod/usrdma");
-    let kdir = if debian {
-        debian_headers(&prov.cache, &prov.kernel.version)?
+    let kdir = if let Some(which) = prov.kernel.debian {
+        debian_headers(&prov.cache, which, &prov.kernel.version)?
     } else {
         let build = prov.kernel.modules_dir.join("build");
         if !build.join("Makefile").is_file() {
@@ -59,7 +58,7 @@ pub fn build(prov: &Provisioned, debian: bool) -> Result<Built> {
         }
         build
     };
-    install_build_tools(kernel_cc(&kdir).as_deref())?;
+    install_build_tools(kernel_cc(&kdir).as_deref(), needs_pahole(&kdir))?;
     let dir = tempfile::Builder::new()
         .prefix("usrdrv-usrdma-")
         .tempdir()
@@ -67,12 +66,7 @@ pub fn build(prov: &Provisioned, debian: bool) -> Result<Built> {
     // Build a copy: kbuild writes its objects next to the sources.
     let build_dir = dir.path().join("usrdma");
     fs::create_dir(&build_dir).ctx("create", &build_dir)?;
-    for entry in fs::read_dir(&source).ctx("read", &source)?.flatten() {
-        let path = entry.path();
-        if path.is_file() {
-            fs::copy(&path, build_dir.join(entry.file_name())).ctx("copy", &path)?;
-        }
-    }
+    copy_sources(&source, &build_dir)?;
     eprintln!(
         "xtask: building usrdma.ko for Linux {}",
         prov.kernel.version
@@ -105,18 +99,46 @@ pub fn build(prov: &Provisioned, debian: bool) -> Result<Built> {
     Ok(Built { _dir: dir, files })
 }
 
+/// Copies the module's sources (with `probes/`, the feature tests the
+/// Makefile compiles) from `from` into `to`.
+fn copy_sources(from: &Path, to: &Path) -> Result<()> {
+    for entry in fs::read_dir(from).ctx("read", from)?.flatten() {
+        let path = entry.path();
+        let dest = to.join(entry.file_name());
+        if path.is_dir() {
+            fs::create_dir(&dest).ctx("create", &dest)?;
+            copy_sources(&path, &dest)?;
+        } else if path.is_file() {
+            fs::copy(&path, &dest).ctx("copy", &path)?;
+        }
+    }
+    Ok(())
+}
+
 /// What building the module and the static test programs needs on the host:
 /// make, gcc, the compiler the kernel's kbuild tree names (Debian's name a
 /// versioned one, such as `gcc-12`), and the static C library. Installed
 /// with apt when missing and we are root.
-fn install_build_tools(kernel_cc: Option<&str>) -> Result<()> {
+fn install_build_tools(kernel_cc: Option<&str>, pahole: bool) -> Result<()> {
     let mut apt = Apt::new();
     apt.install_tool("make", "make")?;
     apt.install_tool("gcc", "gcc")?;
     if let Some(cc) = kernel_cc {
         apt.install_tool(cc, cc)?;
     }
+    if pahole {
+        apt.install_tool("pahole", "dwarves")?;
+    }
     apt.install_file(Path::new(STATIC_LIBC), "libc6-dev")
+}
+
+/// Whether kbuild will make BTF for the module with `pahole`: the kernel
+/// has BTF for modules and the tree ships the `vmlinux` it is split from
+/// (without it kbuild skips BTF by itself).
+fn needs_pahole(kdir: &Path) -> bool {
+    kdir.join("vmlinux").is_file()
+        && fs::read_to_string(kdir.join(".config"))
+            .is_ok_and(|c| c.lines().any(|l| l == "CONFIG_DEBUG_INFO_BTF_MODULES=y"))
 }
 
 /// The versioned compiler a Debian kbuild tree calls (`CC = ... gcc-12` in
@@ -139,9 +161,9 @@ fn parse_kernel_cc(vars: &str) -> Option<String> {
 const STATIC_LIBC: &str = "/usr/lib/x86_64-linux-gnu/libc.a";
 
 /// The kbuild tree of the provisioned Debian kernel `version`, fetched on
-/// first use into `<cache>/kernel-headers`.
-fn debian_headers(cache: &Path, version: &str) -> Result<PathBuf> {
-    let root = cache.join("kernel-headers");
+/// first use into `<cache>/kernel-headers` (`kernel-headers-6.12` for 6.12).
+fn debian_headers(cache: &Path, which: GuestKernel, version: &str) -> Result<PathBuf> {
+    let root = cache.join(which.cache_name("kernel-headers"));
     let kdir = root.join(format!("usr/src/linux-headers-{version}"));
     let fresh = |root: &Path| {
         fs::read_to_string(root.join(HEADERS_STAMP)).is_ok_and(|s| s.trim() == version)
@@ -158,7 +180,7 @@ fn debian_headers(cache: &Path, version: &str) -> Result<PathBuf> {
         "xtask: provisioning the kernel headers {package} into {}",
         root.display()
     );
-    let mut apt = Apt::new();
+    let mut apt = which.apt(cache)?;
     let tmp = provision::temp_in(cache, "headers")?;
     let unpacked = tmp.path().join("root");
     let main_dir = tmp.path().join("main");

@@ -85,5 +85,5 @@ fn usrdma_files(args: &VmArgs, prov: &Provisioned) -> Result<Option<usrdma::Buil
     if !args.usrdma {
         return Ok(None);
     }
-    usrdma::build(prov, args.vm.sources.kernel.is_none()).map(Some)
+    usrdma::build(prov).map(Some)
 }

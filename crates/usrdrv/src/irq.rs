@@ -16,7 +16,7 @@ use vfio_bindings::bindings::vfio::{
 };
 
 use crate::pci::PciAddress;
-use crate::sys::eventfd::{EventFd, Woken, wait_any};
+use crate::sys::eventfd::{EventFd, Woken, hung_up, wait_any_or_hangup};
 use crate::vfio;
 
 /// The kinds of interrupt a PCI function can raise.
@@ -174,11 +174,11 @@ pub(crate) trait IrqControl: Send + Sync + fmt::Debug {
     fn revocation_event(&self) -> Option<&EventFd>;
     /// Records a revocation a waiter saw.
     fn mark_revoked(&self);
-    /// Whether an eventfd count says the kernel revoked the device (a kernel
-    /// may signal the eventfds as it revokes, with a count that says so).
-    fn count_means_revoked(&self, count: u64) -> bool {
-        let _ = count;
-        false
+    /// A descriptor that hangs up once the device is revoked, before the
+    /// kernel signals the interrupt eventfds as it revokes (so a wake-up
+    /// that finds it hung up is the revocation, not an interrupt), if any.
+    fn hangup_fd(&self) -> Option<BorrowedFd<'_>> {
+        None
     }
 }
 
@@ -277,18 +277,15 @@ impl Interrupts {
             address: self.device.address(),
             source,
         };
+        let hangup = self.device.hangup_fd();
         let woken = match self.device.revocation_event() {
-            Some(req) => wait_any(&[fd, req], timeout),
-            None => wait_any(&[fd], timeout),
+            Some(req) => wait_any_or_hangup(&[fd, req], hangup, timeout),
+            None => wait_any_or_hangup(&[fd], hangup, timeout),
         }
         .map_err(sys)?;
         match woken {
-            Woken::Fd(0, count) if self.device.count_means_revoked(count) => {
-                self.device.mark_revoked();
-                Err(revoked)
-            }
             Woken::Fd(0, count) => Ok(Some(count)),
-            Woken::Fd(_, _) => {
+            Woken::Fd(_, _) | Woken::HungUp => {
                 self.device.mark_revoked();
                 Err(revoked)
             }
@@ -307,15 +304,22 @@ impl Interrupts {
                 address: self.device.address(),
                 source,
             })?;
-        match count {
-            Some(count) if self.device.count_means_revoked(count) => {
-                self.device.mark_revoked();
-                Err(IrqError::Revoked {
-                    address: self.device.address(),
-                })
-            }
-            other => Ok(other),
+        let hung_up = match (count, self.device.hangup_fd()) {
+            (Some(_), Some(fd)) => hung_up(fd).map_err(|source| IrqError::Sys {
+                op: "polling the device node",
+                kind: self.kind,
+                address: self.device.address(),
+                source,
+            })?,
+            _ => false,
+        };
+        if hung_up {
+            self.device.mark_revoked();
+            return Err(IrqError::Revoked {
+                address: self.device.address(),
+            });
         }
+        Ok(count)
     }
 
     /// Unmasks INTx after the kernel masked it on delivery; do it once the

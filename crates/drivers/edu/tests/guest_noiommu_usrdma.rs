@@ -651,3 +651,24 @@ fn the_module_refuses_stale_ids_and_frees_by_name_only_unmapped_persistent_buffe
     assert!(said.contains("PASSED: 0 failure(s)"), "{said}");
     assert!(said.contains("stale FREE"), "{said}");
 }
+
+#[test]
+#[ignore = "needs the usrdrv VM: run by `cargo xtask test`"]
+fn a_waiter_polling_its_eventfd_and_the_node_is_told_of_an_unbind() {
+    // Raw ioctls from C (kmod/usrdma/test/usrdma_test.c, `revoke-wait`): the
+    // node hangs up and a semaphore eventfd gets one count, on every kernel.
+    let address = edu_address();
+    let out = Command::new("usrdma-test")
+        .args(["revoke-wait", &address.to_string()])
+        .output()
+        .expect("usrdma-test (built with the module) is in the VM's PATH");
+    let said = String::from_utf8_lossy(&out.stdout);
+    println!("{said}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "usrdma-test revoke-wait failed:\n{said}"
+    );
+    assert!(said.contains("PASSED: 0 failure(s)"), "{said}");
+    assert!(said.contains("node revents"), "{said}");
+    // The next test binds edu again (edu_address).
+}

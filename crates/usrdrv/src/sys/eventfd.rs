@@ -16,6 +16,9 @@ pub(crate) enum Woken {
     /// The descriptor at this index of the list was signalled; its counter
     /// (events since the last read) is returned and reset.
     Fd(usize, u64),
+    /// The descriptor watched for a hang-up (a usrdma node whose device was
+    /// revoked) hung up; counters read meanwhile are dropped.
+    HungUp,
     /// The timeout passed first.
     TimedOut,
 }
@@ -88,8 +91,48 @@ fn poll_ms(timeout: Duration) -> libc::c_int {
 /// otherwise the clock is read and `poll` sleeps, both before the event comes,
 /// so they add nothing to the wake-up latency but the final `read`.
 pub(crate) fn wait_any(fds: &[&EventFd], timeout: Option<Duration>) -> io::Result<Woken> {
+    wait_any_or_hangup(fds, None, timeout)
+}
+
+/// Whether `fd` reports a hang-up or an error right now (poll, no wait).
+pub(crate) fn hung_up(fd: BorrowedFd<'_>) -> io::Result<bool> {
+    let mut poll = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        // POLLHUP and POLLERR are always reported; ask for nothing else.
+        events: 0,
+        revents: 0,
+    };
+    loop {
+        // SAFETY: `poll` is one live pollfd struct; a zero timeout never blocks.
+        let ready = unsafe { libc::poll(&raw mut poll, 1, 0) };
+        if ready >= 0 {
+            return Ok(poll.revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0);
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
+/// [`wait_any`], also watching `hangup` (when given): a descriptor that
+/// hangs up when the device is revoked and does so before the kernel
+/// signals the eventfds at revocation (a usrdma node). A hang-up wins over
+/// any counter, so a count the revocation itself added is never taken for
+/// an event; that costs one more `poll` only when an event is already
+/// pending.
+pub(crate) fn wait_any_or_hangup(
+    fds: &[&EventFd],
+    hangup: Option<BorrowedFd<'_>>,
+    timeout: Option<Duration>,
+) -> io::Result<Woken> {
     for (i, fd) in fds.iter().enumerate() {
         if let Some(count) = fd.take()? {
+            if let Some(hangup) = hangup
+                && hung_up(hangup)?
+            {
+                return Ok(Woken::HungUp);
+            }
             return Ok(Woken::Fd(i, count));
         }
     }
@@ -105,6 +148,11 @@ pub(crate) fn wait_any(fds: &[&EventFd], timeout: Option<Duration>) -> io::Resul
             events: libc::POLLIN,
             revents: 0,
         })
+        .chain(hangup.map(|fd| libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: 0,
+            revents: 0,
+        }))
         .collect();
     loop {
         let wait_ms = match deadline {
@@ -124,6 +172,13 @@ pub(crate) fn wait_any(fds: &[&EventFd], timeout: Option<Duration>) -> io::Resul
             if err.kind() != io::ErrorKind::Interrupted {
                 return Err(err);
             }
+        }
+        if hangup.is_some()
+            && polls
+                .last()
+                .is_some_and(|p| p.revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0)
+        {
+            return Ok(Woken::HungUp);
         }
         for (i, (poll, fd)) in polls.iter().zip(fds).enumerate() {
             if poll.revents != 0
@@ -184,6 +239,43 @@ mod tests {
         e.signal(2).unwrap();
         assert_eq!(e.take().unwrap(), Some(3));
         assert_eq!(e.take().unwrap(), None);
+    }
+
+    /// A pipe's read end, and its write end to close for a hang-up.
+    fn pipe() -> (OwnedFd, OwnedFd) {
+        let mut fds = [0; 2];
+        // SAFETY: `fds` is a live array of two ints for pipe2 to fill.
+        assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+        // SAFETY: pipe2 succeeded: the read end is new and owned by nothing else.
+        let read = unsafe { OwnedFd::from_raw_fd(fds[0]) };
+        // SAFETY: likewise the write end.
+        let write = unsafe { OwnedFd::from_raw_fd(fds[1]) };
+        (read, write)
+    }
+
+    #[test]
+    fn a_hang_up_wins_over_a_pending_count() {
+        let e = EventFd::new().unwrap();
+        let (read, write) = pipe();
+        assert!(!hung_up(read.as_fd()).unwrap());
+        e.signal(1).unwrap();
+        assert_eq!(
+            wait_any_or_hangup(&[&e], Some(read.as_fd()), Some(Duration::ZERO)).unwrap(),
+            Woken::Fd(0, 1)
+        );
+        drop(write);
+        assert!(hung_up(read.as_fd()).unwrap());
+        // Pending before the wait, as the module's wake-up at revocation is.
+        e.signal(1).unwrap();
+        assert_eq!(
+            wait_any_or_hangup(&[&e], Some(read.as_fd()), None).unwrap(),
+            Woken::HungUp
+        );
+        // Nothing pending: the poll itself sees the hang-up.
+        assert_eq!(
+            wait_any_or_hangup(&[&e], Some(read.as_fd()), Some(Duration::from_secs(5))).unwrap(),
+            Woken::HungUp
+        );
     }
 
     #[test]

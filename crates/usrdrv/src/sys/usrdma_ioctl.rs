@@ -12,9 +12,14 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 
 /// `USRDMA_NAME_LEN`: a buffer name with its terminating NUL.
 pub(crate) const NAME_LEN: usize = 32;
-/// `USRDMA_API_VERSION`: the version this side needs at least (3 added
-/// `USRDMA_QUIESCED`); later modules keep every earlier call working.
-pub(crate) const API_VERSION: u32 = 3;
+/// `USRDMA_API_VERSION`: the version of the header this side mirrors (4:
+/// revocation signals the eventfds with 1 and the node tells it).
+#[cfg(test)]
+pub(crate) const API_VERSION: u32 = 4;
+/// The version this side needs at least (3 added `USRDMA_QUIESCED`; 4 only
+/// changed what revocation puts in the eventfds, which this side does not
+/// read: it polls the node). Later modules keep every earlier call working.
+pub(crate) const MIN_API_VERSION: u32 = 3;
 /// `USRDMA_BAR_OFFSET(n)` is `n << BAR_SHIFT`.
 pub(crate) const BAR_SHIFT: u32 = 40;
 
@@ -29,7 +34,9 @@ pub(crate) const IRQ_NONE: u32 = 0;
 pub(crate) const IRQ_INTX: u32 = 1;
 pub(crate) const IRQ_MSI: u32 = 2;
 pub(crate) const IRQ_MSIX: u32 = 3;
-/// `USRDMA_IRQ_REVOKED`: what the module adds to every eventfd when it revokes.
+/// `USRDMA_IRQ_REVOKED`: what API version 3 added to every eventfd at
+/// revocation; never added since version 4, and never relied on here.
+#[cfg(test)]
 pub(crate) const IRQ_REVOKED: u64 = 1 << 48;
 
 /// `struct usrdma_info`.

@@ -97,10 +97,10 @@ impl Device {
             address,
             source,
         })?;
-        if info.api_version < ioctl::API_VERSION {
+        if info.api_version < ioctl::MIN_API_VERSION {
             return Err(UsrdmaError::ApiVersion {
                 found: info.api_version,
-                expected: ioctl::API_VERSION,
+                expected: ioctl::MIN_API_VERSION,
             });
         }
         let revocation = DeviceRevocation::new(file.try_clone().ok().and_then(|watched| {

@@ -2,6 +2,7 @@
 //! from its configuration space, and eventfds bound with `USRDMA_SET_IRQ`.
 
 use std::io;
+use std::os::fd::BorrowedFd;
 
 use super::Device;
 use crate::irq::{IrqControl, IrqError, IrqInfo, IrqKind};
@@ -86,10 +87,11 @@ impl IrqControl for Device {
         Device::mark_revoked(self);
     }
 
-    fn count_means_revoked(&self, count: u64) -> bool {
-        // The module adds USRDMA_IRQ_REVOKED to every eventfd when the device
-        // is removed, possibly before the revocation watcher sees the hang-up.
-        count >= ioctl::IRQ_REVOKED
+    fn hangup_fd(&self) -> Option<BorrowedFd<'_>> {
+        // The module marks the node hung up, then signals every eventfd once
+        // (API 4; version 3 added USRDMA_IRQ_REVOKED and hung up the same way),
+        // possibly before the revocation watcher sees the hang-up.
+        Some(self.fd())
     }
 }
 
