@@ -81,8 +81,9 @@ struct InFlight<B> {
 }
 
 /// The command id of a command waited for at once (queued ones use their
-/// slot number, below the queue depth).
-const WAITED: u16 = u16::MAX;
+/// slot number, below the queue depth; 0xFFFF is kept out, as error log
+/// entries use it for "no command").
+const WAITED: u16 = u16::MAX - 1;
 
 /// An I/O queue pair, polled, for one thread at a time (`Send`, not `Sync`).
 /// Deleted from the controller when dropped (submission queue first), which

@@ -127,7 +127,8 @@ impl Controller {
         let admin = QueuePair::new(
             &device,
             0,
-            ADMIN_DEPTH.min(cap.max_queue_entries() as u16),
+            // CAP.MQES + 1 may be 65536, which a u16 cannot hold.
+            u16::try_from(cap.max_queue_entries()).map_or(ADMIN_DEPTH, |max| ADMIN_DEPTH.min(max)),
             cap.doorbell_stride(),
         )?;
         let page = device.alloc_dma(PAGE)?;
