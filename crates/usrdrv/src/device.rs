@@ -51,6 +51,26 @@ pub struct Device {
     /// Held while bus mastering changes and during [`Device::quiesce`], so
     /// no thread turns it on while the driver's quiesce step runs.
     bus_master_change: Mutex<()>,
+    /// The thread running [`Device::quiesce`]'s step, if one is: its own
+    /// requests for DMA fail instead of waiting for itself.
+    quiescer: Mutex<Option<std::thread::ThreadId>>,
+}
+
+/// Marks the current thread as running a quiesce step until dropped (also
+/// when the step panics).
+struct QuiesceStep<'a>(&'a Mutex<Option<std::thread::ThreadId>>);
+
+impl<'a> QuiesceStep<'a> {
+    fn enter(slot: &'a Mutex<Option<std::thread::ThreadId>>) -> Self {
+        *slot.lock().unwrap_or_else(PoisonError::into_inner) = Some(std::thread::current().id());
+        Self(slot)
+    }
+}
+
+impl Drop for QuiesceStep<'_> {
+    fn drop(&mut self) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = None;
+    }
 }
 
 /// The kernel interface a [`Device`] is driven through.
@@ -148,6 +168,7 @@ impl Device {
             dma,
             bus_master: AtomicBool::new(false),
             bus_master_change: Mutex::new(()),
+            quiescer: Mutex::new(None),
         };
         let command = device.command()?;
         if command & PCI_COMMAND_MASTER != 0 {
@@ -414,6 +435,15 @@ impl Device {
         if self.bus_master.load(Ordering::Acquire) {
             return Ok(());
         }
+        if *self.quiescer.lock().unwrap_or_else(PoisonError::into_inner)
+            == Some(std::thread::current().id())
+        {
+            // From the quiesce step itself: waiting would wait for ourselves.
+            return Err(DmaError::DuringQuiesce {
+                address: self.address(),
+            });
+        }
+        // Another thread's quiesce step holds this until it is done.
         let _change = self
             .bus_master_change
             .lock()
@@ -475,7 +505,10 @@ impl Device {
         if self.bus_master.load(Ordering::Acquire) {
             return Err(DmaError::QuiesceTooLate { address }.into());
         }
-        let value = f()?;
+        let value = {
+            let _step = QuiesceStep::enter(&self.quiescer);
+            f()?
+        };
         match &self.kernel {
             Kernel::Usrdma { device, .. } => device
                 .quiesced()
@@ -487,6 +520,9 @@ impl Device {
 
     /// Allocates `size` bytes (rounded up to pages) of zeroed memory the device
     /// can read and write, with its device address.
+    ///
+    /// Like every call that turns bus mastering on, it fails with
+    /// [`DmaError::DuringQuiesce`] from inside [`Device::quiesce`]'s step.
     pub fn alloc_dma(&self, size: usize) -> Result<DmaBuffer, DmaError> {
         self.alloc(size, false)
     }

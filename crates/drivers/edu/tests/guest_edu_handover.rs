@@ -145,6 +145,13 @@ fn bus_mastering_is_off_until_the_first_dma() {
     assert!(!bus_master_on(&device), "bus mastering is off at open");
     let quiesced = device.quiesce(|| Ok::<bool, usrdrv::dma::DmaError>(bus_master_on(&device)));
     assert!(!quiesced.unwrap(), "and during the quiesce step");
+    // Asking for DMA from the step itself is an error, not a wait on itself.
+    let inside = device.quiesce(|| device.alloc_dma(4096).map(drop));
+    assert!(
+        matches!(inside, Err(usrdrv::dma::DmaError::DuringQuiesce { .. })),
+        "{inside:?}"
+    );
+    assert!(!bus_master_on(&device));
     let buffer = device.alloc_dma(4096).unwrap();
     assert!(bus_master_on(&device), "on once DMA memory exists");
     let late = device.quiesce(|| Ok::<(), usrdrv::dma::DmaError>(()));

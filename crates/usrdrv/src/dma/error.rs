@@ -222,6 +222,15 @@ pub enum DmaError {
         #[source]
         source: Box<crate::usrdma::UsrdmaError>,
     },
+    /// DMA was asked for from inside [`crate::Device::quiesce`]'s step, where
+    /// bus mastering stays off.
+    #[error(
+        "{address}: bus mastering stays off while Device::quiesce runs the driver's step: allocate, map and enable MSI after it returns"
+    )]
+    DuringQuiesce {
+        /// The device.
+        address: crate::pci::PciAddress,
+    },
     /// Turning on bus mastering failed.
     #[error("cannot enable bus mastering (PCI command register)")]
     BusMaster {
