@@ -7,6 +7,7 @@
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
 #include <linux/capability.h>
+#include <linux/device.h>
 #include <linux/dma-mapping.h>
 #include <linux/fs.h>
 #include <linux/kernel.h>
@@ -16,6 +17,7 @@
 #include <linux/mutex.h>
 #include <linux/pci.h>
 #include <linux/poll.h>
+#include <linux/sched.h>
 #include <linux/slab.h>
 #include <linux/wait.h>
 
@@ -155,6 +157,22 @@ static void usrdma_disable(struct usrdma_dev *ud, bool all_buffers)
 
 /* ---- file operations ----------------------------------------------------- */
 
+/*
+ * As vfio-noiommu does: a device that is not behind an IOMMU can reach all
+ * memory once a process drives its DMA, so the kernel is tainted (for bug
+ * reports) and the log says which process opened which device.
+ */
+static void usrdma_warn_unisolated(struct usrdma_dev *ud)
+{
+	if (device_iommu_mapped(&ud->pdev->dev))
+		return;
+	add_taint(TAINT_USER, LOCKDEP_STILL_OK);
+	/* Rate-limited: a driver reopening in a loop must not flood the log. */
+	dev_warn_ratelimited(&ud->pdev->dev,
+		 "opened for DMA without IOMMU isolation by %s (pid %d): the device can reach all memory\n",
+		 current->group_leader->comm, task_tgid_nr(current));
+}
+
 static int usrdma_open(struct inode *inode, struct file *file)
 {
 	/* misc_open() set private_data and holds misc_mtx: remove() waits. */
@@ -184,6 +202,7 @@ static int usrdma_open(struct inode *inode, struct file *file)
 	usrdma_put_maps(ud, &maps);
 	if (ret)
 		return ret;
+	usrdma_warn_unisolated(ud);
 	return nonseekable_open(inode, file);
 }
 

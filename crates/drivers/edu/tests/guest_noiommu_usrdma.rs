@@ -672,3 +672,32 @@ fn a_waiter_polling_its_eventfd_and_the_node_is_told_of_an_unbind() {
     assert!(said.contains("node revents"), "{said}");
     // The next test binds edu again (edu_address).
 }
+
+#[test]
+#[ignore = "needs the usrdrv VM: run by `cargo xtask test`"]
+fn opening_a_device_without_an_iommu_taints_the_kernel_and_logs_who() {
+    let address = edu_address();
+    let device = Device::open(address, DmaMask::new(DMA_MASK_BITS).unwrap()).unwrap();
+    let tainted: u64 = std::fs::read_to_string("/proc/sys/kernel/tainted")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_ne!(
+        tainted & (1 << 6),
+        0,
+        "TAINT_USER ('U') is set: {tainted:#x}"
+    );
+    let log = Command::new("dmesg").output().expect("dmesg").stdout;
+    let log = String::from_utf8_lossy(&log);
+    let said = format!("usrdma {address}: opened for DMA without IOMMU isolation by ");
+    let pid = format!(
+        "(pid {}): the device can reach all memory",
+        std::process::id()
+    );
+    assert!(
+        log.lines().any(|l| l.contains(&said) && l.contains(&pid)),
+        "the log names the device and this process:\n{log}"
+    );
+    drop(device);
+}
