@@ -23,7 +23,7 @@ mod common;
 #[allow(dead_code, reason = "the VFIO tests use other parts of the helpers")]
 mod handover;
 
-use common::edu_address;
+use common::{edu_address, usrdma_stat as stat};
 use handover::{
     Failure, LANDS_WITHIN, STALE, bus_master_on, child_main, find_tag, pin_to_cpu0, say_ready,
     spawn_child, start_window_to_ram, touched_heap, wait_idle, window_pattern,
@@ -32,18 +32,6 @@ use handover::{
 /// The grace period the module waits with bus mastering off, and a margin.
 const GRACE: Duration = Duration::from_millis(1000);
 const GRACE_MARGIN: Duration = Duration::from_millis(1500);
-
-/// One counter of the module's `usrdma_stats` attribute for `address`.
-fn stat(address: PciAddress, key: &str) -> u64 {
-    let path = format!("/sys/bus/pci/devices/{address}/usrdma_stats");
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {path}: {e}"));
-    text.lines()
-        .find_map(|line| {
-            let (k, v) = line.split_once(' ')?;
-            (k == key).then(|| v.trim().parse().expect("a decimal counter"))
-        })
-        .unwrap_or_else(|| panic!("{key} in {path}: {text}"))
-}
 
 /// The quarantine counters: buffers, bytes, pinned pages.
 fn quarantine(address: PciAddress) -> (u64, u64, u64) {

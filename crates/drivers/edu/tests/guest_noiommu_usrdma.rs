@@ -19,21 +19,9 @@ use usrdrv_edu::{DMA_MASK_BITS, Edu};
     reason = "each test binary uses its own part of the helpers"
 )]
 mod common;
-use common::{edu_address, open, pattern};
+use common::{edu_address, open, pattern, usrdma_stat as stat};
 
 const MASK_LIMIT: u64 = 1 << DMA_MASK_BITS;
-
-/// One counter of the module's `usrdma_stats` attribute for `address`.
-fn stat(address: PciAddress, key: &str) -> u64 {
-    let path = format!("/sys/bus/pci/devices/{address}/usrdma_stats");
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {path}: {e}"));
-    text.lines()
-        .find_map(|line| {
-            let (k, v) = line.split_once(' ')?;
-            (k == key).then(|| v.trim().parse().expect("a decimal counter"))
-        })
-        .unwrap_or_else(|| panic!("{key} in {path}: {text}"))
-}
 
 /// The names in the module's `usrdma_buffers` attribute for `address`.
 fn buffer_names(address: PciAddress) -> Vec<String> {

@@ -67,6 +67,12 @@ pub enum NvmeError {
         /// The queue.
         qid: u16,
     },
+    /// Every I/O queue pair the controller granted is in use.
+    #[error("the controller granted {granted} I/O queue pairs, all in use: drop one first")]
+    NoFreeQueue {
+        /// How many the controller granted.
+        granted: u16,
+    },
     /// A transfer's memory cannot be described with PRPs.
     #[error(transparent)]
     Prp(#[from] PrpError),

@@ -270,11 +270,8 @@ impl Controller {
         let depth = depth.clamp(2, self.shared.cap.max_queue_entries().min(65535) as u16);
         let mut admin = self.shared.lock_admin();
         let Some(qid) = (1..=self.io_queues).find(|q| !admin.qids.contains(q)) else {
-            return Err(NvmeError::Transfer {
-                what: format!(
-                    "the controller granted {} I/O queue pairs, all in use: drop one first",
-                    self.io_queues
-                ),
+            return Err(NvmeError::NoFreeQueue {
+                granted: self.io_queues,
             });
         };
         let queue = QueuePair::new(

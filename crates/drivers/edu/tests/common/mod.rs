@@ -57,3 +57,15 @@ pub fn resources() -> (u64, u64, usize) {
         .count();
     (field("VmLck:"), field("VmPin:"), fds)
 }
+
+/// One counter of the usrdma module's `usrdma_stats` attribute for `address`.
+pub fn usrdma_stat(address: PciAddress, key: &str) -> u64 {
+    let path = format!("/sys/bus/pci/devices/{address}/usrdma_stats");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {path}: {e}"));
+    text.lines()
+        .find_map(|line| {
+            let (k, v) = line.split_once(' ')?;
+            (k == key).then(|| v.trim().parse().expect("a decimal counter"))
+        })
+        .unwrap_or_else(|| panic!("{key} in {path}: {text}"))
+}
