@@ -13,8 +13,11 @@ use crate::irq::{Interrupts, IrqControl, IrqError, IrqInfo, IrqKind};
 use crate::mmio::Bar;
 use crate::pci::capabilities::{self, Capability};
 use crate::pci::{PciAddress, Sysfs};
+use crate::device_backend::DeviceBackend;
 use crate::revocation::ReleasePolicy;
+use crate::usrdma::backend::UsrdmaBackend;
 use crate::usrdma::{self, dma::UsrdmaDma};
+use crate::vfio::backend::VfioBackend;
 use crate::vfio::{self, IommuDomain};
 
 /// Offset of the PCI command register in configuration space.
@@ -44,7 +47,7 @@ const PCI_COMMAND_MASTER: u16 = 0x0004;
 /// ```
 #[derive(Debug)]
 pub struct Device {
-    kernel: Kernel,
+    backend: Box<dyn DeviceBackend>,
     dma: Arc<dyn DmaBackend>,
     /// Set once bus mastering is on (the fast path of `enable_bus_master`).
     bus_master: AtomicBool,
@@ -80,6 +83,9 @@ pub enum Backend {
     Vfio,
     /// The usrdma module, without an IOMMU (`usrdma`).
     Usrdma,
+    /// An in-process device model ([`crate::emulated`]), for tests without
+    /// hardware.
+    Emulated,
 }
 
 impl std::fmt::Display for Backend {
@@ -87,21 +93,9 @@ impl std::fmt::Display for Backend {
         f.write_str(match self {
             Self::Vfio => "VFIO",
             Self::Usrdma => "usrdma",
+            Self::Emulated => "emulated",
         })
     }
-}
-
-/// The open kernel objects behind a [`Device`].
-#[derive(Debug)]
-enum Kernel {
-    Vfio {
-        device: vfio::Device,
-        domain: IommuDomain,
-    },
-    Usrdma {
-        device: usrdma::Device,
-        dma: Arc<UsrdmaDma>,
-    },
 }
 
 impl Device {
@@ -123,6 +117,7 @@ impl Device {
         match backend {
             Backend::Vfio => Self::open_vfio(&Sysfs::system(), address, mask),
             Backend::Usrdma => Self::open_usrdma(address, mask),
+            Backend::Emulated => Err(crate::emulated::EmulatedError::NeedsModel.into()),
         }
     }
 
@@ -135,13 +130,7 @@ impl Device {
     fn open_usrdma(address: PciAddress, mask: DmaMask) -> Result<Self, Error> {
         let device = usrdma::Device::open(address)?;
         let dma = Arc::new(UsrdmaDma::new(device.clone(), mask)?);
-        Self::new(
-            Kernel::Usrdma {
-                device,
-                dma: Arc::clone(&dma),
-            },
-            dma,
-        )
+        Self::new(Box::new(UsrdmaBackend { device, dma }))
     }
 
     /// Opens the device at `address` (bound to vfio-pci) in `domain`, sharing
@@ -150,22 +139,19 @@ impl Device {
         let group = vfio::usable_group(&Sysfs::system(), address)?;
         let group = domain.group(group)?;
         let vfio = vfio::Device::open_in_group(&group, address)?;
-        Self::new(
-            Kernel::Vfio {
-                device: vfio,
-                domain: domain.clone(),
-            },
-            domain.backend(),
-        )
+        Self::new(Box::new(VfioBackend {
+            device: vfio,
+            domain: domain.clone(),
+        }))
     }
 
     /// The device with bus mastering off, whatever the previous owner or
     /// the kernel left: nothing may master the bus before the driver asks
     /// for DMA (and has had the chance to [`quiesce`](Device::quiesce) it).
-    fn new(kernel: Kernel, dma: Arc<dyn DmaBackend>) -> Result<Self, Error> {
+    pub(crate) fn new(backend: Box<dyn DeviceBackend>) -> Result<Self, Error> {
         let device = Self {
-            kernel,
-            dma,
+            dma: backend.dma(),
+            backend,
             bus_master: AtomicBool::new(false),
             bus_master_change: Mutex::new(()),
             quiescer: Mutex::new(None),
@@ -186,26 +172,17 @@ impl Device {
 
     /// The device's PCI address.
     pub fn address(&self) -> PciAddress {
-        match &self.kernel {
-            Kernel::Vfio { device, .. } => device.address(),
-            Kernel::Usrdma { device, .. } => device.address(),
-        }
+        self.backend.address()
     }
 
     /// The kernel interface underneath.
     pub fn backend(&self) -> Backend {
-        match &self.kernel {
-            Kernel::Vfio { .. } => Backend::Vfio,
-            Kernel::Usrdma { .. } => Backend::Usrdma,
-        }
+        self.backend.kind()
     }
 
     /// The IOMMU domain the device is in (VFIO only).
     pub fn domain(&self) -> Option<&IommuDomain> {
-        match &self.kernel {
-            Kernel::Vfio { domain, .. } => Some(domain),
-            Kernel::Usrdma { .. } => None,
-        }
+        self.backend.domain()
     }
 
     /// The DMA mask device addresses are kept under.
@@ -215,35 +192,22 @@ impl Device {
 
     /// The VFIO device underneath, for what this type does not cover (VFIO only).
     pub fn vfio(&self) -> Option<&vfio::Device> {
-        match &self.kernel {
-            Kernel::Vfio { device, .. } => Some(device),
-            Kernel::Usrdma { .. } => None,
-        }
+        self.backend.vfio()
     }
 
     /// The usrdma device underneath (usrdma only).
     pub fn usrdma(&self) -> Option<&usrdma::Device> {
-        match &self.kernel {
-            Kernel::Vfio { .. } => None,
-            Kernel::Usrdma { device, .. } => Some(device),
-        }
+        self.backend.usrdma()
     }
 
     /// BAR `index` (`0..=5`), ready for register access.
     pub fn bar(&self, index: u8) -> Result<Bar, Error> {
-        Ok(match &self.kernel {
-            Kernel::Vfio { device, .. } => device.bar(index)?,
-            Kernel::Usrdma { device, .. } => device.bar(index)?,
-        })
+        self.backend.bar(index)
     }
 
     /// Reads configuration space at `offset` into `buf`.
     pub fn read_config(&self, offset: u64, buf: &mut [u8]) -> Result<(), Error> {
-        match &self.kernel {
-            Kernel::Vfio { device, .. } => device.read_config(offset, buf)?,
-            Kernel::Usrdma { device, .. } => device.read_config(offset, buf)?,
-        }
-        Ok(())
+        self.backend.read_config(offset, buf)
     }
 
     /// Writes `buf` to configuration space at `offset`.
@@ -266,11 +230,7 @@ impl Device {
     /// # Ok::<(), usrdrv::Error>(())
     /// ```
     pub fn write_config(&self, offset: u64, buf: &[u8]) -> Result<(), Error> {
-        match &self.kernel {
-            Kernel::Vfio { device, .. } => device.write_config(offset, buf)?,
-            Kernel::Usrdma { device, .. } => device.write_config(offset, buf)?,
-        }
-        Ok(())
+        self.backend.write_config(offset, buf)
     }
 
     /// Writes `buf` to configuration space at `offset`, refusing nothing
@@ -294,26 +254,12 @@ impl Device {
     // `unsafe` for its contract only: the body is safe code (no system call).
     #[allow(unsafe_code)]
     pub unsafe fn write_config_unchecked(&self, offset: u64, buf: &[u8]) -> Result<(), Error> {
-        match &self.kernel {
-            Kernel::Vfio { device, .. } => device.write_config_raw(offset, buf)?,
-            Kernel::Usrdma { device, .. } => device.write_config_raw(offset, buf)?,
-        }
-        Ok(())
+        self.backend.write_config_raw(offset, buf)
     }
 
     /// The device's configuration space: 256 bytes, or 4096 for PCI Express.
     pub fn config_space(&self) -> Result<Vec<u8>, Error> {
-        match &self.kernel {
-            Kernel::Vfio { device, .. } => {
-                let size = device
-                    .region_info(vfio_bindings::bindings::vfio::VFIO_PCI_CONFIG_REGION_INDEX)?
-                    .size;
-                let mut config = vec![0u8; usize::try_from(size.min(4096)).unwrap_or(256)];
-                device.read_config(0, &mut config)?;
-                Ok(config)
-            }
-            Kernel::Usrdma { device, .. } => Ok(device.config_space()?),
-        }
+        self.backend.config_space()
     }
 
     /// The device's capabilities (standard and extended), in list order.
@@ -331,20 +277,13 @@ impl Device {
 
     /// Resets the device, if it supports reset.
     pub fn reset(&self) -> Result<(), Error> {
-        match &self.kernel {
-            Kernel::Vfio { device, .. } => device.reset()?,
-            Kernel::Usrdma { device, .. } => device.reset()?,
-        }
-        Ok(())
+        self.backend.reset()
     }
 
     /// Whether the kernel has asked for the device back (unbind, hot-unplug):
     /// register accesses and new DMA fail from then on; drop every handle.
     pub fn is_revoked(&self) -> bool {
-        match &self.kernel {
-            Kernel::Vfio { device, .. } => device.is_revoked(),
-            Kernel::Usrdma { device, .. } => device.is_revoked(),
-        }
+        self.backend.is_revoked()
     }
 
     /// Sets what happens when the kernel asks for the device back (an unbind,
@@ -368,33 +307,23 @@ impl Device {
     /// # Ok::<(), usrdrv::Error>(())
     /// ```
     pub fn set_release_policy(&self, policy: ReleasePolicy) {
-        if let Kernel::Vfio { device, .. } = &self.kernel {
-            device.set_release_policy(policy);
-        }
+        self.backend.set_release_policy(policy);
     }
 
     /// Whether the kernel has asked for the device back (during a grace
     /// period the device still works; afterwards it is revoked).
     pub fn release_requested(&self) -> bool {
-        match &self.kernel {
-            Kernel::Vfio { device, .. } => device.release_requested(),
-            Kernel::Usrdma { device, .. } => device.is_revoked(),
-        }
+        self.backend.release_requested()
     }
 
     /// Ends a grace period now: gives the device back if the kernel has asked,
     /// or as soon as it asks.
     pub fn release(&self) {
-        if let Kernel::Vfio { device, .. } = &self.kernel {
-            device.release();
-        }
+        self.backend.release();
     }
 
     fn irq_control(&self) -> Arc<dyn IrqControl> {
-        match &self.kernel {
-            Kernel::Vfio { device, .. } => Arc::new(device.clone()),
-            Kernel::Usrdma { device, .. } => Arc::new(device.clone()),
-        }
+        self.backend.irq_control()
     }
 
     /// What the kernel says about interrupts of `kind` on this device.
@@ -509,12 +438,7 @@ impl Device {
             let _step = QuiesceStep::enter(&self.quiescer);
             f()?
         };
-        match &self.kernel {
-            Kernel::Usrdma { device, .. } => device
-                .quiesced()
-                .map_err(|source| DmaError::quiesce_refused(address, source))?,
-            Kernel::Vfio { .. } => {}
-        }
+        self.backend.quiesced()?;
         Ok(value)
     }
 
@@ -566,10 +490,9 @@ impl Device {
     }
 
     fn usrdma_dma(&self, what: &'static str) -> Result<&Arc<UsrdmaDma>, DmaError> {
-        match &self.kernel {
-            Kernel::Usrdma { dma, .. } => Ok(dma),
-            Kernel::Vfio { .. } => Err(DmaError::NeedsUsrdma { what }),
-        }
+        self.backend
+            .usrdma_dma()
+            .ok_or(DmaError::NeedsUsrdma { what })
     }
 
     /// Allocates a persistent named buffer (usrdma only): it outlives this

@@ -26,6 +26,9 @@ pub enum Error {
     /// An interrupt operation failed.
     #[error(transparent)]
     Irq(#[from] crate::irq::IrqError),
+    /// An operation on an emulated device failed.
+    #[error(transparent)]
+    Emulated(#[from] crate::emulated::EmulatedError),
 }
 
 impl Error {
@@ -39,6 +42,7 @@ impl Error {
             Self::Usrdma(e) => matches!(e, crate::usrdma::UsrdmaError::Revoked { .. }),
             Self::Vfio(e) => matches!(e, crate::vfio::VfioError::Revoked { .. }),
             Self::Irq(e) => matches!(e, crate::irq::IrqError::Revoked { .. }),
+            Self::Emulated(e) => matches!(e, crate::emulated::EmulatedError::Revoked { .. }),
             _ => false,
         }
     }

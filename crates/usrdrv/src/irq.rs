@@ -165,7 +165,7 @@ pub(crate) trait IrqControl: Send + Sync + fmt::Debug {
     /// What the kernel says about `kind`.
     fn info(&self, kind: IrqKind) -> Result<IrqInfo, IrqError>;
     /// Makes vector `i` of `kind` signal `eventfds[i]`; an empty list disables.
-    fn set_eventfds(&self, kind: IrqKind, eventfds: &[i32]) -> io::Result<()>;
+    fn set_eventfds(&self, kind: IrqKind, eventfds: &[BorrowedFd<'_>]) -> io::Result<()>;
     /// Unmasks INTx after the kernel masked it on delivery.
     fn unmask_intx(&self) -> io::Result<()>;
     /// Whether the device was taken back.
@@ -224,13 +224,14 @@ impl Interrupts {
             .map(|_| EventFd::new())
             .collect::<io::Result<Vec<_>>>()
             .map_err(sys("creating an eventfd"))?;
-        let fds: Vec<i32> = vectors
-            .iter()
-            .map(|e| std::os::fd::AsRawFd::as_raw_fd(&e.as_fd()))
-            .collect();
-        device
-            .set_eventfds(kind, &fds)
-            .map_err(sys("binding the eventfds"))?;
+        let fds: Vec<BorrowedFd<'_>> = vectors.iter().map(EventFd::as_fd).collect();
+        device.set_eventfds(kind, &fds).map_err(|source| {
+            if device.is_revoked() {
+                IrqError::Revoked { address }
+            } else {
+                sys("binding the eventfds")(source)
+            }
+        })?;
         Ok(Self {
             device,
             kind,
@@ -350,6 +351,13 @@ impl Drop for Interrupts {
     }
 }
 
+/// The descriptor numbers of `fds`, for the kernel's interfaces.
+pub(crate) fn raw_fds(fds: &[BorrowedFd<'_>]) -> Vec<i32> {
+    fds.iter()
+        .map(std::os::fd::AsRawFd::as_raw_fd)
+        .collect()
+}
+
 impl IrqControl for vfio::Device {
     fn address(&self) -> PciAddress {
         vfio::Device::address(self)
@@ -371,7 +379,8 @@ impl IrqControl for vfio::Device {
         })
     }
 
-    fn set_eventfds(&self, kind: IrqKind, eventfds: &[i32]) -> io::Result<()> {
+    fn set_eventfds(&self, kind: IrqKind, eventfds: &[BorrowedFd<'_>]) -> io::Result<()> {
+        let eventfds = raw_fds(eventfds);
         let action = if eventfds.is_empty() {
             VFIO_IRQ_SET_DATA_NONE | VFIO_IRQ_SET_ACTION_TRIGGER
         } else {
@@ -385,7 +394,7 @@ impl IrqControl for vfio::Device {
             action,
             0,
             count,
-            eventfds,
+            &eventfds,
         )
     }
 

@@ -144,6 +144,8 @@
 #![warn(missing_docs)]
 
 mod device;
+mod device_backend;
+pub mod emulated;
 pub mod dma;
 mod error;
 pub mod irq;

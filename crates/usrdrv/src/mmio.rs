@@ -86,6 +86,17 @@ pub enum MmioError {
 pub(crate) trait KeepAlive: Send + Sync + std::fmt::Debug {}
 impl<T: Send + Sync + std::fmt::Debug> KeepAlive for T {}
 
+/// A BAR whose accesses a device model answers (the emulated backend).
+/// Offsets are in bounds and naturally aligned when these are called.
+pub(crate) trait BarPort: Send + Sync + std::fmt::Debug {
+    /// Reads the `width`-byte register at `offset`; `None` once the device
+    /// was revoked.
+    fn read(&self, offset: u64, width: usize) -> Option<u64>;
+    /// Writes the low `width` bytes of `value` at `offset`; `None` once the
+    /// device was revoked.
+    fn write(&self, offset: u64, width: usize, value: u64) -> Option<()>;
+}
+
 /// Where the device file holds a BAR, for accesses outside mapped memory.
 #[derive(Debug)]
 pub(crate) struct FileRegion {
@@ -104,6 +115,8 @@ enum Access {
     /// Anything else (read-only, not mappable, or mappable only in parts):
     /// every access takes the out-of-line path.
     Windowed(Box<Windowed>),
+    /// Answered by a device model, in process (no memory is mapped).
+    Emulated(Arc<dyn BarPort>),
 }
 
 /// A BAR reached through mapped windows where there are some, and through the
@@ -231,6 +244,23 @@ impl Bar {
         }
     }
 
+    /// A BAR of `len` bytes a device model answers through `port`.
+    pub(crate) fn emulated(
+        index: u8,
+        len: u64,
+        port: Arc<dyn BarPort>,
+        owner: Arc<dyn KeepAlive>,
+        revoked: Arc<AtomicBool>,
+    ) -> Self {
+        Self {
+            index,
+            len,
+            access: Access::Emulated(port),
+            revoked,
+            _owner: owner,
+        }
+    }
+
     /// The BAR's index, `0..=5`.
     pub fn index(&self) -> u8 {
         self.index
@@ -256,6 +286,8 @@ impl Bar {
             Access::Windowed(w) => {
                 w.windows.iter().map(|w| w.map.len() as u64).sum::<u64>() == self.len
             }
+            // Every access is a call into the model, none a system call.
+            Access::Emulated(_) => true,
         }
     }
 
@@ -266,6 +298,7 @@ impl Bar {
     pub fn mapped_ranges(&self) -> Vec<std::ops::Range<u64>> {
         match &self.access {
             Access::Mapped(map) => std::iter::once(0..map.len() as u64).collect(),
+            Access::Emulated(_) => std::iter::once(0..self.len).collect(),
             Access::Windowed(w) => {
                 let mut ranges: Vec<_> = w
                     .windows
@@ -282,7 +315,7 @@ impl Bar {
     /// read-only; writes are then [`MmioError::ReadOnly`]).
     pub fn is_writable(&self) -> bool {
         match &self.access {
-            Access::Mapped(_) => true,
+            Access::Mapped(_) | Access::Emulated(_) => true,
             Access::Windowed(w) => w.writable,
         }
     }
@@ -340,7 +373,30 @@ impl Bar {
                 .ok_or_else(|| self.refusal::<T>(offset)),
             Access::Mapped(_) => Err(self.refusal::<T>(offset)),
             Access::Windowed(windowed) => self.read_windowed(windowed, offset),
+            Access::Emulated(port) => self.read_emulated(port.as_ref(), offset),
         }
+    }
+
+    /// A read a device model answers, out of line like `read_windowed`.
+    #[inline(never)]
+    fn read_emulated<T: MmioValue>(&self, port: &dyn BarPort, offset: u64) -> Result<T, MmioError> {
+        self.check::<T>(offset)?;
+        port.read(offset, std::mem::size_of::<T>())
+            .map(T::from_u64_truncating)
+            .ok_or(MmioError::Revoked { bar: self.index })
+    }
+
+    /// A write a device model takes, out of line like `write_windowed`.
+    #[inline(never)]
+    fn write_emulated<T: MmioValue>(
+        &self,
+        port: &dyn BarPort,
+        offset: u64,
+        value: T,
+    ) -> Result<(), MmioError> {
+        self.check::<T>(offset)?;
+        port.write(offset, std::mem::size_of::<T>(), value.to_u64())
+            .ok_or(MmioError::Revoked { bar: self.index })
     }
 
     /// A read of a BAR that is not wholly mapped: through a mapped window when
@@ -381,6 +437,7 @@ impl Bar {
                 .ok_or_else(|| self.refusal::<T>(offset)),
             Access::Mapped(_) => Err(self.refusal::<T>(offset)),
             Access::Windowed(windowed) => self.write_windowed(windowed, offset, value),
+            Access::Emulated(port) => self.write_emulated(port.as_ref(), offset, value),
         }
     }
 
@@ -458,6 +515,14 @@ impl Bar {
         }
         let map = match &self.access {
             Access::Mapped(map) => map,
+            Access::Emulated(port) => {
+                if (SIZE as u64) > self.len {
+                    return Err(no_view("the BAR is smaller"));
+                }
+                return Ok(BarView {
+                    access: ViewAccess::Emulated(port.as_ref()),
+                });
+            }
             Access::Windowed(w) if !w.writable => {
                 return Err(no_view(
                     "the BAR is read-only (a view's writes cannot fail); use Bar::read",
@@ -473,9 +538,10 @@ impl Bar {
             },
         };
         Ok(BarView {
-            map: map
-                .sized::<SIZE>()
-                .ok_or_else(|| no_view("the BAR, or the part of it mapped, is smaller"))?,
+            access: ViewAccess::Mapped(
+                map.sized::<SIZE>()
+                    .ok_or_else(|| no_view("the BAR, or the part of it mapped, is smaller"))?,
+            ),
         })
     }
 
@@ -543,22 +609,40 @@ impl Bar {
 
 /// The first `SIZE` bytes of a mapped [`Bar`], with register offsets as
 /// constants checked at compile time ([`Bar::view`]).
+///
+/// On an emulated device ([`crate::emulated`]) each access is a call into the
+/// device model; once the device is revoked reads return all-ones and writes
+/// are dropped, as through the all-ones memory a real device's view is left on.
 #[derive(Debug, Clone, Copy)]
 pub struct BarView<'a, const SIZE: usize> {
-    map: SizedMapping<'a, SIZE>,
+    access: ViewAccess<'a, SIZE>,
+}
+
+/// What a [`BarView`] reaches: mapped device memory (one volatile access per
+/// register) or a device model.
+#[derive(Debug, Clone, Copy)]
+enum ViewAccess<'a, const SIZE: usize> {
+    Mapped(SizedMapping<'a, SIZE>),
+    Emulated(&'a dyn BarPort),
 }
 
 impl<const SIZE: usize> BarView<'_, SIZE> {
     /// Reads the `T` at `OFFSET`.
     #[inline(always)]
     pub fn read<T: MmioValue, const OFFSET: usize>(&self) -> T {
-        self.map.read::<T, OFFSET>()
+        match self.access {
+            ViewAccess::Mapped(map) => map.read::<T, OFFSET>(),
+            ViewAccess::Emulated(port) => view_read::<T, SIZE, OFFSET>(port),
+        }
     }
 
     /// Writes the `T` at `OFFSET`.
     #[inline(always)]
     pub fn write<T: MmioValue, const OFFSET: usize>(&self, value: T) {
-        self.map.write::<T, OFFSET>(value);
+        match self.access {
+            ViewAccess::Mapped(map) => map.write::<T, OFFSET>(value),
+            ViewAccess::Emulated(port) => view_write::<T, SIZE, OFFSET>(port, value),
+        }
     }
 
     /// Reads the 32-bit register at `OFFSET`.
@@ -584,6 +668,33 @@ impl<const SIZE: usize> BarView<'_, SIZE> {
     pub fn write64<const OFFSET: usize>(&self, value: u64) {
         self.write::<u64, OFFSET>(value);
     }
+}
+
+/// A view's read from a device model: all-ones once revoked.
+#[inline(never)]
+fn view_read<T: MmioValue, const SIZE: usize, const OFFSET: usize>(port: &dyn BarPort) -> T {
+    const {
+        assert!(
+            OFFSET.is_multiple_of(std::mem::size_of::<T>())
+                && OFFSET + std::mem::size_of::<T>() <= SIZE,
+            "register outside the BAR view or misaligned"
+        )
+    };
+    let width = std::mem::size_of::<T>();
+    T::from_u64_truncating(port.read(OFFSET as u64, width).unwrap_or(u64::MAX))
+}
+
+/// A view's write to a device model: dropped once revoked.
+#[inline(never)]
+fn view_write<T: MmioValue, const SIZE: usize, const OFFSET: usize>(port: &dyn BarPort, value: T) {
+    const {
+        assert!(
+            OFFSET.is_multiple_of(std::mem::size_of::<T>())
+                && OFFSET + std::mem::size_of::<T>() <= SIZE,
+            "register outside the BAR view or misaligned"
+        )
+    };
+    let _ = port.write(OFFSET as u64, std::mem::size_of::<T>(), value.to_u64());
 }
 
 #[cfg(test)]

@@ -73,6 +73,16 @@ const MAX_DEVICE: u8 = 0x1f;
 const MAX_FUNCTION: u8 = 0x7;
 
 impl PciAddress {
+    /// Function 0 of device 0 on `bus` of `domain` (always a valid address).
+    pub const fn first_on_bus(domain: u32, bus: u8) -> Self {
+        Self {
+            domain,
+            bus,
+            device: 0,
+            function: 0,
+        }
+    }
+
     /// Builds an address from its parts; the device must be at most `0x1f` and the
     /// function at most `7`.
     pub fn new(domain: u32, bus: u8, device: u8, function: u8) -> Result<Self, AddressError> {

@@ -220,6 +220,19 @@ unsafe impl Sync for DmaWindow {}
 const WORD: usize = std::mem::size_of::<u64>();
 
 impl DmaWindow {
+    /// A window over `len` bytes of process memory at `addr` that is not a
+    /// [`DmaMemory`] (a caller's buffer mapped for DMA).
+    ///
+    /// # Safety
+    ///
+    /// `[addr, addr + len)` is readable and writable memory of this process
+    /// that stays allocated, and that this process accesses only atomically
+    /// or not at all, for as long as the window is reachable.
+    pub(crate) unsafe fn from_raw(addr: usize, len: usize) -> Option<DmaWindow> {
+        // INVARIANT: the caller's guarantee is the type's.
+        NonNull::new(addr as *mut u8).map(|ptr| DmaWindow { ptr, len })
+    }
+
     /// The length in bytes.
     #[inline]
     pub(crate) fn len(&self) -> usize {

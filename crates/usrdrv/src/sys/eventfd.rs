@@ -72,6 +72,35 @@ impl EventFd {
     }
 }
 
+/// A duplicate of a caller's eventfd, for signalling it from another
+/// thread (an emulated device raising an interrupt) without depending on the
+/// caller's descriptor staying open.
+#[derive(Debug)]
+pub(crate) struct Signaller {
+    fd: OwnedFd,
+}
+
+impl Signaller {
+    /// Duplicates `fd`.
+    pub(crate) fn duplicate(fd: BorrowedFd<'_>) -> io::Result<Self> {
+        Ok(Self {
+            fd: fd.try_clone_to_owned()?,
+        })
+    }
+
+    /// Adds 1 to the counter.
+    pub(crate) fn signal(&self) -> io::Result<()> {
+        let one = 1u64;
+        // SAFETY: writes 8 bytes from a live local u64; the descriptor is ours.
+        let n = unsafe { libc::write(self.fd.as_raw_fd(), std::ptr::from_ref(&one).cast(), 8) };
+        if n == 8 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+}
+
 impl AsFd for EventFd {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()

@@ -27,6 +27,10 @@ pub(crate) mod sealed {
         fn from_le_slice(bytes: &[u8]) -> Self;
         /// Encodes to little-endian bytes, appended to `out`.
         fn extend_le(self, out: &mut Vec<u8>);
+        /// The value, widened to 64 bits.
+        fn to_u64(self) -> u64;
+        /// The low bits of `value` (a device model's answer of this width).
+        fn from_u64_truncating(value: u64) -> Self;
         /// An atomic load of the raw value at `ptr`.
         ///
         /// # Safety
@@ -62,6 +66,15 @@ macro_rules! word {
             }
             fn extend_le(self, out: &mut Vec<u8>) {
                 out.extend_from_slice(&self.to_le_bytes());
+            }
+            #[inline(always)]
+            fn to_u64(self) -> u64 {
+                u64::from(self)
+            }
+            #[inline(always)]
+            #[allow(clippy::cast_possible_truncation, reason = "truncation is the point")]
+            fn from_u64_truncating(value: u64) -> Self {
+                value as $t
             }
             #[inline(always)]
             unsafe fn load(ptr: *mut Self, order: Ordering) -> Self {

@@ -52,7 +52,8 @@ impl IrqControl for Device {
         Ok(info_from_config(&config, kind))
     }
 
-    fn set_eventfds(&self, kind: IrqKind, eventfds: &[i32]) -> io::Result<()> {
+    fn set_eventfds(&self, kind: IrqKind, eventfds: &[BorrowedFd<'_>]) -> io::Result<()> {
+        let eventfds = crate::irq::raw_fds(eventfds);
         let kind = if eventfds.is_empty() {
             ioctl::IRQ_NONE
         } else {
@@ -62,7 +63,7 @@ impl IrqControl for Device {
                 IrqKind::Msix => ioctl::IRQ_MSIX,
             }
         };
-        let result = ioctl::set_irq(self.fd(), kind, eventfds);
+        let result = ioctl::set_irq(self.fd(), kind, &eventfds);
         if let Err(e) = &result
             && e.raw_os_error() == Some(libc::ENODEV)
         {

@@ -10,6 +10,7 @@
 //! bound to `usrdma`; this module is the low-level handle and the system-wide
 //! listing of the module's buffers.
 
+pub(crate) mod backend;
 mod device;
 pub(crate) mod dma;
 mod error;

@@ -18,6 +18,7 @@
 
 mod cap_chain;
 mod container;
+pub(crate) mod backend;
 mod device;
 mod domain;
 mod error;
