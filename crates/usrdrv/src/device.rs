@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::Error;
+use crate::device_backend::DeviceBackend;
 use crate::dma::{
     Borrowed, Direction, DmaBackend, DmaBuffer, DmaError, DmaMapping, DmaMask, DmaPool, DmaTarget,
     NamedBuffers, PersistentBuffer,
@@ -13,7 +14,6 @@ use crate::irq::{Interrupts, IrqControl, IrqError, IrqInfo, IrqKind};
 use crate::mmio::Bar;
 use crate::pci::capabilities::{self, Capability};
 use crate::pci::{PciAddress, Sysfs};
-use crate::device_backend::DeviceBackend;
 use crate::revocation::ReleasePolicy;
 use crate::usrdma::backend::UsrdmaBackend;
 use crate::usrdma::{self, dma::UsrdmaDma};

@@ -353,9 +353,7 @@ impl Drop for Interrupts {
 
 /// The descriptor numbers of `fds`, for the kernel's interfaces.
 pub(crate) fn raw_fds(fds: &[BorrowedFd<'_>]) -> Vec<i32> {
-    fds.iter()
-        .map(std::os::fd::AsRawFd::as_raw_fd)
-        .collect()
+    fds.iter().map(std::os::fd::AsRawFd::as_raw_fd).collect()
 }
 
 impl IrqControl for vfio::Device {

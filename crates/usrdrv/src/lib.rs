@@ -145,8 +145,8 @@
 
 mod device;
 mod device_backend;
-pub mod emulated;
 pub mod dma;
+pub mod emulated;
 mod error;
 pub mod irq;
 pub mod limits;

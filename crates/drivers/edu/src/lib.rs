@@ -18,6 +18,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod model;
 pub mod regs;
 
 use std::time::{Duration, Instant};

@@ -70,7 +70,11 @@ impl Bus {
     }
 
     /// Writes a plain-data `T` (a completion entry) at `addr`.
-    pub fn write_obj<T: IntoBytes + Immutable>(&self, addr: u64, value: &T) -> Result<(), DmaFault> {
+    pub fn write_obj<T: IntoBytes + Immutable>(
+        &self,
+        addr: u64,
+        value: &T,
+    ) -> Result<(), DmaFault> {
         self.write(addr, value.as_bytes())
     }
 

@@ -50,7 +50,10 @@ pub(crate) fn build(info: &ModelInfo) -> Vec<u8> {
         let base = next_base.next_multiple_of(size);
         next_base = base + size;
         // 32-bit, non-prefetchable memory: the low bits are zero.
-        put(BAR0 + 4 * i, &u32::try_from(base).unwrap_or(0).to_le_bytes());
+        put(
+            BAR0 + 4 * i,
+            &u32::try_from(base).unwrap_or(0).to_le_bytes(),
+        );
     }
     put(INTERRUPT_PIN, &[u8::from(info.intx)]);
     let msi = info.msi_vectors > 0;
@@ -65,7 +68,11 @@ pub(crate) fn build(info: &ModelInfo) -> Vec<u8> {
     if msi {
         let next = if msix { MSIX_CAP } else { 0 };
         // Multiple Message Capable is log2 of the vectors, in bits 3:1; 64-bit.
-        let log2 = info.msi_vectors.min(32).next_power_of_two().trailing_zeros();
+        let log2 = info
+            .msi_vectors
+            .min(32)
+            .next_power_of_two()
+            .trailing_zeros();
         let control = (u16::try_from(log2).unwrap_or(0) << 1) | 0x0080;
         put(MSI_CAP, &[0x05, u8::try_from(next).unwrap_or(0)]);
         put(MSI_CAP + 2, &control.to_le_bytes());
@@ -112,17 +119,18 @@ mod tests {
         let config = build(&info);
         assert_eq!(&config[0..4], &[0x34, 0x12, 0xe8, 0x11]);
         assert_eq!(config[0x08], 0x10);
-        assert_eq!(&config[0x09..0x0c], &[0x00, 0x00, 0xff], "prog-if, subclass, class");
+        assert_eq!(
+            &config[0x09..0x0c],
+            &[0x00, 0x00, 0xff],
+            "prog-if, subclass, class"
+        );
         assert_eq!(config[INTERRUPT_PIN], 1);
         let bar0 = u32::from_le_bytes(config[0x10..0x14].try_into().unwrap());
         let bar2 = u32::from_le_bytes(config[0x18..0x1c].try_into().unwrap());
         assert_eq!(u64::from(bar0) % (1 << 20), 0, "aligned to its size");
         assert!(u64::from(bar2) >= u64::from(bar0) + (1 << 20), "no overlap");
         assert_eq!(capabilities::msi(&config).map(|m| m.vectors), Some(4));
-        assert_eq!(
-            capabilities::msix(&config).map(|m| m.table_size),
-            Some(16)
-        );
+        assert_eq!(capabilities::msix(&config).map(|m| m.table_size), Some(16));
         assert_eq!(command(&config), COMMAND_MEMORY);
     }
 

@@ -179,6 +179,9 @@ mod tests {
         };
         let text = report.to_string();
         assert!(text.contains("mapping never unmapped"), "{text}");
-        assert!(text.contains("0x100000") && text.contains("open #2"), "{text}");
+        assert!(
+            text.contains("0x100000") && text.contains("open #2"),
+            "{text}"
+        );
     }
 }

@@ -71,7 +71,10 @@ impl Iommu {
     ) -> Result<u64, DmaError> {
         let span = window.len() as u64;
         let iova = self.iovas.alloc(span, PAGE)?;
-        if iova.checked_add(span - 1).is_none_or(|last| last > self.mask.limit()) {
+        if iova
+            .checked_add(span - 1)
+            .is_none_or(|last| last > self.mask.limit())
+        {
             self.outside_mask.push((iova, span));
         }
         self.table.insert(
@@ -104,7 +107,12 @@ impl Iommu {
     }
 
     /// The memory behind `len` bytes at `iova`, for a device access.
-    pub(crate) fn translate(&self, iova: u64, len: usize, write: bool) -> Result<DmaWindow, DmaFault> {
+    pub(crate) fn translate(
+        &self,
+        iova: u64,
+        len: usize,
+        write: bool,
+    ) -> Result<DmaWindow, DmaFault> {
         let not_mapped = DmaFault::NotMapped {
             addr: iova,
             len,
@@ -113,11 +121,7 @@ impl Iommu {
         if self.released {
             return Err(not_mapped);
         }
-        let (base, entry) = self
-            .table
-            .range(..=iova)
-            .next_back()
-            .ok_or(not_mapped)?;
+        let (base, entry) = self.table.range(..=iova).next_back().ok_or(not_mapped)?;
         let offset = usize::try_from(iova - base).map_err(|_| not_mapped)?;
         let window = entry.window.sub(offset, len).ok_or(not_mapped)?;
         if write && !entry.device_may_write {
@@ -154,12 +158,17 @@ mod tests {
     fn translations_stay_inside_mappings_respect_direction_and_end_at_unmap() {
         let memory = DmaMemory::new(2 * PAGE as usize, false).unwrap();
         let mut iommu = Iommu::new(DmaMask::new(28).unwrap(), None).unwrap();
-        let iova = iommu.insert(memory.window(), false, LeakKind::Buffer).unwrap();
+        let iova = iommu
+            .insert(memory.window(), false, LeakKind::Buffer)
+            .unwrap();
         assert!(iova >= IOVA_BASE && iova + 2 * PAGE <= 1 << 28);
         assert!(iommu.translate(iova + 8, 16, false).is_ok());
         assert_eq!(
             iommu.translate(iova, 16, true).err(),
-            Some(DmaFault::ReadOnly { addr: iova, len: 16 })
+            Some(DmaFault::ReadOnly {
+                addr: iova,
+                len: 16
+            })
         );
         assert!(matches!(
             iommu.translate(iova + 2 * PAGE - 8, 16, false),
@@ -183,7 +192,9 @@ mod tests {
     fn a_small_space_runs_out_and_a_released_table_translates_nothing() {
         let memory = DmaMemory::new(PAGE as usize, false).unwrap();
         let mut iommu = Iommu::new(DmaMask::BITS_64, Some(PAGE)).unwrap();
-        let iova = iommu.insert(memory.window(), true, LeakKind::Buffer).unwrap();
+        let iova = iommu
+            .insert(memory.window(), true, LeakKind::Buffer)
+            .unwrap();
         assert!(matches!(
             iommu.insert(memory.window(), true, LeakKind::Buffer),
             Err(DmaError::Iova(_))

@@ -143,7 +143,9 @@ impl Session {
     /// The model raising interrupt `vector` (of whatever kind is bound).
     pub(crate) fn raise(&self, vector: u32) {
         let lost = || {
-            self.function.interrupts_lost.fetch_add(1, Ordering::Relaxed);
+            self.function
+                .interrupts_lost
+                .fetch_add(1, Ordering::Relaxed);
         };
         if self.is_revoked() {
             return lost();
@@ -220,7 +222,11 @@ impl DmaBackend for Session {
             return Err(self.revoked_error());
         }
         if let Some(errno) = lock(&self.function.plan).failure(DmaOp::Alloc) {
-            return Err(map_failure(0, size as u64, io::Error::from_raw_os_error(errno)));
+            return Err(map_failure(
+                0,
+                size as u64,
+                io::Error::from_raw_os_error(errno),
+            ));
         }
         let memory_error = |source| DmaError::Memory { size, source };
         let memory = match size.checked_next_multiple_of(HUGE_PAGE_SIZE) {
@@ -230,9 +236,9 @@ impl DmaBackend for Session {
         let memory = match memory {
             Some(memory) => memory,
             None => {
-                let len = size.checked_next_multiple_of(PAGE as usize).ok_or_else(|| {
-                    memory_error(io::Error::from(io::ErrorKind::OutOfMemory))
-                })?;
+                let len = size
+                    .checked_next_multiple_of(PAGE as usize)
+                    .ok_or_else(|| memory_error(io::Error::from(io::ErrorKind::OutOfMemory)))?;
                 DmaMemory::new(len, false).map_err(memory_error)?
             }
         };
@@ -261,7 +267,11 @@ impl DmaBackend for Session {
             return Err(self.revoked_error());
         }
         if let Some(errno) = lock(&self.function.plan).failure(DmaOp::Map) {
-            return Err(map_failure(0, len as u64, io::Error::from_raw_os_error(errno)));
+            return Err(map_failure(
+                0,
+                len as u64,
+                io::Error::from_raw_os_error(errno),
+            ));
         }
         let (first, span) = page_span(addr, len, PAGE as usize)?;
         // SAFETY: the caller of `map_user` guarantees the pages around the
@@ -269,7 +279,8 @@ impl DmaBackend for Session {
         // until `unmap_user` of this mapping succeeded (which removes the
         // entry, under the lock every device access holds), or forever.
         let window = unsafe { DmaWindow::from_raw(first, span) }.ok_or(DmaError::Empty)?;
-        let iova = lock(&self.iommu).insert(window, direction.device_writes(), LeakKind::Mapping)?;
+        let iova =
+            lock(&self.iommu).insert(window, direction.device_writes(), LeakKind::Mapping)?;
         Ok(UserMapping {
             sg: SgList::One(SgEntry {
                 device_addr: iova + (addr - first) as u64,
@@ -383,7 +394,12 @@ impl BarPort for EmulatedBar {
         if !session.operation() {
             return None;
         }
-        Some(session.function.model.read(&self.bus, self.index, offset, width))
+        Some(
+            session
+                .function
+                .model
+                .read(&self.bus, self.index, offset, width),
+        )
     }
 
     fn write(&self, offset: u64, width: usize, value: u64) -> Option<()> {

@@ -16,9 +16,9 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub(crate) mod backend;
 mod cap_chain;
 mod container;
-pub(crate) mod backend;
 mod device;
 mod domain;
 mod error;
