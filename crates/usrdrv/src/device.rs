@@ -380,8 +380,15 @@ impl Device {
         if self.bus_master.load(Ordering::Acquire) {
             return Ok(());
         }
-        let fail = |e: Error| DmaError::BusMaster {
-            source: Box::new(e),
+        let address = self.address();
+        let fail = |e: Error| {
+            if e.is_revoked() {
+                DmaError::Revoked { address }
+            } else {
+                DmaError::BusMaster {
+                    source: Box::new(e),
+                }
+            }
         };
         let value = self.command().map_err(fail)? | PCI_COMMAND_MASTER;
         self.write_config(PCI_COMMAND, &value.to_le_bytes())

@@ -38,10 +38,10 @@ impl Error {
     pub fn is_revoked(&self) -> bool {
         match self {
             Self::Dma(e) => e.is_revoked(),
-            Self::Mmio(e) => matches!(e, crate::mmio::MmioError::Revoked { .. }),
+            Self::Mmio(e) => e.is_revoked(),
             Self::Usrdma(e) => matches!(e, crate::usrdma::UsrdmaError::Revoked { .. }),
             Self::Vfio(e) => matches!(e, crate::vfio::VfioError::Revoked { .. }),
-            Self::Irq(e) => matches!(e, crate::irq::IrqError::Revoked { .. }),
+            Self::Irq(e) => e.is_revoked(),
             Self::Emulated(e) => matches!(e, crate::emulated::EmulatedError::Revoked { .. }),
             _ => false,
         }
@@ -49,6 +49,22 @@ impl Error {
 }
 
 impl crate::dma::DmaError {
+    /// Whether the operation failed because the kernel asked for the device
+    /// back (unbind, hot-unplug).
+    pub fn is_revoked(&self) -> bool {
+        matches!(self, Self::Revoked { .. })
+    }
+}
+
+impl crate::mmio::MmioError {
+    /// Whether the access failed because the kernel asked for the device
+    /// back (unbind, hot-unplug).
+    pub fn is_revoked(&self) -> bool {
+        matches!(self, Self::Revoked { .. })
+    }
+}
+
+impl crate::irq::IrqError {
     /// Whether the operation failed because the kernel asked for the device
     /// back (unbind, hot-unplug).
     pub fn is_revoked(&self) -> bool {

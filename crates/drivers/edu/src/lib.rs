@@ -120,6 +120,21 @@ pub enum EduError {
     },
 }
 
+impl EduError {
+    /// Whether the device was taken back (an unbind, a hot-unplug, or an
+    /// emulated device's revocation): every later call fails the same way,
+    /// so drop the [`Edu`] and open it again once it is back.
+    pub fn is_revoked(&self) -> bool {
+        match self {
+            Self::Open(e) => e.is_revoked(),
+            Self::Mmio(e) => e.is_revoked(),
+            Self::Dma(e) => e.is_revoked(),
+            Self::Irq(e) => e.is_revoked(),
+            _ => false,
+        }
+    }
+}
+
 /// Which way a transfer moves data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transfer {
