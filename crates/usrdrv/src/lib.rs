@@ -55,12 +55,15 @@
 //! - [`dma`]: the IOVA allocator, DMA buffers (with a device-shared/CPU-owned
 //!   typestate), mappings of the caller's memory, pools, named buffers.
 //! - [`irq`]: INTx, MSI and MSI-X through eventfds.
+//! - [`emulated`]: in-process device models, for testing a driver in
+//!   `cargo test` without hardware, with faults injected.
 //!
 //! All raw system calls live in one private module. Outside it, `unsafe`
 //! appears only where a contract crosses the DMA seam (mapping memory for the
 //! device, and the CPU-owned state of a buffer), each with a `SAFETY` comment.
-//! DMA and interrupts go through internal backend traits that VFIO and usrdma
-//! implement.
+//! A device is driven through one internal backend trait (registers,
+//! configuration space, DMA, interrupts, reset, revocation) that VFIO, usrdma
+//! and the emulated backend implement.
 //!
 //! ## Safety model
 //!
