@@ -23,9 +23,6 @@ mod pool;
 mod region;
 mod types;
 
-#[cfg(test)]
-mod emulated_iommu;
-
 pub(crate) mod backend;
 pub(crate) use backend::DmaBackend;
 pub use buffer::{BufferState, CpuOwned, DmaBuffer, PersistentBuffer, Shared};

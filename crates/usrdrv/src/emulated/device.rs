@@ -154,7 +154,8 @@ impl EmulatedDevice {
     /// Makes the next `op` fail with `errno`, as the kernel's mapping call
     /// would: `ENOMEM` (the locked-memory limit), `ENOSPC` (VFIO's limit on
     /// the number of mappings), `EPERM`, ... The driver sees the same typed
-    /// error a real backend gives.
+    /// error a real backend gives. (See [`DmaOp::Unmap`] for what a failed
+    /// unmap does.)
     pub fn fail_next(&self, op: DmaOp, errno: i32) {
         self.fail_nth(op, 1, errno);
     }

@@ -47,6 +47,12 @@ pub enum DmaOp {
     Alloc,
     /// Mapping the caller's memory (`map_dma`, `with_dma`).
     Map,
+    /// Unmapping it, as a kernel refusing the unmap would: the mapping stays
+    /// (the device can still reach the memory), so usrdrv leaks an owned
+    /// buffer instead of returning it, and aborts the process rather than end
+    /// the borrow of a lent one (`with_dma`). The leak check then reports
+    /// the mapping.
+    Unmap,
 }
 
 /// What a test asked to go wrong, and how much of it is left.

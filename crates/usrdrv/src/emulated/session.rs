@@ -293,6 +293,13 @@ impl DmaBackend for Session {
     }
 
     fn unmap_user(&self, mapping: &UserMapping) -> Result<(), DmaError> {
+        if let Some(errno) = lock(&self.function.plan).failure(DmaOp::Unmap) {
+            return Err(DmaError::Unmap {
+                iova: mapping.handle,
+                size: mapping.mapped_len,
+                source: io::Error::from_raw_os_error(errno),
+            });
+        }
         lock(&self.iommu).remove(mapping.handle)
     }
 }
