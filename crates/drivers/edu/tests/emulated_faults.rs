@@ -470,3 +470,34 @@ fn a_bar_view_reads_all_ones_after_revocation_and_bar_accesses_fail() {
     drop((regs, edu));
     emulated.finish().unwrap();
 }
+
+#[test]
+fn a_transfer_longer_than_the_mapped_buffer_is_refused_not_spilled_into_its_page() {
+    let emulated = EmulatedDevice::new(EduModel::new());
+    let edu = open(&emulated).unwrap();
+    let mut memory = vec![0x11u8; 300];
+    let result = edu
+        .device()
+        .with_dma(&mut memory[100..200], Direction::FromDevice, |mapping| {
+            let addr = mapping.sg_list()[0].device_addr;
+            // A driver bug: the length of the whole allocation, not the buffer's.
+            edu.transfer(Transfer::FromDevice, addr, 0, 300)?;
+            Ok::<u64, EduError>(addr)
+        })
+        .unwrap();
+    let addr = result.unwrap();
+    assert_eq!(
+        emulated.faults(),
+        vec![DmaFault::OutsideBuffer {
+            addr,
+            len: 300,
+            write: true
+        }]
+    );
+    assert!(
+        memory.iter().all(|b| *b == 0x11),
+        "nothing written around it"
+    );
+    drop(edu);
+    emulated.finish().unwrap();
+}

@@ -28,6 +28,20 @@ pub enum DmaFault {
         /// Its length in bytes.
         len: usize,
     },
+    /// An access to a mapped page of the caller's memory, outside the bytes
+    /// the driver mapped (the rest of the page holds other data of the
+    /// process). A real IOMMU maps whole pages and would let it through; the
+    /// emulated one refuses it, since it is a driver bug (a wrong length or
+    /// offset) that hardware would silently turn into corruption.
+    #[error("DMA {} {len} bytes at {addr:#x}: outside the mapped buffer, in its page", if *.write { "write of" } else { "read of" })]
+    OutsideBuffer {
+        /// The first device address of the access.
+        addr: u64,
+        /// Its length in bytes.
+        len: usize,
+        /// Whether it was a write.
+        write: bool,
+    },
     /// DMA while bus mastering was off: a real bus drops it (a master abort).
     #[error("DMA {} {len} bytes at {addr:#x} with bus mastering off", if *.write { "write of" } else { "read of" })]
     NoBusMaster {

@@ -17,9 +17,15 @@ pub(crate) const IOVA_BASE: u64 = 0x10_0000;
 /// The page size of the emulated IOMMU.
 pub(crate) const PAGE: u64 = 4096;
 
-/// One mapping: the process memory a device-address range reaches.
+/// One mapping: whole pages of device addresses, and the process memory
+/// the device may reach in them (all of it for DMA memory; exactly the
+/// caller's bytes for a mapped buffer, whose pages hold other data too).
 #[derive(Debug, Clone, Copy)]
 struct Entry {
+    /// The bytes mapped, whole pages.
+    span: u64,
+    /// Where in the span the reachable memory starts.
+    start: u64,
     window: DmaWindow,
     device_may_write: bool,
     kind: LeakKind,
@@ -61,15 +67,17 @@ impl Iommu {
         })
     }
 
-    /// Maps `window` at a fresh device address, whole pages (`window` starts
-    /// on a page and spans whole pages). Returns the device address.
+    /// Maps `span` bytes (whole pages) at a fresh device address, through
+    /// which the device reaches `window`, starting `start` bytes in. Returns
+    /// the device address of the first page.
     pub(crate) fn insert(
         &mut self,
+        span: u64,
+        start: u64,
         window: DmaWindow,
         device_may_write: bool,
         kind: LeakKind,
     ) -> Result<u64, DmaError> {
-        let span = window.len() as u64;
         let iova = self.iovas.alloc(span, PAGE)?;
         if iova
             .checked_add(span - 1)
@@ -80,6 +88,8 @@ impl Iommu {
         self.table.insert(
             iova,
             Entry {
+                span,
+                start,
                 window,
                 device_may_write,
                 kind,
@@ -122,12 +132,23 @@ impl Iommu {
             return Err(not_mapped);
         }
         let (base, entry) = self.table.range(..=iova).next_back().ok_or(not_mapped)?;
-        let offset = usize::try_from(iova - base).map_err(|_| not_mapped)?;
-        let window = entry.window.sub(offset, len).ok_or(not_mapped)?;
+        let offset = iova - base;
+        let end = offset.checked_add(len as u64).ok_or(not_mapped)?;
+        if end > entry.span {
+            return Err(not_mapped);
+        }
         if write && !entry.device_may_write {
             return Err(DmaFault::ReadOnly { addr: iova, len });
         }
-        Ok(window)
+        offset
+            .checked_sub(entry.start)
+            .and_then(|inner| usize::try_from(inner).ok())
+            .and_then(|inner| entry.window.sub(inner, len))
+            .ok_or(DmaFault::OutsideBuffer {
+                addr: iova,
+                len,
+                write,
+            })
     }
 
     /// What is still mapped, as leaks of open number `open`.
@@ -137,7 +158,7 @@ impl Iommu {
             .map(|(iova, entry)| Leak {
                 kind: entry.kind,
                 device_addr: *iova,
-                len: entry.window.len() as u64,
+                len: entry.span,
                 open,
             })
             .collect()
@@ -159,7 +180,7 @@ mod tests {
         let memory = DmaMemory::new(2 * PAGE as usize, false).unwrap();
         let mut iommu = Iommu::new(DmaMask::new(28).unwrap(), None).unwrap();
         let iova = iommu
-            .insert(memory.window(), false, LeakKind::Buffer)
+            .insert(2 * PAGE, 0, memory.window(), false, LeakKind::Buffer)
             .unwrap();
         assert!(iova >= IOVA_BASE && iova + 2 * PAGE <= 1 << 28);
         assert!(iommu.translate(iova + 8, 16, false).is_ok());
@@ -189,14 +210,41 @@ mod tests {
     }
 
     #[test]
+    fn a_mapped_buffer_is_reachable_only_in_its_own_bytes() {
+        let memory = DmaMemory::new(PAGE as usize, false).unwrap();
+        let bytes = memory.window().sub(100, 50).unwrap();
+        let mut iommu = Iommu::new(DmaMask::BITS_64, None).unwrap();
+        let iova = iommu
+            .insert(PAGE, 100, bytes, true, LeakKind::Mapping)
+            .unwrap();
+        assert!(iommu.translate(iova + 100, 50, true).is_ok());
+        for (at, len) in [(99, 1), (99, 2), (149, 2), (150, 1), (0, 8)] {
+            assert_eq!(
+                iommu.translate(iova + at, len, true).err(),
+                Some(DmaFault::OutsideBuffer {
+                    addr: iova + at,
+                    len,
+                    write: true
+                }),
+                "{at} {len}"
+            );
+        }
+        assert!(matches!(
+            iommu.translate(iova + PAGE, 1, false),
+            Err(DmaFault::NotMapped { .. })
+        ));
+        assert_eq!(iommu.leaks(1)[0].len, PAGE);
+    }
+
+    #[test]
     fn a_small_space_runs_out_and_a_released_table_translates_nothing() {
         let memory = DmaMemory::new(PAGE as usize, false).unwrap();
         let mut iommu = Iommu::new(DmaMask::BITS_64, Some(PAGE)).unwrap();
         let iova = iommu
-            .insert(memory.window(), true, LeakKind::Buffer)
+            .insert(PAGE, 0, memory.window(), true, LeakKind::Buffer)
             .unwrap();
         assert!(matches!(
-            iommu.insert(memory.window(), true, LeakKind::Buffer),
+            iommu.insert(PAGE, 0, memory.window(), true, LeakKind::Buffer),
             Err(DmaError::Iova(_))
         ));
         iommu.release();

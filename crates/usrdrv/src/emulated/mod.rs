@@ -17,6 +17,9 @@
 //!   mapped for the device to write, and nothing once it is unmapped, the
 //!   device revoked, or bus mastering off: each such access is a recorded
 //!   fault, never a write;
+//! - in a mapped caller's buffer it reaches only the buffer's bytes, not the
+//!   rest of their pages (which a real IOMMU would let through, into
+//!   whatever else the process keeps there);
 //! - every device address handed out fits the declared DMA mask;
 //! - at the end, everything allocated was freed and everything mapped was
 //!   unmapped (or the drop of the handle panics, naming what leaked).

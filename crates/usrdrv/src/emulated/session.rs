@@ -244,7 +244,9 @@ impl DmaBackend for Session {
         };
         // The window stays valid while the entry exists: the `Allocation`'s
         // holder calls `free` (removing the entry) before unmapping the memory.
-        let iova = lock(&self.iommu).insert(memory.window(), true, LeakKind::Buffer)?;
+        let window = memory.window();
+        let span = window.len() as u64;
+        let iova = lock(&self.iommu).insert(span, 0, window, true, LeakKind::Buffer)?;
         Ok(Allocation {
             memory,
             device_addr: iova,
@@ -274,13 +276,20 @@ impl DmaBackend for Session {
             ));
         }
         let (first, span) = page_span(addr, len, PAGE as usize)?;
-        // SAFETY: the caller of `map_user` guarantees the pages around the
-        // buffer stay allocated, and out of reach of code forming references,
+        // Only the caller's bytes: the rest of their pages is other memory
+        // of this process, which Rust code uses without atomics.
+        // SAFETY: the caller of `map_user` guarantees `[addr, addr + len)`
+        // stays allocated, and out of reach of code forming references,
         // until `unmap_user` of this mapping succeeded (which removes the
         // entry, under the lock every device access holds), or forever.
-        let window = unsafe { DmaWindow::from_raw(first, span) }.ok_or(DmaError::Empty)?;
-        let iova =
-            lock(&self.iommu).insert(window, direction.device_writes(), LeakKind::Mapping)?;
+        let window = unsafe { DmaWindow::from_raw(addr, len) }.ok_or(DmaError::Empty)?;
+        let iova = lock(&self.iommu).insert(
+            span as u64,
+            (addr - first) as u64,
+            window,
+            direction.device_writes(),
+            LeakKind::Mapping,
+        )?;
         Ok(UserMapping {
             sg: SgList::One(SgEntry {
                 device_addr: iova + (addr - first) as u64,
