@@ -174,9 +174,17 @@ impl Session {
                     }
                 }
                 Some(IrqKind::Msi | IrqKind::Msix) if command & COMMAND_MASTER != 0 => {
-                    usize::try_from(vector)
+                    match usize::try_from(vector)
                         .ok()
                         .and_then(|v| irq.vectors.get(v).cloned())
+                    {
+                        Some(target) => Some(target),
+                        // A vector the driver did not enable.
+                        None => {
+                            drop(irq);
+                            return lost();
+                        }
+                    }
                 }
                 _ => {
                     // Disabled, INTx disabled, or an MSI with bus mastering
