@@ -247,3 +247,33 @@ fn a_second_handle_reaches_the_same_model_with_bindings_of_its_own() {
     let again = open(&emulated);
     assert_eq!(again.bar(2).unwrap().read32(0).unwrap(), 1);
 }
+
+#[test]
+fn a_revocation_wakes_every_waiter_on_every_vector() {
+    let emulated = EmulatedDevice::new(Doorbells::default());
+    let device = open(&emulated);
+    let irqs = device.enable_interrupts(IrqKind::Msix, 4).unwrap();
+    let started = std::time::Instant::now();
+    std::thread::scope(|s| {
+        let waiters: Vec<_> = (0..4)
+            .map(|vector| {
+                let irqs = &irqs;
+                s.spawn(move || irqs.wait(vector, Some(Duration::from_secs(20))))
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(50));
+        emulated.revoke();
+        for waiter in waiters {
+            let result = waiter.join().unwrap();
+            assert!(
+                matches!(result, Err(IrqError::Revoked { .. })),
+                "{result:?}"
+            );
+        }
+    });
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}

@@ -402,6 +402,9 @@ impl IrqControl for Session {
 
     fn mark_revoked(&self) {
         self.revoked.store(true, Ordering::Release);
+        // The waiter that saw the event took its count: keep it readable
+        // for the others.
+        let _ = self.revocation.signal(1);
     }
 }
 
