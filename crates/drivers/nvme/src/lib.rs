@@ -32,6 +32,7 @@ pub mod command;
 mod error;
 pub mod identify;
 mod io;
+pub mod model;
 pub mod prp;
 mod queue;
 pub mod regs;
@@ -103,7 +104,14 @@ impl Controller {
     /// Opens the controller at `address` (bound to vfio-pci or usrdma), resets
     /// it (CC.EN = 0, then enabled with an admin queue), and identifies it.
     pub fn open(address: PciAddress) -> Result<Self, NvmeError> {
-        let device = Device::open(address, DmaMask::BITS_64)?;
+        Self::from_device(Device::open(address, DmaMask::BITS_64)?)
+    }
+
+    /// Like [`Controller::open`], on a device already open: one opened
+    /// through a particular backend, in a shared IOMMU domain, or an
+    /// emulated one ([`model::NvmeModel`]).
+    pub fn from_device(device: Device) -> Result<Self, NvmeError> {
+        let address = device.address();
         let bar = device.bar(0)?;
         let cap = Capabilities(bar.read64(regs::CAP)?);
         if cap.0 == u64::MAX {

@@ -2,6 +2,8 @@
 //! IOMMU, and interrupts.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering::{Acquire, Release, SeqCst};
+use std::sync::atomic::fence;
 
 use zerocopy::{FromBytes, Immutable, IntoBytes};
 
@@ -42,21 +44,56 @@ impl Bus {
     }
 
     /// Reads `out.len()` bytes of memory at device address `addr`.
+    ///
+    /// Like every access of the bus, it is atomic in Rust's sense, as the
+    /// driver's own accesses to DMA memory are: an aligned 2-, 4- or 8-byte
+    /// access is one atomic access of that size (a descriptor's flag word, a
+    /// completion's phase tag); anything longer moves aligned 8-byte words.
     pub fn read(&self, addr: u64, out: &mut [u8]) -> Result<(), DmaFault> {
         self.session.dma(addr, out.len(), false, |memory| {
             // In bounds: the window is exactly `out.len()` bytes.
-            let _ = memory.copy_out(0, out);
+            let word = match out.len() {
+                2 => memory
+                    .load::<u16>(0, SeqCst)
+                    .map(|v| out.copy_from_slice(&v.to_le_bytes())),
+                4 => memory
+                    .load::<u32>(0, SeqCst)
+                    .map(|v| out.copy_from_slice(&v.to_le_bytes())),
+                8 => memory
+                    .load::<u64>(0, SeqCst)
+                    .map(|v| out.copy_from_slice(&v.to_le_bytes())),
+                _ => None,
+            };
+            if word.is_none() {
+                fence(Acquire);
+                let _ = memory.copy_out(0, out);
+            }
         })
     }
 
-    /// Writes `data` to memory at device address `addr`.
+    /// Writes `data` to memory at device address `addr` (atomic as
+    /// [`Bus::read`] says, and ordered after every earlier write of the
+    /// model: write a completion's body first, then its phase tag).
     pub fn write(&self, addr: u64, data: &[u8]) -> Result<(), DmaFault> {
         let corrupt = self.session.corrupt_this_write();
+        let flipped: Vec<u8>;
+        let data = if corrupt {
+            flipped = data.iter().map(|b| !b).collect();
+            &flipped[..]
+        } else {
+            data
+        };
         self.session.dma(addr, data.len(), true, |memory| {
-            if corrupt {
-                let flipped: Vec<u8> = data.iter().map(|b| !b).collect();
-                let _ = memory.copy_in(0, &flipped);
-            } else {
+            let word = match *data {
+                [a, b] => memory.store(0, u16::from_le_bytes([a, b]), SeqCst),
+                [a, b, c, d] => memory.store(0, u32::from_le_bytes([a, b, c, d]), SeqCst),
+                [a, b, c, d, e, f, g, h] => {
+                    memory.store(0, u64::from_le_bytes([a, b, c, d, e, f, g, h]), SeqCst)
+                }
+                _ => None,
+            };
+            if word.is_none() {
+                fence(Release);
                 let _ = memory.copy_in(0, data);
             }
         })
