@@ -92,10 +92,20 @@ pub enum NvmeError {
         /// The controller.
         address: PciAddress,
     },
-    /// The controller was disabled after a command timed out (its memory is
-    /// safe to reuse); open it again to go on.
-    #[error("the controller was disabled after a timeout: open it again")]
+    /// A reset to recover from a command timeout failed, so the controller
+    /// was left disabled (its memory is safe to reuse); open it again.
+    #[error("the controller could not be brought back after a reset: open it again")]
     Disabled,
+    /// The controller was reset while the command was in flight, to recover
+    /// from another command that neither completed nor could be aborted: the
+    /// command may or may not have run; submit it again.
+    #[error(
+        "{command} was in flight when the controller was reset (another command timed out): it may not have run; submit it again"
+    )]
+    Reset {
+        /// The command's name.
+        command: &'static str,
+    },
 }
 
 impl NvmeError {

@@ -11,7 +11,7 @@
 use std::collections::VecDeque;
 use std::ops::Deref;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use usrdrv::dma::{DmaBuffer, DmaRegion, PoolBuffer, SgEntry};
 use usrdrv::irq::{Interrupts, IrqError};
@@ -78,7 +78,30 @@ struct InFlight<B> {
     buffer: B,
     tag: u64,
     op: Op,
+    /// When the driver stops waiting: the command timeout after submission,
+    /// and again after an Abort the controller accepted.
+    deadline: Instant,
+    /// Whether an Abort was sent for it.
+    aborted: bool,
+    /// Whether it timed out and was ended by a controller reset.
+    timed_out: bool,
 }
+
+/// What a queue is created with.
+#[derive(Debug)]
+pub(crate) struct Setup {
+    pub(crate) max_transfer: usize,
+    pub(crate) interrupts: Option<Arc<Interrupts>>,
+    /// The MSI-X vector of its completion queue, if it has interrupts.
+    pub(crate) vector: Option<u16>,
+    /// The controller generation it was created in.
+    pub(crate) generation: u64,
+    pub(crate) oncs: u16,
+    pub(crate) sgl_support: u32,
+}
+
+/// A completion's status meaning the command was aborted as asked.
+const ABORT_REQUESTED: u16 = 0x007;
 
 /// The command id of a command waited for at once (queued ones use their
 /// slot number, below the queue depth; 0xFFFF is kept out, as error log
@@ -104,6 +127,10 @@ pub struct IoQueue<B: IoBuffer = DmaBuffer> {
     /// The controller's MSI-X vectors, when this queue's completions raise
     /// vector `qid`.
     interrupts: Option<Arc<Interrupts>>,
+    /// The MSI-X vector of its completion queue, if it has interrupts.
+    vector: Option<u16>,
+    /// The controller generation its queues exist in (see `recovery`).
+    generation: u64,
     /// Optional NVM Command Support (Identify Controller).
     oncs: u16,
     /// SGL Support (Identify Controller).
@@ -127,11 +154,16 @@ impl<B: IoBuffer> IoQueue<B> {
     pub(crate) fn new(
         shared: Arc<Shared>,
         queue: QueuePair,
-        max_transfer: usize,
-        interrupts: Option<Arc<Interrupts>>,
-        oncs: u16,
-        sgl_support: u32,
+        setup: Setup,
     ) -> Result<Self, NvmeError> {
+        let Setup {
+            max_transfer,
+            interrupts,
+            vector,
+            generation,
+            oncs,
+            sgl_support,
+        } = setup;
         let pages_per_command = prp::list_pages_needed(max_transfer / PAGE, PAGE / 8);
         // One slot stays empty in a full queue: depth - 1 queued, and one waited.
         let slots = usize::from(queue.depth()) - 1;
@@ -147,6 +179,8 @@ impl<B: IoBuffer> IoQueue<B> {
             finished: VecDeque::new(),
             max_transfer,
             interrupts,
+            vector,
+            generation,
             oncs,
             sgl_support,
             sgls: false,
@@ -329,7 +363,7 @@ impl<B: IoBuffer> IoQueue<B> {
         buffer: B,
         tag: u64,
     ) -> Result<(), Rejected<B>> {
-        if let Err(error) = self.shared.live() {
+        if let Err(error) = self.shared.live().and_then(|()| self.recover()) {
             return Err(Rejected { error, buffer });
         }
         let Some(slot) = self.slots.iter().position(Option::is_none) else {
@@ -348,12 +382,23 @@ impl<B: IoBuffer> IoQueue<B> {
         if let Err(error) = self.queue.submit(&self.shared.bar, command, cid) {
             return Err(Rejected { error, buffer });
         }
-        self.slots[slot] = Some(InFlight { buffer, tag, op });
+        self.slots[slot] = Some(InFlight {
+            buffer,
+            tag,
+            op,
+            deadline: Instant::now() + self.shared.timeout(),
+            aborted: false,
+            timed_out: false,
+        });
         Ok(())
     }
 
     /// A finished queued command, if one has completed: does not wait.
     pub fn reap(&mut self) -> Result<Option<Completed<B>>, NvmeError> {
+        if let Some(done) = self.finished.pop_front() {
+            return Ok(Some(done));
+        }
+        self.recover()?;
         if let Some(done) = self.finished.pop_front() {
             return Ok(Some(done));
         }
@@ -372,7 +417,6 @@ impl<B: IoBuffer> IoQueue<B> {
                 what: "nothing is queued to wait for".into(),
             });
         }
-        let start = Instant::now();
         loop {
             if let Some(done) = self.reap()? {
                 return Ok(done);
@@ -380,29 +424,120 @@ impl<B: IoBuffer> IoQueue<B> {
             // Revoked: the buffers in flight stay here until the queue is
             // dropped (the controller is no longer there to complete them).
             self.shared.live()?;
-            let waited = start.elapsed();
-            if waited > self.shared.timeout {
-                self.shared.check_alive()?;
-                self.give_up();
-                return self.finished.pop_front().ok_or(NvmeError::Disabled);
+            let now = Instant::now();
+            let Some((slot, deadline)) = self.next_deadline() else {
+                continue;
+            };
+            if now >= deadline {
+                self.expire(slot)?;
+                continue;
             }
-            match &self.interrupts {
-                // A completion posted since the poll above has raised the
-                // vector already: the wait returns at once then.
-                Some(irqs) => match irqs.wait(
-                    usize::from(self.queue.qid()),
-                    Some(self.shared.timeout - waited),
-                ) {
-                    Ok(_) => {}
-                    Err(IrqError::Revoked { .. }) => self.shared.live()?,
-                    Err(e) => return Err(NvmeError::Irq(e)),
-                },
-                None => std::hint::spin_loop(),
-            }
+            self.sleep_until(deadline)?;
         }
     }
 
-    /// The command for a transfer, its PRP lists written in slot `slot`.
+    /// The command in flight whose deadline comes first, and the deadline.
+    fn next_deadline(&self) -> Option<(usize, Instant)> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.as_ref().map(|s| (i, s.deadline)))
+            .min_by_key(|&(_, deadline)| deadline)
+    }
+
+    /// Waits for this queue's interrupt until `deadline` (polled queues
+    /// just spin once).
+    fn sleep_until(&self, deadline: Instant) -> Result<(), NvmeError> {
+        let Some(irqs) = &self.interrupts else {
+            std::hint::spin_loop();
+            return Ok(());
+        };
+        // A completion posted since the last poll has raised the vector
+        // already: the wait returns at once then.
+        let left = deadline.saturating_duration_since(Instant::now());
+        match irqs.wait(usize::from(self.queue.qid()), Some(left)) {
+            Ok(_) => Ok(()),
+            Err(IrqError::Revoked { .. }) => self.shared.live(),
+            Err(e) => Err(NvmeError::Irq(e)),
+        }
+    }
+
+    /// Command `slot` is past its deadline: abort it, or if it was aborted
+    /// and still has not completed (or the controller would not abort it),
+    /// reset the controller, which ends it and everything else in flight.
+    fn expire(&mut self, slot: usize) -> Result<(), NvmeError> {
+        let qid = self.queue.qid();
+        let Some(entry) = self.slots.get_mut(slot).and_then(Option::as_mut) else {
+            return Ok(());
+        };
+        if !entry.aborted {
+            entry.aborted = true;
+            match self.shared.abort(qid, slot as u16) {
+                Ok(true) => {
+                    // Aborted: its completion comes, with "Command Abort
+                    // Requested"; give it one more timeout to arrive.
+                    entry.deadline = Instant::now() + self.shared.timeout();
+                    return Ok(());
+                }
+                Err(e) if e.is_revoked() => return Err(e),
+                _ => {}
+            }
+        }
+        entry.timed_out = true;
+        self.shared.check_alive()?;
+        self.shared.reset_after(self.generation)?;
+        self.recover()
+    }
+
+    /// After a controller reset: everything that was in flight comes back
+    /// failed (the command that timed out with [`NvmeError::Timeout`], the
+    /// others with [`NvmeError::Reset`]), since the reset stopped the
+    /// controller's DMA first; then the queue is created again, empty.
+    fn recover(&mut self) -> Result<(), NvmeError> {
+        if self.shared.generation() == self.generation {
+            return Ok(());
+        }
+        let qid = self.queue.qid();
+        let timeout = self.shared.timeout();
+        for (cid, slot) in self.slots.iter_mut().enumerate() {
+            if let Some(InFlight {
+                buffer,
+                tag,
+                op,
+                timed_out,
+                ..
+            }) = slot.take()
+            {
+                let result = Err(if timed_out {
+                    NvmeError::Timeout {
+                        what: format!(
+                            "{} (command {cid}) on queue {qid}, neither completed nor aborted: the controller was reset",
+                            op.name()
+                        ),
+                        waited: timeout,
+                    }
+                } else {
+                    NvmeError::Reset { command: op.name() }
+                });
+                self.finished.push_back(Completed {
+                    tag,
+                    buffer,
+                    result,
+                });
+            }
+        }
+        self.queue.clear()?;
+        let mut admin = self.shared.lock_admin();
+        if admin.disabled {
+            return Err(NvmeError::Disabled);
+        }
+        self.shared
+            .create_queue(&mut admin, &self.queue, self.vector)?;
+        // Read with the admin queue held: no reset can come in between.
+        self.generation = self.shared.generation();
+        Ok(())
+    }
+
     #[allow(
         clippy::too_many_arguments,
         reason = "one transfer's whole description"
@@ -494,59 +629,69 @@ impl<B: IoBuffer> IoQueue<B> {
     }
 
     /// Submits `command` and waits for it, keeping the completions of queued
-    /// commands that arrive meanwhile for `reap`.
+    /// commands that arrive meanwhile for `reap`. Past the command timeout it
+    /// is aborted, and if that does not end it, the controller is reset.
     fn wait_now(&mut self, name: &'static str, command: Command) -> Result<(), NvmeError> {
-        if self.shared.lock_admin().disabled {
-            return Err(NvmeError::Disabled);
-        }
+        self.recover()?;
+        let qid = self.queue.qid();
         self.queue.submit(&self.shared.bar, command, WAITED)?;
-        let Self {
-            shared,
-            queue,
-            slots,
-            finished,
-            ..
-        } = self;
-        let waited = shared.wait_for(queue, name, |done| done.cid == WAITED, &mut |done| {
-            if let Some(completed) = finish(slots, done) {
-                finished.push_back(completed);
-            }
-        });
-        match waited {
-            Ok(done) => status_of(name, done).map(drop),
-            Err(e) => {
-                if matches!(e, NvmeError::Timeout { .. }) {
-                    self.give_up();
+        let generation = self.generation;
+        let timeout = self.shared.timeout();
+        let mut deadline = Instant::now() + timeout;
+        let mut aborted = false;
+        loop {
+            if let Some(done) = self.queue.poll(&self.shared.bar)? {
+                if done.cid != WAITED {
+                    if let Some(completed) = finish(&mut self.slots, done, timeout) {
+                        self.finished.push_back(completed);
+                    }
+                    continue;
                 }
-                Err(e)
+                if aborted && done.status_field() == ABORT_REQUESTED {
+                    return Err(NvmeError::Timeout {
+                        what: format!("{name} on queue {qid}, aborted"),
+                        waited: timeout,
+                    });
+                }
+                return status_of(name, done).map(drop);
             }
+            self.shared.live()?;
+            if self.shared.generation() != generation {
+                // Another queue's recovery reset the controller: the
+                // command is gone with everything else.
+                self.recover()?;
+                return Err(NvmeError::Reset { command: name });
+            }
+            if Instant::now() < deadline {
+                self.sleep_until(deadline)?;
+                continue;
+            }
+            if !aborted {
+                aborted = true;
+                match self.shared.abort(qid, WAITED) {
+                    Ok(true) => {
+                        deadline = Instant::now() + timeout;
+                        continue;
+                    }
+                    Err(e) if e.is_revoked() => return Err(e),
+                    _ => {}
+                }
+            }
+            self.shared.check_alive()?;
+            self.shared.reset_after(generation)?;
+            self.recover()?;
+            return Err(NvmeError::Timeout {
+                what: format!(
+                    "{name} on queue {qid}, neither completed nor aborted: the controller was reset"
+                ),
+                waited: timeout,
+            });
         }
     }
 
     /// The queued command `done` completes, with its buffer.
     fn finish(&mut self, done: Completion) -> Option<Completed<B>> {
-        finish(&mut self.slots, done)
-    }
-
-    /// After a timeout: the controller is disabled (by the wait that timed
-    /// out), so nothing in flight can still be written; every queued command
-    /// comes back failed.
-    fn give_up(&mut self) {
-        self.shared.lock_admin().disabled = true;
-        let _ = disable(
-            &self.shared.bar,
-            self.shared.cap,
-            self.shared.device.address(),
-        );
-        for slot in &mut self.slots {
-            if let Some(InFlight { buffer, tag, .. }) = slot.take() {
-                self.finished.push_back(Completed {
-                    tag,
-                    buffer,
-                    result: Err(NvmeError::Disabled),
-                });
-            }
-        }
+        finish(&mut self.slots, done, self.shared.timeout())
     }
 }
 
@@ -554,42 +699,69 @@ impl<B: IoBuffer> IoQueue<B> {
 fn finish<B: IoBuffer>(
     slots: &mut [Option<InFlight<B>>],
     done: Completion,
+    timeout: Duration,
 ) -> Option<Completed<B>> {
-    let InFlight { buffer, tag, op } = slots.get_mut(usize::from(done.cid))?.take()?;
+    let InFlight {
+        buffer,
+        tag,
+        op,
+        aborted,
+        ..
+    } = slots.get_mut(usize::from(done.cid))?.take()?;
     if op == Op::Read {
         buffer.sync_for_cpu();
     }
+    let result = if aborted && done.status_field() == ABORT_REQUESTED {
+        Err(NvmeError::Timeout {
+            what: format!(
+                "{} (command {}) on queue {}, aborted",
+                op.name(),
+                done.cid,
+                done.sq_id
+            ),
+            waited: timeout,
+        })
+    } else {
+        status_of(op.name(), done).map(drop)
+    };
     Some(Completed {
         tag,
         buffer,
-        result: status_of(op.name(), done).map(drop),
+        result,
     })
 }
 
 impl<B: IoBuffer> Drop for IoQueue<B> {
     fn drop(&mut self) {
         let mut admin = self.shared.lock_admin();
-        let qid = u32::from(self.queue.qid());
+        let qid = self.queue.qid();
+        admin.qids.remove(&qid);
+        if self.shared.generation() != self.generation {
+            // Reset since: the controller no longer has this queue.
+            return;
+        }
         let mut sq = Command::new(admin::DELETE_SQ, 0);
-        sq.cdw10[0] = qid;
+        sq.cdw10[0] = u32::from(qid);
         let deleted = self
             .shared
             .admin_command(&mut admin, "Delete I/O Submission Queue", sq);
         if deleted.is_err() && self.slots.iter().any(Option::is_some) {
-            // Commands may still be live: stop the controller before their
-            // buffers are freed.
-            admin.disabled = true;
-            let _ = disable(
-                &self.shared.bar,
-                self.shared.cap,
-                self.shared.device.address(),
-            );
+            // Commands may still be live: stop them (a reset) before their
+            // buffers are freed, or stop the controller for good.
+            if self.shared.reset_from(&mut admin, self.generation).is_err() {
+                admin.disabled = true;
+                let _ = disable(
+                    &self.shared.bar,
+                    self.shared.cap,
+                    self.shared.device.address(),
+                );
+            }
+            return;
         }
         let mut cq = Command::new(admin::DELETE_CQ, 0);
-        cq.cdw10[0] = qid;
+        cq.cdw10[0] = u32::from(qid);
         let _ = self
             .shared
             .admin_command(&mut admin, "Delete I/O Completion Queue", cq);
-        admin.qids.remove(&self.queue.qid());
     }
 }

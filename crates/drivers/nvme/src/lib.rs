@@ -18,13 +18,24 @@
 //!
 //! Reads and writes take the buffer by reference and return only once the
 //! controller has completed the command, so the buffer is the controller's
-//! for exactly as long as the call lasts. If a command does not complete in
-//! time the driver disables the controller (CC.EN = 0, which stops its DMA)
-//! before returning [`NvmeError::Timeout`], so no late transfer can reach a
-//! buffer the caller reuses or frees; the controller then refuses further
-//! commands ([`NvmeError::Disabled`]) until opened again. Buffers are
-//! [`DmaRegion`]s: device-shared memory with atomic accesses (see usrdrv's
-//! safety model), never plain slices.
+//! for exactly as long as the call lasts. Queued commands
+//! ([`IoQueue::submit`]) own their buffer until [`IoQueue::reap`] or
+//! [`IoQueue::wait`] give it back.
+//!
+//! Every command has a deadline, the command timeout
+//! ([`Controller::set_command_timeout`]) after its submission. Past it the
+//! driver sends an Abort; an aborted command completes and is reported as
+//! [`NvmeError::Timeout`]. If the controller does not abort it, or it still
+//! does not complete, the driver resets the controller as the last resort:
+//! CC.EN = 0 stops its DMA before any buffer is handed back, then the admin
+//! queue and, on their next use, the I/O queues are created again. The
+//! command that timed out comes back as [`NvmeError::Timeout`] and every
+//! other command that was in flight, on any queue, as [`NvmeError::Reset`],
+//! each with its buffer and tag, so the caller knows exactly which commands
+//! to submit again. Only if the reset itself fails is the controller left
+//! disabled ([`NvmeError::Disabled`]). Buffers are [`DmaRegion`]s:
+//! device-shared memory with atomic accesses (see usrdrv's safety model),
+//! never plain slices.
 
 #![deny(unsafe_code)]
 
@@ -35,9 +46,11 @@ mod io;
 pub mod model;
 pub mod prp;
 mod queue;
+mod recovery;
 pub mod regs;
 pub mod status;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -51,7 +64,7 @@ pub use error::NvmeError;
 pub use identify::{ControllerInfo, Namespace};
 pub use io::{Completed, IoBuffer, IoQueue, Op, Rejected};
 
-use command::{Command, Completion, admin};
+use command::{Command, Completion};
 use queue::QueuePair;
 use regs::Capabilities;
 use status::Status;
@@ -74,7 +87,11 @@ struct Shared {
     bar: Bar,
     cap: Capabilities,
     admin: Mutex<Admin>,
-    timeout: Duration,
+    /// How long a command may take, in nanoseconds ([`Controller::set_command_timeout`]).
+    timeout: AtomicU64,
+    /// Counts controller resets: queues created before the last one no
+    /// longer exist in the controller and are created again by their owners.
+    generation: AtomicU64,
     /// MSI-X vectors (vector `q` for I/O queue `q`), enabled by the first
     /// queue that asks for interrupts.
     interrupts: Mutex<Option<Arc<Interrupts>>>,
@@ -85,10 +102,15 @@ struct Shared {
 struct Admin {
     queue: QueuePair,
     page: DmaBuffer,
-    /// Set once the controller was disabled after a timeout.
+    /// Set once the controller could not be brought back after a reset.
     disabled: bool,
-    /// I/O queue identifiers in use.
+    /// I/O queue identifiers in use (kept across resets: their owners
+    /// create them again).
     qids: std::collections::BTreeSet<u16>,
+    /// I/O queue pairs asked for with Set Features (asked again after a reset).
+    queue_request: u16,
+    /// Controller resets done to recover from a timeout.
+    resets: u32,
 }
 
 /// An NVMe controller, enabled, with its admin queue.
@@ -155,8 +177,11 @@ impl Controller {
                 page,
                 disabled: false,
                 qids: std::collections::BTreeSet::new(),
+                queue_request: 0,
+                resets: 0,
             }),
-            timeout: DEFAULT_COMMAND_TIMEOUT,
+            timeout: AtomicU64::new(duration_nanos(DEFAULT_COMMAND_TIMEOUT)),
+            generation: AtomicU64::new(0),
             interrupts: Mutex::new(None),
         });
         let info = {
@@ -288,13 +313,9 @@ impl Controller {
             depth,
             self.shared.cap.doorbell_stride(),
         )?;
-        let size = u32::from(depth - 1) << 16 | u32::from(qid);
-        let mut cq = Command::new(admin::CREATE_CQ, 0);
-        cq.prp1 = queue.cq_addr();
-        cq.cdw10[0] = size;
-        // Physically contiguous; interrupts on vector `qid`, or off (polled).
-        cq.cdw10[1] = match &irqs {
-            Some(irqs) if usize::from(qid) < irqs.len() => u32::from(qid) << 16 | 0b11,
+        // Interrupts on vector `qid`, or off (polled).
+        let vector = match &irqs {
+            Some(irqs) if usize::from(qid) < irqs.len() => Some(qid),
             Some(irqs) => {
                 return Err(NvmeError::Transfer {
                     what: format!(
@@ -303,34 +324,23 @@ impl Controller {
                     ),
                 });
             }
-            None => 1,
+            None => None,
         };
-        self.shared
-            .admin_command(&mut admin, "Create I/O Completion Queue", cq)?;
-        let mut sq = Command::new(admin::CREATE_SQ, 0);
-        sq.prp1 = queue.sq_addr();
-        sq.cdw10[0] = size;
-        sq.cdw10[1] = u32::from(qid) << 16 | 1;
-        if let Err(e) = self
-            .shared
-            .admin_command(&mut admin, "Create I/O Submission Queue", sq)
-        {
-            let mut delete = Command::new(admin::DELETE_CQ, 0);
-            delete.cdw10[0] = u32::from(qid);
-            let _ = self
-                .shared
-                .admin_command(&mut admin, "Delete I/O Completion Queue", delete);
-            return Err(e);
-        }
+        self.shared.create_queue(&mut admin, &queue, vector)?;
+        let generation = self.shared.generation();
         admin.qids.insert(qid);
         drop(admin);
         IoQueue::new(
             Arc::clone(&self.shared),
             queue,
-            self.max_transfer(),
-            irqs,
-            self.info.oncs,
-            self.info.sgls,
+            io::Setup {
+                max_transfer: self.max_transfer(),
+                interrupts: irqs,
+                vector,
+                generation,
+                oncs: self.info.oncs,
+                sgl_support: self.info.sgls,
+            },
         )
     }
 
@@ -338,16 +348,29 @@ impl Controller {
     /// many were granted.
     fn set_queue_count(&mut self, wanted: u16) -> Result<u16, NvmeError> {
         let mut admin = self.shared.lock_admin();
-        let mut c = Command::new(admin::SET_FEATURES, 0);
-        c.cdw10[0] = 0x07;
-        let n = u32::from(wanted - 1);
-        c.cdw10[1] = n << 16 | n;
-        let done = self
-            .shared
-            .admin_command(&mut admin, "Set Features (Number of Queues)", c)?;
-        let sq = (done.result & 0xffff) as u16;
-        let cq = (done.result >> 16) as u16;
-        Ok(sq.min(cq).saturating_add(1))
+        admin.queue_request = wanted;
+        let done = self.shared.admin_command(
+            &mut admin,
+            "Set Features (Number of Queues)",
+            recovery::queue_count_command(wanted),
+        )?;
+        Ok(recovery::granted_queues(&done))
+    }
+
+    /// Sets how long each command may take from its submission: past it the
+    /// driver aborts the command, and if the controller does not abort it,
+    /// resets the controller (see [`IoQueue::wait`]). Applies to commands
+    /// submitted from then on; the default is [`DEFAULT_COMMAND_TIMEOUT`].
+    pub fn set_command_timeout(&self, timeout: Duration) {
+        self.shared
+            .timeout
+            .store(duration_nanos(timeout), Ordering::Relaxed);
+    }
+
+    /// How many times the driver reset the controller to recover from a
+    /// command that neither completed nor could be aborted.
+    pub fn resets(&self) -> u32 {
+        self.shared.lock_admin().resets
     }
 }
 
@@ -376,13 +399,17 @@ impl Shared {
         }
         let result = self.run(&mut admin.queue, name, command);
         if matches!(result, Err(NvmeError::Timeout { .. })) {
-            admin.disabled = true;
+            // The admin queue is stuck: start the controller again (which
+            // ends whatever it was doing), or give up on it.
+            let generation = self.generation();
+            if self.reset_from(admin, generation).is_err() {
+                admin.disabled = true;
+            }
         }
         result
     }
 
-    /// Submits `command` on `queue` and polls for its completion; on timeout
-    /// disables the controller first (see the crate's safety model).
+    /// Submits `command` on `queue` and polls for its completion.
     fn run(
         &self,
         queue: &mut QueuePair,
@@ -397,8 +424,7 @@ impl Shared {
     }
 
     /// Polls `queue` until a completion `wanted` accepts arrives, handing the
-    /// others to `other`; on timeout disables the controller (so nothing in
-    /// flight can still be written) and says so.
+    /// others to `other`, for at most the command timeout.
     fn wait_for(
         &self,
         queue: &mut QueuePair,
@@ -416,12 +442,12 @@ impl Shared {
                 continue;
             }
             self.live()?;
-            if start.elapsed() > self.timeout {
+            let timeout = self.timeout();
+            if start.elapsed() > timeout {
                 self.check_alive()?;
-                let _ = disable(&self.bar, self.cap, self.device.address());
                 return Err(NvmeError::Timeout {
                     what: format!("{name} on queue {}", queue.qid()),
-                    waited: self.timeout,
+                    waited: timeout,
                 });
             }
             std::hint::spin_loop();
@@ -454,6 +480,11 @@ impl Shared {
 }
 
 /// `done`, or the error its status says.
+/// `d` in nanoseconds, saturating.
+fn duration_nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
 fn status_of(name: &'static str, done: Completion) -> Result<Completion, NvmeError> {
     let status = Status(done.status_field());
     if status.is_success() {

@@ -79,6 +79,19 @@ impl QueuePair {
     }
 
     /// Whether another command fits (one slot always stays empty).
+    /// Empties the queue, for a controller that no longer has it (after a
+    /// reset): both rings zeroed (so no old completion's phase tag can look
+    /// new) and the indexes back to the start.
+    pub(crate) fn clear(&mut self) -> Result<(), NvmeError> {
+        self.sq.fill(0, self.sq.len(), 0)?;
+        self.cq.fill(0, self.cq.len(), 0)?;
+        self.sq_tail = 0;
+        self.sq_head = 0;
+        self.cq_head = 0;
+        self.phase = true;
+        Ok(())
+    }
+
     pub(crate) fn is_full(&self) -> bool {
         (self.sq_tail + 1) % self.depth == self.sq_head
     }

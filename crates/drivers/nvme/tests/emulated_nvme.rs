@@ -307,3 +307,116 @@ fn a_revocation_at_every_step_gives_revoked_and_leaks_nothing() {
         }
     }
 }
+
+fn timeout_text(result: &Result<(), NvmeError>) -> String {
+    match result {
+        Err(NvmeError::Timeout { what, .. }) => what.clone(),
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_command_that_never_completes_is_aborted_and_the_queue_goes_on() {
+    let model = NvmeModel::new();
+    let emulated = EmulatedDevice::new(model.clone());
+    let mut nvme = open(&emulated).unwrap();
+    nvme.set_command_timeout(Duration::from_millis(100));
+    let ns = nvme.namespaces().unwrap()[0];
+    let mut queue = nvme.io_queue(8).unwrap();
+    model.hold_next_io(1);
+    for n in 0..3u64 {
+        let buffer = nvme.device().alloc_dma(4096).unwrap();
+        queue
+            .submit(Op::Read, &ns, n * 8, 8, buffer, n)
+            .map_err(|r| r.error)
+            .unwrap();
+    }
+    let started = Instant::now();
+    let mut results: Vec<(u64, Result<(), NvmeError>)> = (0..3)
+        .map(|_| {
+            let done = queue.wait().unwrap();
+            (done.tag, done.result)
+        })
+        .collect();
+    results.sort_by_key(|(tag, _)| *tag);
+    assert!(results[1].1.is_ok() && results[2].1.is_ok(), "{results:?}");
+    let what = timeout_text(&results[0].1);
+    assert!(what.contains("aborted"), "{what}");
+    assert!(started.elapsed() >= Duration::from_millis(100));
+    assert_eq!((model.aborted(), model.resets(), nvme.resets()), (1, 0, 0));
+    // Synchronously too.
+    let buffer = nvme.device().alloc_dma(4096).unwrap();
+    model.hold_next_io(1);
+    let what = timeout_text(&queue.read(&ns, 0, 8, &buffer));
+    assert!(what.contains("aborted"), "{what}");
+    queue.write(&ns, 0, 8, &buffer).unwrap();
+    assert_eq!(nvme.resets(), 0);
+    drop((queue, buffer, nvme));
+    finish(emulated);
+}
+
+#[test]
+fn a_command_that_cannot_be_aborted_resets_the_controller_and_every_queue_recovers() {
+    let model = NvmeModel::with_config(NvmeModelConfig {
+        abort: false, // as QEMU's: Abort never aborts
+        ..NvmeModelConfig::default()
+    });
+    let emulated = EmulatedDevice::new(model.clone());
+    let mut nvme = open(&emulated).unwrap();
+    nvme.set_command_timeout(Duration::from_millis(100));
+    let ns = nvme.namespaces().unwrap()[0];
+    let mut first = nvme.io_queue(8).unwrap();
+    let mut second = nvme.io_queue_with_interrupts(8).unwrap();
+    let buffer = |nvme: &Controller| nvme.device().alloc_dma(4096).unwrap();
+    // Two stuck commands on the first queue, one on the second.
+    model.hold_next_io(3);
+    first
+        .submit(Op::Read, &ns, 0, 8, buffer(&nvme), 1)
+        .map_err(|r| r.error)
+        .unwrap();
+    first
+        .submit(Op::Read, &ns, 8, 8, buffer(&nvme), 2)
+        .map_err(|r| r.error)
+        .unwrap();
+    second
+        .submit(Op::Write, &ns, 16, 8, buffer(&nvme), 3)
+        .map_err(|r| r.error)
+        .unwrap();
+    let one = first.wait().unwrap();
+    let two = first.wait().unwrap();
+    let mut outcomes = [(one.tag, one.result), (two.tag, two.result)];
+    outcomes.sort_by_key(|(tag, _)| *tag);
+    let what = timeout_text(&outcomes[0].1);
+    assert!(what.contains("reset"), "{what}");
+    assert!(
+        matches!(outcomes[1].1, Err(NvmeError::Reset { command: "Read" })),
+        "{outcomes:?}"
+    );
+    assert_eq!((nvme.resets(), model.resets()), (1, 1));
+    // The other queue learns of the reset on its next use: its command comes
+    // back failed with its buffer, and then it works again.
+    let third = second.wait().unwrap();
+    assert_eq!(third.tag, 3);
+    assert!(
+        matches!(third.result, Err(NvmeError::Reset { command: "Write" })),
+        "{:?}",
+        third.result
+    );
+    let data = buffer(&nvme);
+    data.write_bytes(0, &pattern(4096, 9)).unwrap();
+    second.write(&ns, 40, 8, &data).unwrap();
+    first.read(&ns, 40, 8, &third.buffer).unwrap();
+    let mut got = vec![0u8; 4096];
+    third.buffer.read_bytes(0, &mut got).unwrap();
+    assert_eq!(got, pattern(4096, 9), "both queues work after the reset");
+    // A synchronous command that cannot be aborted resets it too.
+    model.hold_next_io(1);
+    let what = timeout_text(&first.read(&ns, 0, 8, &data));
+    assert!(what.contains("reset"), "{what}");
+    first.read(&ns, 40, 8, &data).unwrap();
+    second.read(&ns, 40, 8, &data).unwrap();
+    assert_eq!(nvme.resets(), 2);
+    assert_eq!(emulated.faults(), vec![], "nothing reached freed memory");
+    drop((first, second, data, third, one.buffer, two.buffer, nvme));
+    finish(emulated);
+}
