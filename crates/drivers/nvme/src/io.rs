@@ -484,6 +484,15 @@ impl<B: IoBuffer> IoQueue<B> {
             }
         }
         entry.timed_out = true;
+        // It may have completed while the Abort ran.
+        while let Some(done) = self.queue.poll(&self.shared.bar)? {
+            if let Some(completed) = self.finish(done) {
+                self.finished.push_back(completed);
+            }
+        }
+        if self.slots.get(slot).is_some_and(Option::is_none) {
+            return Ok(());
+        }
         self.shared.check_alive()?;
         self.shared.reset_after(self.generation)?;
         self.recover()
@@ -669,12 +678,18 @@ impl<B: IoBuffer> IoQueue<B> {
             if !aborted {
                 aborted = true;
                 match self.shared.abort(qid, WAITED) {
+                    // Aborted, or perhaps completed while the Abort ran:
+                    // one more timeout for its completion to show.
                     Ok(true) => {
                         deadline = Instant::now() + timeout;
                         continue;
                     }
                     Err(e) if e.is_revoked() => return Err(e),
-                    _ => {}
+                    _ => {
+                        if let Some(done) = self.drain_for(WAITED)? {
+                            return status_of(name, done).map(drop);
+                        }
+                    }
                 }
             }
             self.shared.check_alive()?;
@@ -687,6 +702,20 @@ impl<B: IoBuffer> IoQueue<B> {
                 waited: timeout,
             });
         }
+    }
+
+    /// Reaps what the completion queue holds, keeping queued commands'
+    /// completions for `reap`; returns command `cid`'s if it is there.
+    fn drain_for(&mut self, cid: u16) -> Result<Option<Completion>, NvmeError> {
+        let mut wanted = None;
+        while let Some(done) = self.queue.poll(&self.shared.bar)? {
+            if done.cid == cid {
+                wanted = Some(done);
+            } else if let Some(completed) = self.finish(done) {
+                self.finished.push_back(completed);
+            }
+        }
+        Ok(wanted)
     }
 
     /// The queued command `done` completes, with its buffer.

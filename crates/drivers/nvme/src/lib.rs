@@ -423,8 +423,8 @@ impl Shared {
         status_of(name, done)
     }
 
-    /// Polls `queue` until a completion `wanted` accepts arrives, handing the
-    /// others to `other`, for at most the command timeout.
+    /// Polls the admin `queue` until a completion `wanted` accepts arrives,
+    /// handing the others to `other`, for at most the admin timeout.
     fn wait_for(
         &self,
         queue: &mut QueuePair,
@@ -442,7 +442,7 @@ impl Shared {
                 continue;
             }
             self.live()?;
-            let timeout = self.timeout();
+            let timeout = self.admin_timeout();
             if start.elapsed() > timeout {
                 self.check_alive()?;
                 return Err(NvmeError::Timeout {

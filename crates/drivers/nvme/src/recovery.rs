@@ -36,6 +36,13 @@ impl Shared {
         Duration::from_nanos(self.timeout.load(Ordering::Relaxed))
     }
 
+    /// How long an admin command may take: the command timeout, but never
+    /// less than CAP.TO, so a short I/O timeout does not make the recovery
+    /// itself (Abort, the reset's Set Features) time out.
+    pub(crate) fn admin_timeout(&self) -> Duration {
+        self.timeout().max(self.cap.timeout())
+    }
+
     /// The controller's current generation (resets so far).
     pub(crate) fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)

@@ -485,3 +485,66 @@ fn sgl_transfers_reach_the_same_blocks_as_prp_ones() {
         );
     });
 }
+
+#[test]
+#[ignore = "needs the usrdrv VM: run by `cargo xtask test`"]
+fn commands_past_their_deadline_are_recovered_by_abort_or_a_controller_reset() {
+    use usrdrv_nvme::Op;
+    // QEMU's controller never aborts (Abort completes with "not aborted"),
+    // so a command past its deadline ends in a controller reset. A deadline
+    // far shorter than QEMU takes to complete a command provokes one.
+    let written = pattern(4096, 77);
+    let lba_byte = FIRST_BYTE + (4 << 20);
+    kernel_write(lba_byte, &written);
+    with_usrdrv(|c| {
+        let ns = c.namespaces().unwrap()[0];
+        let lba = lba_byte / ns.block_size as u64;
+        let blocks = ns.blocks_in(4096);
+        let mut polled = c.io_queue(8).unwrap();
+        let mut irq = c.io_queue_with_interrupts(8).unwrap();
+        c.set_command_timeout(Duration::from_micros(1));
+        for tag in 0..3 {
+            let buffer = c.device().alloc_dma(4096).unwrap();
+            polled
+                .submit(Op::Read, &ns, lba, blocks, buffer, tag)
+                .map_err(|r| r.error)
+                .unwrap();
+        }
+        let mut outcomes = Vec::new();
+        while polled.in_flight() > 0 {
+            outcomes.push(polled.wait().unwrap().result);
+        }
+        assert_eq!(outcomes.len(), 3);
+        // Each came back, each either done or failed as a timeout or a reset.
+        for outcome in &outcomes {
+            assert!(
+                matches!(
+                    outcome,
+                    Ok(()) | Err(NvmeError::Timeout { .. } | NvmeError::Reset { .. })
+                ),
+                "{outcome:?}"
+            );
+        }
+        assert!(c.resets() >= 1, "{outcomes:?}");
+        // A synchronous read past its deadline too.
+        let buffer = c.device().alloc_dma(4096).unwrap();
+        let sync = polled.read(&ns, lba, blocks, &buffer);
+        assert!(
+            matches!(sync, Ok(()) | Err(NvmeError::Timeout { .. })),
+            "{sync:?}"
+        );
+        // With a sane deadline both queues work again, created anew in the
+        // reset controller, and the data is still the kernel's.
+        c.set_command_timeout(Duration::from_secs(10));
+        let resets = c.resets();
+        for queue in [&mut polled, &mut irq] {
+            buffer.fill(0, 4096, 0).unwrap();
+            queue.read(&ns, lba, blocks, &buffer).unwrap();
+            let mut got = vec![0u8; 4096];
+            buffer.read_bytes(0, &mut got).unwrap();
+            assert_eq!(got, written);
+        }
+        assert_eq!(c.resets(), resets, "no reset with a sane deadline");
+    });
+    assert_eq!(kernel_read(lba_byte, 4096), written);
+}
