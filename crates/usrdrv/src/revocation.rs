@@ -66,8 +66,8 @@ pub(crate) struct Revocation {
 impl Revocation {
     /// Starts a watcher thread running `wait`, which blocks until the kernel
     /// revokes the device (returns `true`) or the given stop event is signalled
-    /// (returns `false`). Once revoked, and the flag and event set, the thread
-    /// runs `then` (giving the device back). `None` when no thread or eventfd
+    /// (returns `false`). Once revoked the thread sets the flag, runs `then`
+    /// (giving the device back), and then signals the event. `None` when no thread or eventfd
     /// can be had.
     pub(crate) fn watch(
         wait: impl FnOnce(&EventFd) -> bool + Send + 'static,
@@ -84,8 +84,10 @@ impl Revocation {
                 .spawn(move || {
                     if wait(&stop) {
                         revoked.store(true, Ordering::SeqCst);
-                        let _ = notify.signal(1);
+                        // Waiters learn of it once the device is given back,
+                        // so one that sees `Revoked` finds it released.
                         then();
+                        let _ = notify.signal(1);
                     }
                 })
                 .ok()?
