@@ -111,6 +111,8 @@ struct Admin {
     queue_request: u16,
     /// Controller resets done to recover from a timeout.
     resets: u32,
+    /// Abort commands sent for commands past their deadline.
+    aborts: u32,
 }
 
 /// An NVMe controller, enabled, with its admin queue.
@@ -179,6 +181,7 @@ impl Controller {
                 qids: std::collections::BTreeSet::new(),
                 queue_request: 0,
                 resets: 0,
+                aborts: 0,
             }),
             timeout: AtomicU64::new(duration_nanos(DEFAULT_COMMAND_TIMEOUT)),
             generation: AtomicU64::new(0),
@@ -371,6 +374,12 @@ impl Controller {
     /// command that neither completed nor could be aborted.
     pub fn resets(&self) -> u32 {
         self.shared.lock_admin().resets
+    }
+
+    /// How many Abort commands the driver sent for commands past their
+    /// deadline.
+    pub fn aborts(&self) -> u32 {
+        self.shared.lock_admin().aborts
     }
 }
 

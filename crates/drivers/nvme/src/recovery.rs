@@ -85,6 +85,7 @@ impl Shared {
     /// Requested"), `false` when it did not (it may still complete, or never).
     pub(crate) fn abort(&self, qid: u16, cid: u16) -> Result<bool, NvmeError> {
         let mut admin = self.lock_admin();
+        admin.aborts += 1;
         let mut c = Command::new(admin::ABORT, 0);
         c.cdw10[0] = u32::from(cid) << 16 | u32::from(qid);
         let done = self.admin_command(&mut admin, "Abort", c)?;

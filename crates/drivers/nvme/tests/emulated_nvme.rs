@@ -344,6 +344,7 @@ fn a_command_that_never_completes_is_aborted_and_the_queue_goes_on() {
     assert!(what.contains("aborted"), "{what}");
     assert!(started.elapsed() >= Duration::from_millis(100));
     assert_eq!((model.aborted(), model.resets(), nvme.resets()), (1, 0, 0));
+    assert_eq!(nvme.aborts(), 1);
     // Synchronously too.
     let buffer = nvme.device().alloc_dma(4096).unwrap();
     model.hold_next_io(1);
