@@ -43,7 +43,9 @@
 #include "usrdma_uapi.h"
 
 #define PAGE		4096ul
-#define EDU_REACH	(1ull << 28)
+/* A mask of 24 bits: nearly every page lies above it, and is bounced. */
+#define LOW_BITS	24
+#define LOW_REACH	(1ull << LOW_BITS)
 #define INTX_DISABLE	0x400
 
 static int failures;
@@ -188,7 +190,7 @@ static int rebind(const char *addr)
 static void remove_round(const char *addr, int unmap)
 {
 	const char *what = unmap ? "UNMAP_USER" : "SYNC";
-	struct usrdma_dma_mask mask = { .argsz = sizeof(mask), .bits = 28 };
+	struct usrdma_dma_mask mask = { .argsz = sizeof(mask), .bits = LOW_BITS };
 	struct usrdma_sg_entry e[2];
 	struct usrdma_map_user m;
 	struct usrdma_sync s = { .argsz = sizeof(s) };
@@ -209,7 +211,7 @@ static void remove_round(const char *addr, int unmap)
 	CHECK(fd >= 0, "%s: open: %s", what, fd >= 0 ? "ok" : strerror(errno));
 	if (fd < 0)
 		return;
-	CHECK(ioctl(fd, USRDMA_SET_DMA_MASK, &mask) == 0, "%s: SET_DMA_MASK 28", what);
+	CHECK(ioctl(fd, USRDMA_SET_DMA_MASK, &mask) == 0, "%s: SET_DMA_MASK %d", what, LOW_BITS);
 	mem = mmap(NULL, len, PROT_READ | PROT_WRITE,
 		   MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
 	if (mem == MAP_FAILED) {
@@ -218,7 +220,7 @@ static void remove_round(const char *addr, int unmap)
 	}
 	memset(mem, 0x5a, len);
 	for (i = 0; i < len && !bounced; i += PAGE) {
-		if (phys_of(mem + i) < EDU_REACH)
+		if (phys_of(mem + i) < LOW_REACH)
 			continue;
 		page = mem + i;
 		memset(&m, 0, sizeof(m));
@@ -233,7 +235,8 @@ static void remove_round(const char *addr, int unmap)
 			break;
 		bounced = m.out_flags & USRDMA_MAP_BOUNCED;
 	}
-	CHECK(bounced, "%s: a page above 2^28 is bounced (handle %u)", what, m.handle);
+	CHECK(bounced, "%s: a page above 2^%d is bounced (handle %u)", what, LOW_BITS,
+	      bounced ? m.handle : 0);
 	if (!bounced)
 		goto out;
 
