@@ -52,7 +52,11 @@
  * (pci_try_reset_function(); reset_works records whether that worked) and
  * saves its state; release loads that state, resets again and writes the
  * state back, as vfio-pci does, so that nothing a dead owner queued is
- * left in a device that can be reset.
+ * left in a device that can be reset. RESET first removes the PTEs of the
+ * open file's BAR mappings (unmap_mapping_range on ud->mapping) under the
+ * lock it resets under: a fault on them takes the lock too, so no access
+ * reaches the function mid-reset (CVE-2020-12888 in vfio-pci). Release
+ * leaves INTx masked, with no handler.
  *
  * Quarantine: a device that cannot be reset (QEMU's edu has no reset at
  * all) may still hold a transfer the released owner started, which lands
