@@ -232,12 +232,6 @@ struct usrdma_dev {
 	wait_queue_head_t users_wq;
 
 	bool dead;		/* removed: everything fails with ENODEV */
-	/*
-	 * What mappings of a removed device show: one page of 0xff bytes
-	 * (what reads of a vanished PCI device return), so that a driver
-	 * racing the revocation reads garbage instead of dying of SIGBUS.
-	 */
-	struct page *dead_page;
 	bool open;		/* one opener at a time */
 	bool enabled;		/* enabled by open, until release or remove */
 	bool reset_works;	/* the reset at open worked */

@@ -29,8 +29,6 @@ static void usrdma_dev_free(struct kref *ref)
 	struct usrdma_dev *ud = container_of(ref, struct usrdma_dev, ref);
 
 	xa_destroy(&ud->maps);
-	if (ud->dead_page)
-		__free_page(ud->dead_page);
 	ida_destroy(&ud->ids);
 	mutex_destroy(&ud->lock);
 	pci_dev_put(ud->pdev);
@@ -308,12 +306,6 @@ static int usrdma_probe(struct pci_dev *pdev, const struct pci_device_id *id)
 	ud = kzalloc(sizeof(*ud), GFP_KERNEL);
 	if (!ud)
 		return -ENOMEM;
-	ud->dead_page = alloc_page(GFP_KERNEL);
-	if (!ud->dead_page) {
-		kfree(ud);
-		return -ENOMEM;
-	}
-	memset(page_address(ud->dead_page), 0xff, PAGE_SIZE);
 	kref_init(&ud->ref);
 	mutex_init(&ud->lock);
 	init_waitqueue_head(&ud->wq);

@@ -44,8 +44,10 @@
  *   buffer:        the mmap_offset returned by ALLOC and LIST
  * Mappings must be MAP_SHARED. After FREE, accesses to a buffer's mappings
  * get SIGBUS. After revocation (unbind, hot-unplug), accesses to any mapping
- * of the node read all-ones from a dummy page instead (writes go there too),
- * so that a driver that has not yet seen the revocation does not crash.
+ * of the node read all-ones from a dummy page instead (writes go there too,
+ * and, since version 5, that page is the mapping's own: other mappings keep
+ * reading all-ones), so that a driver that has not yet seen the revocation
+ * does not crash.
  */
 #ifndef _UAPI_USRDMA_H
 #define _UAPI_USRDMA_H
@@ -72,7 +74,8 @@
  * USRDMA_MAP_NOT_PINNABLE in out_flags; RESET removes the BAR mappings
  * first (the next access faults them in again after the reset); release
  * leaves INTx masked; open fails with EPERM under lockdown; unbind waits
- * for the ioctls in progress. Every version-4 call works as before.
+ * for the ioctls in progress; after revocation each mapping gets its own
+ * dead page. Every version-4 call works as before.
  */
 #define USRDMA_API_VERSION	5
 

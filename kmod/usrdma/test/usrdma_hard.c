@@ -16,10 +16,14 @@
  *                                 work after it
  *   usrdma-hard intx-masked ADDR  INTx is unmasked and used, the file
  *                                 closed: the line is left masked
+ *   usrdma-hard dead-page ADDR    a buffer mapped twice and BAR 0, then the
+ *                                 device unbound: a write through one
+ *                                 mapping shows in no other (each reads
+ *                                 all-ones), and nothing faults
  *
  * ADDR is the device's full PCI address, bound to usrdma (edu, except
  * reset-bars: an NVMe controller, which has a function-level reset). The
- * device is bound to usrdma again at the end of remove-wait. Prints one
+ * device is bound to usrdma again at the end of remove-wait and dead-page. Prints one
  * line per check; exits 0 when all passed.
  */
 #define _GNU_SOURCE
@@ -416,6 +420,63 @@ static int test_intx_masked(const char *addr)
 	return done();
 }
 
+/* ---- dead-page ----------------------------------------------------------- */
+
+static int all_ones(const volatile uint8_t *p, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (p[i] != 0xff)
+			return 0;
+	return 1;
+}
+
+static int test_dead_page(const char *addr)
+{
+	struct usrdma_alloc a = { .argsz = sizeof(a), .size = PAGE };
+	struct racer unbind = { .addr = addr };
+	volatile uint8_t *one, *two, *bar;
+	int fd, ret;
+
+	fd = open_node(addr);
+	CHECK(fd >= 0, "open: %s", fd >= 0 ? "ok" : strerror(errno));
+	if (fd < 0)
+		return done();
+	ret = ioctl(fd, USRDMA_ALLOC, &a);
+	CHECK(ret == 0, "ALLOC: %s", ret ? strerror(errno) : "ok");
+	one = mmap(NULL, PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, fd,
+		   (off_t)a.mmap_offset);
+	two = mmap(NULL, PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, fd,
+		   (off_t)a.mmap_offset);
+	bar = mmap(NULL, PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, fd,
+		   USRDMA_BAR_OFFSET(0));
+	if (ret || one == MAP_FAILED || two == MAP_FAILED || bar == MAP_FAILED) {
+		CHECK(0, "mmap the buffer twice and BAR 0: %s", strerror(errno));
+		return done();
+	}
+	one[0] = 1;
+	CHECK(two[0] == 1, "both mappings show the buffer before the unbind");
+
+	run_unbind(&unbind);
+	CHECK(unbind.ret == 0, "unbind while mapped: %s",
+	      unbind.ret ? strerror(unbind.err) : "ok");
+	CHECK(all_ones(one, PAGE) && all_ones(two, PAGE) && all_ones(bar, PAGE),
+	      "every mapping reads all-ones after the unbind");
+	memset((void *)one, 0x11, PAGE);	/* a late write: no fault */
+	bar[8] = 0x22;
+	CHECK(one[0] == 0x11, "a late write lands in the mapping's own page");
+	CHECK(all_ones(two, PAGE),
+	      "the other mapping of the buffer still reads all-ones (first byte %#x)",
+	      two[0]);
+	CHECK(all_ones(bar, 8) && all_ones(bar + 9, PAGE - 9),
+	      "the BAR mapping reads all-ones but for its own late write");
+	munmap((void *)one, PAGE);
+	munmap((void *)two, PAGE);
+	munmap((void *)bar, PAGE);
+	close(fd);
+	CHECK(rebind(addr) == 0, "bound to usrdma again");
+	return done();
+}
+
 int main(int argc, char **argv)
 {
 	setvbuf(stdout, NULL, _IOLBF, 0);
@@ -425,6 +486,8 @@ int main(int argc, char **argv)
 		return test_reset_bars(argv[2]);
 	if (argc == 3 && !strcmp(argv[1], "intx-masked"))
 		return test_intx_masked(argv[2]);
-	fprintf(stderr, "usage: usrdma-hard remove-wait|reset-bars|intx-masked ADDR\n");
+	if (argc == 3 && !strcmp(argv[1], "dead-page"))
+		return test_dead_page(argv[2]);
+	fprintf(stderr, "usage: usrdma-hard remove-wait|reset-bars|intx-masked|dead-page ADDR\n");
 	return 2;
 }

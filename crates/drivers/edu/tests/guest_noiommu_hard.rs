@@ -1,6 +1,7 @@
 //! The usrdma module's hard cases, in the boots without an IOMMU: races the
 //! module must win (from C, `kmod/usrdma/test/usrdma_hard.c`: unbind against
-//! a copy in progress, RESET against BAR reads, INTx at release) and the
+//! a copy in progress, RESET against BAR reads, INTx at release, late writes
+//! to revoked mappings) and the
 //! errors a driver author meets for memory the module will not pin and for
 //! buffers larger than the kernel can give.
 
@@ -53,6 +54,16 @@ fn unbind_waits_for_an_ioctl_that_copies_a_bounce_buffer() {
     );
     assert!(
         said.contains("UNMAP_USER: unbind waits while the ioctl copies"),
+        "{said}"
+    );
+}
+
+#[test]
+#[ignore = "needs the usrdrv VM: run by `cargo xtask test`"]
+fn after_revocation_each_mapping_reads_all_ones_from_its_own_page() {
+    let said = hard("dead-page", edu_address());
+    assert!(
+        said.contains("the other mapping of the buffer still reads all-ones"),
         "{said}"
     );
 }
