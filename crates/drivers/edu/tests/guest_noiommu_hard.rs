@@ -289,3 +289,69 @@ fn buffers_up_to_the_reported_limit_work_and_one_page_more_says_what_to_do() {
         "{text}"
     );
 }
+
+#[test]
+#[ignore = "needs the usrdrv VM: run by `cargo xtask test`"]
+fn the_quarantine_shows_in_the_stats_and_in_usrdrv_info() {
+    use usrdrv::usrdma::listing;
+    let address = edu_address();
+    let sysfs = Sysfs::system();
+    let before = listing::stats(&sysfs, address)
+        .unwrap()
+        .quarantine
+        .expect("the module reports the quarantine");
+    // edu cannot be reset: what a killed owner leaves is kept for the grace
+    // period (edu_hold holds a 1 MiB buffer and a mapping mid-transfer),
+    // made 10 s here so that the two `usrdrv info` runs see it.
+    let grace = "/sys/module/usrdma/parameters/quarantine_ms";
+    /// Puts the default grace back, however the test ends.
+    struct Default1000(&'static str);
+    impl Drop for Default1000 {
+        fn drop(&mut self) {
+            let _ = std::fs::write(self.0, "1000");
+        }
+    }
+    let restore = Default1000(grace);
+    std::fs::write(grace, "10000").expect("set quarantine_ms");
+    let mut child = Command::new("edu_hold")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("edu_hold (an example of usrdrv-edu) is in the VM's PATH");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().expect("stdout")),
+        &mut line,
+    )
+    .expect("edu_hold says it holds");
+    assert!(line.starts_with("holding"), "edu_hold said {line:?}");
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reaped");
+    let during = listing::stats(&sysfs, address)
+        .unwrap()
+        .quarantine
+        .expect("the module reports the quarantine");
+    assert!(
+        during.buffers > before.buffers && during.bytes >= before.bytes + (1 << 20),
+        "{before:?} -> {during:?}"
+    );
+    let out = Command::new("usrdrv")
+        .args(["info", &address.to_string(), "--json"])
+        .output()
+        .expect("usrdrv is in the VM's PATH");
+    assert!(out.status.success(), "{out:?}");
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let q = &info["usrdma"]["stats"]["quarantine"];
+    assert_eq!(q["buffers"], during.buffers, "{info}");
+    assert_eq!(q["bytes"], during.bytes, "{info}");
+    let text = Command::new("usrdrv")
+        .args(["info", &address.to_string()])
+        .output()
+        .expect("usrdrv");
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("kept from released owners"), "{text}");
+    // The grace (back to the default, 1 s) ends it.
+    drop(restore);
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let after = listing::stats(&sysfs, address).unwrap().quarantine.unwrap();
+    assert_eq!(after.buffers, 0, "{after:?}");
+}
