@@ -22,6 +22,13 @@
  * lets the device read what the process reads. VM_IO and VM_PFNMAP
  * mappings (device memory, this module's own) are left to GUP, which
  * refuses them with EFAULT.
+ *
+ * The check and the pin are two steps (pin_user_pages_fast() takes
+ * mmap_lock itself, and pinning under the caller's lock changed its
+ * signature across these kernels): a process that replaces its own
+ * mapping in between can still have file pages pinned. It has
+ * CAP_SYS_RAWIO and a device that reaches all memory, so this check is
+ * there to stop mistakes with a clear error, not an attacker.
  */
 
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
