@@ -20,7 +20,9 @@
  * an IOMMU a physical address). No kernel virtual address is ever reported.
  *
  * Node: /dev/usrdma/DDDD:BB:DD.F, one per PCI function bound to usrdma.
- * Opening needs CAP_SYS_RAWIO; one open file per function at a time (EBUSY).
+ * Opening needs CAP_SYS_RAWIO, and fails with EPERM when the kernel is locked
+ * down (LOCKDOWN_PCI_ACCESS, version 5); one open file per function at a
+ * time (EBUSY).
  * Open enables the function with bus mastering off and resets it when it
  * has a reset method; the opener turns bus mastering on (PCI_COMMAND, bit
  * 2, through /sys/bus/pci/devices/ADDR/config) once it has stopped
