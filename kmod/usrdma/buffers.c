@@ -94,8 +94,8 @@ long usrdma_ioctl_alloc(struct usrdma_dev *ud, void __user *uarg)
 	struct device *dev = &ud->pdev->dev;
 	struct usrdma_alloc arg;
 	struct usrdma_buf *buf;
+	u32 argsz, info_flags;
 	u64 seq;
-	u32 argsz;
 	int ret;
 
 	BUILD_BUG_ON(offsetof(struct usrdma_alloc, generation) !=
@@ -107,7 +107,9 @@ long usrdma_ioctl_alloc(struct usrdma_dev *ud, void __user *uarg)
 	if ((arg.flags & ~USRDMA_BUF_FLAGS) || arg.reserved || arg.id ||
 	    arg.dma_addr || arg.mmap_offset || arg.generation)
 		return -EINVAL;
-	if (!arg.size || arg.size > USRDMA_MAX_BUF_SIZE)
+	/* What the kernel can give, not only what the module allows. */
+	if (!arg.size ||
+	    arg.size > usrdma_max_buf_size(dev, &info_flags))
 		return -EINVAL;
 	ret = usrdma_check_name(arg.name);
 	if (ret < 0)

@@ -80,10 +80,14 @@ static long usrdma_ioctl_info(struct usrdma_dev *ud, void __user *uarg)
 	u32 argsz;
 	int ret;
 
-	ret = usrdma_copy_in(&info, sizeof(info), sizeof(info), uarg, &argsz);
+	BUILD_BUG_ON(offsetof(struct usrdma_info, max_buf_size) !=
+		     USRDMA_INFO_SIZE_V1);
+	ret = usrdma_copy_in(&info, sizeof(info), USRDMA_INFO_SIZE_V1, uarg,
+			     &argsz);
 	if (ret)
 		return ret;
-	if (info.flags || info.reserved0 || info.reserved1)
+	if (info.flags || info.reserved0 || info.reserved1 ||
+	    info.max_buf_size || info.info_flags || info.reserved2)
 		return -EINVAL;
 
 	mutex_lock(&ud->lock);
@@ -97,6 +101,7 @@ static long usrdma_ioctl_info(struct usrdma_dev *ud, void __user *uarg)
 	info.pci_devfn = pdev->devfn;
 	info.dma_mask_bits = ud->mask_bits;
 	info.num_buffers = ud->nbufs;
+	info.max_buf_size = usrdma_max_buf_size(&pdev->dev, &info.info_flags);
 	for (i = 0; i < PCI_STD_NUM_BARS; i++) {
 		bool mappable = (pci_resource_flags(pdev, i) & IORESOURCE_MEM) &&
 				PAGE_ALIGNED(pci_resource_start(pdev, i));
@@ -174,10 +179,23 @@ static long usrdma_ioctl_reset(struct usrdma_dev *ud, void __user *uarg)
 	 * which pci_try_reset_function() only tries to take (EAGAIN).
 	 */
 	mutex_lock(&ud->lock);
-	if (ud->dead)
+	if (ud->dead) {
 		ret = -ENODEV;
-	else
+	} else {
+		/*
+		 * As vfio-pci does (CVE-2020-12888): an access to a BAR while
+		 * the function is reset (memory decoding off, the device not
+		 * answering) can make the platform raise an error, and what it
+		 * reads is garbage. So the user's BAR mappings go first; a
+		 * fault on them takes ud->lock (usrdma_vm_fault) and so waits
+		 * until the reset is over and the state restored, then maps
+		 * the BAR again. Buffers are memory, not the device: they stay.
+		 */
+		if (ud->mapping)
+			unmap_mapping_range(ud->mapping, 0,
+					    USRDMA_BUF_OFFSET_BASE, 1);
 		ret = pci_try_reset_function(ud->pdev);
+	}
 	/* Nothing queued before survives a reset. */
 	if (!ret)
 		usrdma_quarantine_take(ud, &maps);
@@ -214,14 +232,9 @@ static long usrdma_ioctl_quiesced(struct usrdma_dev *ud, void __user *uarg)
 	return ret;
 }
 
-long usrdma_ioctl(struct file *file, unsigned int cmd,
-		  unsigned long arg)
+static long usrdma_dispatch(struct usrdma_dev *ud, unsigned int cmd,
+			    void __user *uarg)
 {
-	struct usrdma_dev *ud = file->private_data;
-	void __user *uarg = (void __user *)arg;
-
-	/* The owner may have turned bus mastering on: a quarantine waits. */
-	usrdma_quarantine_note_master(ud);
 	switch (cmd) {
 	case USRDMA_GET_INFO:
 		return usrdma_ioctl_info(ud, uarg);
@@ -250,4 +263,20 @@ long usrdma_ioctl(struct file *file, unsigned int cmd,
 	default:
 		return -ENOTTY;
 	}
+}
+
+long usrdma_ioctl(struct file *file, unsigned int cmd,
+		  unsigned long arg)
+{
+	struct usrdma_dev *ud = file->private_data;
+	long ret;
+
+	/* remove() waits for this to return (see usrdma_enter). */
+	if (!usrdma_enter(ud))
+		return -ENODEV;
+	/* The owner may have turned bus mastering on: a quarantine waits. */
+	usrdma_quarantine_note_master(ud);
+	ret = usrdma_dispatch(ud, cmd, (void __user *)arg);
+	usrdma_exit(ud);
+	return ret;
 }

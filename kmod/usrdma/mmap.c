@@ -14,7 +14,9 @@
 #include <linux/mm.h>
 #include <linux/mutex.h>
 #include <linux/pci.h>
+#include <linux/refcount.h>
 #include <linux/sched.h>
+#include <linux/slab.h>
 #include <linux/vmalloc.h>
 
 #include "usrdma.h"	/* and compat.h, which the next include needs */
@@ -22,6 +24,50 @@
 #ifdef USRDMA_HAVE_USE_DMA_IOMMU
 #include <linux/iommu-dma.h>
 #endif
+
+/*
+ * What every vma made by one mmap() of the node shares (a split, mremap or
+ * fork adds vmas to it, each holding a reference): the device, and the
+ * page that revocation maps in place of the BAR or buffer. That page is
+ * this mapping's own, so a late write through it is seen only through
+ * this mapping: every other mapping of the node, in this process and in
+ * others, keeps reading all-ones, as from a vanished device. Allocated at
+ * the first fault after revocation; freed with the last vma, after its
+ * page tables are gone.
+ */
+struct usrdma_vma {
+	refcount_t ref;
+	struct usrdma_dev *ud;
+	struct page *dead_page;	/* under ud->lock */
+};
+
+static struct usrdma_dev *usrdma_vma_dev(struct vm_area_struct *vma)
+{
+	return ((struct usrdma_vma *)vma->vm_private_data)->ud;
+}
+
+static void usrdma_vma_put(struct usrdma_vma *uv)
+{
+	if (!refcount_dec_and_test(&uv->ref))
+		return;
+	if (uv->dead_page)
+		__free_page(uv->dead_page);
+	kfree(uv);
+}
+
+/* This mapping's page of all-ones, allocated at the first need, or NULL. */
+static struct page *usrdma_dead_page(struct vm_area_struct *vma)
+{
+	struct usrdma_vma *uv = vma->vm_private_data;
+
+	lockdep_assert_held(&uv->ud->lock);
+	if (!uv->dead_page) {
+		uv->dead_page = alloc_page(GFP_KERNEL);
+		if (uv->dead_page)
+			memset(page_address(uv->dead_page), 0xff, PAGE_SIZE);
+	}
+	return uv->dead_page;
+}
 
 /* The buffer that holds mmap offset off, or NULL. */
 static struct usrdma_buf *usrdma_find_offset(struct usrdma_dev *ud, u64 off)
@@ -106,12 +152,13 @@ static unsigned long usrdma_buf_pfn(struct usrdma_buf *buf, u64 off)
  * process used memory it freed). After revocation zapped everything, each
  * faulting page gets the device's dead page instead: reads return all-ones,
  * as from a vanished device, writes land nowhere that matters, and a driver
- * that had not yet seen the revocation does not crash.
+ * that had not yet seen the revocation does not crash. The dead page is
+ * the mapping's own (struct usrdma_vma), so its writes show nowhere else.
  */
 static vm_fault_t usrdma_vm_fault(struct vm_fault *vmf)
 {
 	struct vm_area_struct *vma = vmf->vma;
-	struct usrdma_dev *ud = vma->vm_private_data;
+	struct usrdma_dev *ud = usrdma_vma_dev(vma);
 	u64 base = (u64)vma->vm_pgoff << PAGE_SHIFT;
 	u64 fault_off = (u64)vmf->pgoff << PAGE_SHIFT;
 	struct pci_dev *pdev = ud->pdev;
@@ -123,8 +170,10 @@ static vm_fault_t usrdma_vm_fault(struct vm_fault *vmf)
 
 	mutex_lock(&ud->lock);
 	if (ud->dead) {
-		ret = vmf_insert_pfn(vma, vmf->address & PAGE_MASK,
-				     page_to_pfn(ud->dead_page));
+		struct page *dead = usrdma_dead_page(vma);
+
+		ret = dead ? vmf_insert_pfn(vma, vmf->address & PAGE_MASK,
+					    page_to_pfn(dead)) : VM_FAULT_OOM;
 		goto out;
 	}
 	if (fault_off < USRDMA_BUF_OFFSET_BASE) {
@@ -175,7 +224,7 @@ out:
  */
 static struct usrdma_buf *usrdma_vma_buf(struct vm_area_struct *vma)
 {
-	struct usrdma_dev *ud = vma->vm_private_data;
+	struct usrdma_dev *ud = usrdma_vma_dev(vma);
 	u64 off = (u64)vma->vm_pgoff << PAGE_SHIFT;
 
 	lockdep_assert_held(&ud->lock);
@@ -187,9 +236,12 @@ static struct usrdma_buf *usrdma_vma_buf(struct vm_area_struct *vma)
 /* A new vma over a buffer: a split, a move (mremap) or a copy (fork). */
 static void usrdma_vm_open(struct vm_area_struct *vma)
 {
-	struct usrdma_dev *ud = vma->vm_private_data;
+	struct usrdma_vma *uv = vma->vm_private_data;
+	struct usrdma_dev *ud = uv->ud;
 	struct usrdma_buf *buf;
 
+	/* Its PTEs may map the dead page already (fork copies them). */
+	refcount_inc(&uv->ref);
 	mutex_lock(&ud->lock);
 	buf = usrdma_vma_buf(vma);
 	if (buf)
@@ -203,7 +255,8 @@ static void usrdma_vm_open(struct vm_area_struct *vma)
  */
 static void usrdma_vm_close(struct vm_area_struct *vma)
 {
-	struct usrdma_dev *ud = vma->vm_private_data;
+	struct usrdma_vma *uv = vma->vm_private_data;
+	struct usrdma_dev *ud = uv->ud;
 	struct usrdma_buf *buf;
 
 	mutex_lock(&ud->lock);
@@ -211,6 +264,8 @@ static void usrdma_vm_close(struct vm_area_struct *vma)
 	if (buf && !WARN_ON_ONCE(!buf->mmaps))
 		buf->mmaps--;
 	mutex_unlock(&ud->lock);
+	/* The vma's page tables are gone: the dead page may go with the last. */
+	usrdma_vma_put(uv);
 }
 
 static const struct vm_operations_struct usrdma_vm_ops = {
@@ -260,11 +315,18 @@ int usrdma_mmap(struct file *file, struct vm_area_struct *vma)
 	struct usrdma_dev *ud = file->private_data;
 	u64 off = (u64)vma->vm_pgoff << PAGE_SHIFT;
 	u64 len = vma->vm_end - vma->vm_start;
+	struct usrdma_vma *uv;
 	int ret;
 
 	/* Private mappings would copy on write, away from the device. */
 	if (!(vma->vm_flags & VM_SHARED))
 		return -EINVAL;
+	/* Before the lock: nothing may fail after usrdma_mmap_buf counts. */
+	uv = kzalloc(sizeof(*uv), GFP_KERNEL);
+	if (!uv)
+		return -ENOMEM;
+	refcount_set(&uv->ref, 1);
+	uv->ud = ud;
 
 	mutex_lock(&ud->lock);
 	if (ud->dead)
@@ -274,8 +336,10 @@ int usrdma_mmap(struct file *file, struct vm_area_struct *vma)
 	else
 		ret = usrdma_mmap_buf(ud, vma, off, len);
 	mutex_unlock(&ud->lock);
-	if (ret)
+	if (ret) {
+		kfree(uv);
 		return ret;
+	}
 	/* Filled at the first fault; the file (and so ud) outlives the vma. */
 #ifdef USRDMA_HAVE_VM_FLAGS_SET
 	vm_flags_set(vma, VM_IO | VM_PFNMAP | VM_DONTEXPAND | VM_DONTDUMP);
@@ -283,6 +347,6 @@ int usrdma_mmap(struct file *file, struct vm_area_struct *vma)
 	vma->vm_flags |= VM_IO | VM_PFNMAP | VM_DONTEXPAND | VM_DONTDUMP;
 #endif
 	vma->vm_ops = &usrdma_vm_ops;
-	vma->vm_private_data = ud;
+	vma->vm_private_data = uv;
 	return 0;
 }

@@ -294,9 +294,11 @@ static bool usrdma_want_write_pin(unsigned long start, unsigned long end)
 
 /*
  * Copies len bytes between a kernel buffer and user memory in pieces,
- * rescheduling between them (a mapping can be 1 GiB).
+ * rescheduling between them (a mapping can be 1 GiB), and stopping with
+ * ENODEV once the device is removed: remove() waits for the copy.
  */
-static int usrdma_copy_user(void *kbuf, u64 uaddr, u64 len, bool to_user)
+static int usrdma_copy_user(struct usrdma_dev *ud, void *kbuf, u64 uaddr,
+			    u64 len, bool to_user)
 {
 	while (len) {
 		size_t n = min_t(u64, len, USRDMA_COPY_CHUNK);
@@ -311,6 +313,8 @@ static int usrdma_copy_user(void *kbuf, u64 uaddr, u64 len, bool to_user)
 		if (len) {
 			if (fatal_signal_pending(current))
 				return -EINTR;
+			if (READ_ONCE(ud->dead))
+				return -ENODEV;
 			cond_resched();
 		}
 	}
@@ -404,7 +408,7 @@ static int usrdma_map_bounce(struct usrdma_dev *ud, struct usrdma_map *m,
 
 	entry->dma_addr = m->bounce_dma + offset_in_page(m->addr);
 	entry->length = m->length;
-	ret = usrdma_copy_user(m->bounce + offset_in_page(m->addr), m->addr,
+	ret = usrdma_copy_user(ud, m->bounce + offset_in_page(m->addr), m->addr,
 			       m->length, false);
 	usrdma_map_put(ud, m);
 	if (ret)
@@ -455,6 +459,19 @@ long usrdma_ioctl_map_user(struct usrdma_dev *ud, void __user *uarg)
 		return -ENODEV;
 	if (READ_ONCE(ud->nmaps) >= USRDMA_MAX_MAPPINGS)
 		return -ENOSPC;
+
+	/*
+	 * Only memory no file system writes back (pinnable.c). out_flags tells
+	 * this EINVAL from the others, so that the caller can say what to use.
+	 */
+	ret = usrdma_check_pinnable(arg.addr & PAGE_MASK, PAGE_ALIGN(end));
+	if (ret == -EINVAL) {
+		arg.out_flags = USRDMA_MAP_NOT_PINNABLE;
+		ret = usrdma_copy_out(uarg, &arg, sizeof(arg), argsz);
+		return ret ? ret : -EINVAL;
+	}
+	if (ret)
+		return ret;
 
 	m = kzalloc(sizeof(*m), GFP_KERNEL_ACCOUNT);
 	entries = kvmalloc_array(npages, sizeof(*entries),
@@ -565,7 +582,7 @@ long usrdma_ioctl_unmap_user(struct usrdma_dev *ud, void __user *uarg)
 	if (m->bounce && (m->dir & USRDMA_DIR_FROM_DEVICE) &&
 	    current->mm == m->mm) {
 		dma_rmb();
-		usrdma_copy_user(m->bounce + offset_in_page(m->addr), m->addr,
+		usrdma_copy_user(ud, m->bounce + offset_in_page(m->addr), m->addr,
 				 m->length, true);
 	}
 	usrdma_map_put(ud, m);
@@ -647,11 +664,11 @@ long usrdma_ioctl_sync(struct usrdma_dev *ud, void __user *uarg)
 
 	if (for_cpu) {
 		dma_rmb();
-		ret = usrdma_copy_user(m->bounce + offset_in_page(m->addr) +
+		ret = usrdma_copy_user(ud, m->bounce + offset_in_page(m->addr) +
 				       arg.offset, m->addr + arg.offset,
 				       arg.length, true);
 	} else {
-		ret = usrdma_copy_user(m->bounce + offset_in_page(m->addr) +
+		ret = usrdma_copy_user(ud, m->bounce + offset_in_page(m->addr) +
 				       arg.offset, m->addr + arg.offset,
 				       arg.length, false);
 		/* The copy is visible before the caller's doorbell write. */

@@ -52,7 +52,11 @@
  * (pci_try_reset_function(); reset_works records whether that worked) and
  * saves its state; release loads that state, resets again and writes the
  * state back, as vfio-pci does, so that nothing a dead owner queued is
- * left in a device that can be reset.
+ * left in a device that can be reset. RESET first removes the PTEs of the
+ * open file's BAR mappings (unmap_mapping_range on ud->mapping) under the
+ * lock it resets under: a fault on them takes the lock too, so no access
+ * reaches the function mid-reset (CVE-2020-12888 in vfio-pci). Release
+ * leaves INTx masked, with no handler.
  *
  * Quarantine: a device that cannot be reset (QEMU's edu has no reset at
  * all) may still hold a transfer the released owner started, which lands
@@ -75,8 +79,12 @@
  * quarantine was pending; nothing outlives the binding.
  *
  * Lifetimes: usrdma_dev is reference counted; probe holds one reference,
- * each open file another. remove() unregisters the node, marks the device
- * dead, removes the open file's mappings, stops DMA, frees the interrupts
+ * each open file another. Every ioctl counts itself in ud->users for its
+ * whole run (usrdma_enter), and the copies of bounced data stop between
+ * their 1 MiB pieces once the device is dead. remove() unregisters the
+ * node, marks the device dead, waits for the ioctls in progress (they may
+ * hold the last reference of a mapping, whose freeing calls the DMA API),
+ * removes the open file's mappings, stops DMA, frees the interrupts
  * (signalling each eventfd once so that waiters wake up), quarantines or
  * frees the user mappings and buffers and waits out the quarantine as
  * above; the open file then only gets ENODEV and EPOLLHUP until it is
@@ -214,17 +222,18 @@ struct usrdma_dev {
 	char name[32];		/* misc name: usrdma-DDDD:BB:DD.F */
 	char nodename[32];	/* usrdma/DDDD:BB:DD.F */
 	wait_queue_head_t wq;	/* woken when the device goes away */
+	/*
+	 * ioctls in progress (usrdma_enter/usrdma_exit). They copy bounce
+	 * buffers and drop the last reference of mappings outside the lock,
+	 * which calls the DMA API: remove() waits for this to reach zero, so
+	 * nothing touches the device's DMA API once unbind has returned.
+	 */
+	atomic_t users;
+	wait_queue_head_t users_wq;
 
 	bool dead;		/* removed: everything fails with ENODEV */
-	/*
-	 * What mappings of a removed device show: one page of 0xff bytes
-	 * (what reads of a vanished PCI device return), so that a driver
-	 * racing the revocation reads garbage instead of dying of SIGBUS.
-	 */
-	struct page *dead_page;
 	bool open;		/* one opener at a time */
 	bool enabled;		/* enabled by open, until release or remove */
-	bool intx_masked;	/* PCI_COMMAND_INTX_DISABLE at open */
 	bool reset_works;	/* the reset at open worked */
 	struct pci_saved_state *saved_state;	/* at open, for release */
 	struct address_space *mapping;	/* of the open file, for zapping */
@@ -294,6 +303,30 @@ static inline void *usrdma_memdup_array_user(const void __user *src,
 #endif
 }
 
+/*
+ * Counts the caller in the ioctls in progress, or returns false once the
+ * device is removed. The full barrier pairs with the one in remove()
+ * between setting ud->dead and reading ud->users: either remove() sees
+ * this caller and waits, or this caller sees dead.
+ */
+static inline bool usrdma_enter(struct usrdma_dev *ud)
+{
+	atomic_inc(&ud->users);
+	smp_mb__after_atomic();
+	if (READ_ONCE(ud->dead)) {
+		if (atomic_dec_and_test(&ud->users))
+			wake_up_all(&ud->users_wq);
+		return false;
+	}
+	return true;
+}
+
+static inline void usrdma_exit(struct usrdma_dev *ud)
+{
+	if (atomic_dec_and_test(&ud->users))
+		wake_up_all(&ud->users_wq);
+}
+
 /* buffers.c */
 struct usrdma_buf *usrdma_find_id(struct usrdma_dev *ud, u32 id);
 void usrdma_buf_unlink(struct usrdma_dev *ud, struct usrdma_buf *buf);
@@ -311,6 +344,12 @@ bool usrdma_map_below(struct usrdma_map *m, u64 mask);
 long usrdma_ioctl_map_user(struct usrdma_dev *ud, void __user *uarg);
 long usrdma_ioctl_unmap_user(struct usrdma_dev *ud, void __user *uarg);
 long usrdma_ioctl_sync(struct usrdma_dev *ud, void __user *uarg);
+
+/* pinnable.c */
+int usrdma_check_pinnable(unsigned long start, unsigned long end);
+
+/* limits.c */
+u64 usrdma_max_buf_size(struct device *dev, u32 *flags);
 
 /* irq.c */
 void usrdma_irq_free(struct usrdma_dev *ud, bool revoke);

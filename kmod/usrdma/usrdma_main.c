@@ -18,6 +18,7 @@
 #include <linux/pci.h>
 #include <linux/poll.h>
 #include <linux/sched.h>
+#include <linux/security.h>
 #include <linux/slab.h>
 #include <linux/wait.h>
 
@@ -28,8 +29,6 @@ static void usrdma_dev_free(struct kref *ref)
 	struct usrdma_dev *ud = container_of(ref, struct usrdma_dev, ref);
 
 	xa_destroy(&ud->maps);
-	if (ud->dead_page)
-		__free_page(ud->dead_page);
 	ida_destroy(&ud->ids);
 	mutex_destroy(&ud->lock);
 	pci_dev_put(ud->pdev);
@@ -88,7 +87,6 @@ static bool usrdma_reset_at_release(struct usrdma_dev *ud)
 static int usrdma_enable(struct usrdma_dev *ud, struct list_head *maps)
 {
 	struct pci_dev *pdev = ud->pdev;
-	u16 cmd;
 	int ret;
 
 	pci_clear_master(pdev);
@@ -106,8 +104,6 @@ static int usrdma_enable(struct usrdma_dev *ud, struct list_head *maps)
 	/* Off, whatever enabling or an earlier user left. */
 	pci_clear_master(pdev);
 	usrdma_reset_at_open(ud, maps);
-	pci_read_config_word(pdev, PCI_COMMAND, &cmd);
-	ud->intx_masked = cmd & PCI_COMMAND_INTX_DISABLE;
 	ud->enabled = true;
 	return 0;
 
@@ -145,9 +141,15 @@ static void usrdma_disable(struct usrdma_dev *ud, bool all_buffers)
 	lockdep_assert_held(&ud->lock);
 
 	usrdma_free_buffers(ud, all_buffers);
-	/* Hand INTx over as it was found. */
+	/*
+	 * Leave INTx masked, with no handler (freed by usrdma_stop): a device
+	 * that still asserts its line would otherwise interrupt with nobody
+	 * to acknowledge it, and on a shared line the kernel would disable
+	 * the line ("nobody cared"), taking the other devices' interrupts
+	 * with it. The next opener's SET_IRQ (INTx) unmasks it again.
+	 */
 	if (pdev->pin && pci_intx_mask_supported(pdev))
-		pci_intx(pdev, !ud->intx_masked);
+		pci_intx(pdev, 0);
 	pci_release_regions(pdev);
 	pci_disable_device(pdev);
 	kfree(ud->saved_state);
@@ -183,6 +185,19 @@ static int usrdma_open(struct inode *inode, struct file *file)
 
 	if (!capable(CAP_SYS_RAWIO))
 		return -EPERM;
+	/*
+	 * Under lockdown (Secure Boot on Debian, or lockdown= on the command
+	 * line) the kernel refuses user space direct access to PCI devices:
+	 * BAR mmap through sysfs, config writes, /dev/mem. usrdma gives the
+	 * same access and more (DMA to all memory), so it refuses too, with
+	 * the hook's EPERM. A caller that has CAP_SYS_RAWIO and still gets
+	 * EPERM is told by that that the kernel is locked down.
+	 */
+#ifdef USRDMA_HAVE_SECURITY_LOCKED_DOWN
+	ret = security_locked_down(LOCKDOWN_PCI_ACCESS);
+	if (ret)
+		return ret;
+#endif
 
 	mutex_lock(&ud->lock);
 	if (ud->dead)
@@ -291,15 +306,11 @@ static int usrdma_probe(struct pci_dev *pdev, const struct pci_device_id *id)
 	ud = kzalloc(sizeof(*ud), GFP_KERNEL);
 	if (!ud)
 		return -ENOMEM;
-	ud->dead_page = alloc_page(GFP_KERNEL);
-	if (!ud->dead_page) {
-		kfree(ud);
-		return -ENOMEM;
-	}
-	memset(page_address(ud->dead_page), 0xff, PAGE_SIZE);
 	kref_init(&ud->ref);
 	mutex_init(&ud->lock);
 	init_waitqueue_head(&ud->wq);
+	init_waitqueue_head(&ud->users_wq);
+	atomic_set(&ud->users, 0);
 	INIT_LIST_HEAD(&ud->bufs);
 	ida_init(&ud->ids);
 	xa_init_flags(&ud->maps, XA_FLAGS_ALLOC1);
@@ -364,6 +375,16 @@ static void usrdma_remove(struct pci_dev *pdev)
 	}
 	mutex_unlock(&ud->lock);
 	wake_up_all(&ud->wq);
+
+	/*
+	 * ioctls still running (they saw the device alive) may be copying a
+	 * bounce buffer or hold the last reference of a mapping: wait for
+	 * them, so that the DMA API is not used for the device once unbind
+	 * returns. Copies stop at their next 1 MiB piece (ud->dead); pairs
+	 * with the barrier in usrdma_enter().
+	 */
+	smp_mb();
+	wait_event(ud->users_wq, !atomic_read(&ud->users));
 
 	usrdma_quarantine_drain(ud);
 	if (was_open)

@@ -20,7 +20,9 @@
  * an IOMMU a physical address). No kernel virtual address is ever reported.
  *
  * Node: /dev/usrdma/DDDD:BB:DD.F, one per PCI function bound to usrdma.
- * Opening needs CAP_SYS_RAWIO; one open file per function at a time (EBUSY).
+ * Opening needs CAP_SYS_RAWIO, and fails with EPERM when the kernel is locked
+ * down (LOCKDOWN_PCI_ACCESS, version 5); one open file per function at a
+ * time (EBUSY).
  * Open enables the function with bus mastering off and resets it when it
  * has a reset method; the opener turns bus mastering on (PCI_COMMAND, bit
  * 2, through /sys/bus/pci/devices/ADDR/config) once it has stopped
@@ -44,8 +46,10 @@
  *   buffer:        the mmap_offset returned by ALLOC and LIST
  * Mappings must be MAP_SHARED. After FREE, accesses to a buffer's mappings
  * get SIGBUS. After revocation (unbind, hot-unplug), accesses to any mapping
- * of the node read all-ones from a dummy page instead (writes go there too),
- * so that a driver that has not yet seen the revocation does not crash.
+ * of the node read all-ones from a dummy page instead (writes go there too,
+ * and, since version 5, that page is the mapping's own: other mappings keep
+ * reading all-ones), so that a driver that has not yet seen the revocation
+ * does not crash.
  */
 #ifndef _UAPI_USRDMA_H
 #define _UAPI_USRDMA_H
@@ -66,8 +70,16 @@
  * instead of getting USRDMA_IRQ_REVOKED; a waiter tells revocation by the
  * node hanging up (EPOLLHUP), which it does before the eventfds are
  * signalled. Every version-3 call works as before.
+ * 5: GET_INFO reports max_buf_size (the largest buffer ALLOC can give on
+ * this kernel) and info_flags, and ALLOC refuses larger sizes with EINVAL;
+ * MAP_USER refuses shared mappings of regular files with EINVAL and
+ * USRDMA_MAP_NOT_PINNABLE in out_flags; RESET removes the BAR mappings
+ * first (the next access faults them in again after the reset); release
+ * leaves INTx masked; open fails with EPERM under lockdown; unbind waits
+ * for the ioctls in progress; after revocation each mapping gets its own
+ * dead page. Every version-4 call works as before.
  */
-#define USRDMA_API_VERSION	4
+#define USRDMA_API_VERSION	5
 
 #define USRDMA_IOCTL_TYPE	0xDA
 
@@ -78,10 +90,18 @@
 #define USRDMA_BAR_OFFSET(n)	((__u64)(n) << USRDMA_BAR_SHIFT)
 #define USRDMA_BUF_OFFSET_BASE	((__u64)8 << USRDMA_BAR_SHIFT)
 
+/* usrdma_info.info_flags */
+#define USRDMA_INFO_CMA		(1u << 0)	/* large buffers come from a CMA area */
+
 /*
  * USRDMA_GET_INFO: describe the device and the API.
  * out: api_version, pci_domain/bus/devfn, dma_mask_bits, num_buffers
- * (buffers on this device, all owners), bar_size[6] (0: no memory BAR).
+ * (buffers on this device, all owners), bar_size[6] (0: no memory BAR),
+ * max_buf_size (version 5: the largest buffer ALLOC can give; without an
+ * IOMMU and without CMA, one block of the page allocator, 4 MiB on x86;
+ * larger DMA memory is the caller's own, e.g. hugetlb pages, mapped with
+ * MAP_USER) and info_flags (version 5: USRDMA_INFO_*). A version-4
+ * module leaves both 0 (its limit was 1 GiB on paper, 4 MiB in practice).
  */
 struct usrdma_info {
 	__u32 argsz;
@@ -95,7 +115,12 @@ struct usrdma_info {
 	__u32 num_buffers;	/* out */
 	__u32 reserved1;	/* in: 0 */
 	__u64 bar_size[6];	/* out: size of each memory BAR that can be mapped */
+	__u64 max_buf_size;	/* out (version 5) */
+	__u32 info_flags;	/* out: USRDMA_INFO_* (version 5) */
+	__u32 reserved2;	/* in: 0 (version 5) */
 };
+
+#define USRDMA_INFO_SIZE_V1	80
 
 /*
  * USRDMA_SET_DMA_MASK: the number of address bits the device can drive
@@ -118,7 +143,8 @@ struct usrdma_dma_mask {
 
 /*
  * USRDMA_ALLOC: a coherent DMA buffer. size is rounded up to whole pages
- * (at most 1 GiB). name is a NUL-terminated printable string, unique per
+ * (at most GET_INFO's max_buf_size, EINVAL above it; at most 1 GiB in any
+ * case; ENOMEM when no such block is free below the DMA mask). name is a NUL-terminated printable string, unique per
  * device (EEXIST), or empty for an anonymous buffer. Non-persistent buffers
  * are freed when the file is released (close of the last reference, or
  * process death).
@@ -220,6 +246,8 @@ struct usrdma_sg_entry {
 
 /* usrdma_map_user.out_flags */
 #define USRDMA_MAP_BOUNCED	(1u << 0)	/* the device sees a bounce buffer */
+/* with EINVAL (version 5): the memory may not be pinned for the long term */
+#define USRDMA_MAP_NOT_PINNABLE	(1u << 1)
 
 /*
  * USRDMA_MAP_USER: map the caller's memory [addr, addr + length) for DMA
@@ -243,6 +271,12 @@ struct usrdma_sg_entry {
  * EFAULT for an address that is not mapped (or not pinnable: device or
  * usrdma mappings); EINVAL for length 0, an overflowing range, more than
  * 1 GiB or entries 0; ENOSPC past 65536 mappings per open file.
+ *
+ * Only memory that no file system writes back can be mapped (version 5):
+ * anonymous memory, shmem (tmpfs, memfd, SysV shm, MAP_SHARED|
+ * MAP_ANONYMOUS), hugetlb pages, and private mappings of files. A shared
+ * mapping of a regular file (ext4, ramfs, ...) gets EINVAL with
+ * USRDMA_MAP_NOT_PINNABLE in out_flags (out_flags is written back).
  */
 struct usrdma_map_user {
 	__u32 argsz;
@@ -384,7 +418,7 @@ struct usrdma_quiesced {
  *                   in the counts before them)
  */
 
-#define USRDMA_GET_INFO		_IOWR(USRDMA_IOCTL_TYPE, 0x00, struct usrdma_info)
+#define USRDMA_GET_INFO		_IOC(_IOC_READ | _IOC_WRITE, USRDMA_IOCTL_TYPE, 0x00, USRDMA_INFO_SIZE_V1)
 #define USRDMA_SET_DMA_MASK	_IOWR(USRDMA_IOCTL_TYPE, 0x01, struct usrdma_dma_mask)
 /* The structures that grew since version 1 keep their version-1 numbers. */
 #define USRDMA_IOWR_V1(nr, size) \

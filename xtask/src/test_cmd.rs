@@ -76,6 +76,13 @@ impl<T> Boot<T> {
     }
 }
 
+/// Whether a guest test binary runs after the others of its boot: its name
+/// ends in `_last` (it changes the boot for good, as locking the kernel down
+/// does). The order is otherwise cargo's.
+fn runs_last(name: &str) -> bool {
+    name.ends_with("_last")
+}
+
 /// Splits the guest test binaries into boots: the `guest_noiommu*` ones
 /// (`wants_no_iommu`) into a boot without the IOMMU, the others into the
 /// usual boot (`no_iommu` is `--no-iommu`: then one boot serves both).
@@ -240,6 +247,8 @@ fn run_guest(args: &TestArgs) -> Result<GuestResults> {
             ..GuestResults::default()
         });
     }
+    // Binaries that change the boot for good (lockdown) run after the others.
+    selected.sort_by_key(|(a, _)| runs_last(&a.name));
     let kernels = plan_kernels(args);
     let mut plans = Vec::new();
     for plan in &kernels {
@@ -424,6 +433,25 @@ mod tests {
 
     fn names<'a>(boot: &Boot<&'a Artifact>) -> Vec<&'a str> {
         boot.binaries.iter().map(|a| a.name.as_str()).collect()
+    }
+
+    #[test]
+    fn binaries_named_last_run_after_the_others() {
+        let mut names = vec![
+            "guest_noiommu_lockdown_last",
+            "guest_noiommu_edu",
+            "guest_vfio",
+        ];
+        names.sort_by_key(|n| runs_last(n));
+        assert_eq!(
+            names,
+            [
+                "guest_noiommu_edu",
+                "guest_vfio",
+                "guest_noiommu_lockdown_last"
+            ]
+        );
+        assert!(!runs_last("guest_last_but_not_least"));
     }
 
     #[test]

@@ -1,9 +1,10 @@
 //! `cargo xtask vm --usrdma`: the no-IOMMU kernel companion in the guest.
 //!
 //! Builds `kmod/usrdma` against the guest kernel's headers and its test
-//! programs (`kmod/usrdma/test/usrdma_test.c` and `usrdma_fuzz.c`) with the
-//! host's `gcc -static`, for the image: `/lib/modules/usrdma.ko` (not loaded;
-//! `insmod` it), `/usr/bin/usrdma-test` and `/usr/bin/usrdma-fuzz`. Nothing
+//! programs (`kmod/usrdma/test/usrdma_test.c`, `usrdma_fuzz.c` and
+//! `usrdma_hard.c`) with the host's `gcc -static`, for the image:
+//! `/lib/modules/usrdma.ko` (not loaded; `insmod` it), `/usr/bin/usrdma-test`,
+//! `/usr/bin/usrdma-fuzz` and `/usr/bin/usrdma-hard`. Nothing
 //! here runs unless `--usrdma` is given.
 //!
 //! The headers of the provisioned Debian kernel (`linux-headers-<version>`
@@ -29,6 +30,8 @@ pub const GUEST_MODULE: &str = "/lib/modules/usrdma.ko";
 pub const GUEST_TEST: &str = "/usr/bin/usrdma-test";
 /// Where the fuzzer lands in the guest.
 pub const GUEST_FUZZ: &str = "/usr/bin/usrdma-fuzz";
+/// Where the hard-case races land in the guest.
+pub const GUEST_HARD: &str = "/usr/bin/usrdma-hard";
 
 /// Marker written into a finished headers tree: the kernel version.
 const HEADERS_STAMP: &str = "usrdrv-headers.txt";
@@ -82,7 +85,11 @@ pub fn build(prov: &Provisioned) -> Result<Built> {
         guest_path: GUEST_MODULE.to_string(),
         host_path: build_dir.join("usrdma.ko"),
     }];
-    for (program, guest_path) in [("usrdma_test", GUEST_TEST), ("usrdma_fuzz", GUEST_FUZZ)] {
+    for (program, guest_path) in [
+        ("usrdma_test", GUEST_TEST),
+        ("usrdma_fuzz", GUEST_FUZZ),
+        ("usrdma_hard", GUEST_HARD),
+    ] {
         let binary = dir.path().join(program);
         let mut gcc = Command::new("gcc");
         gcc.args(["-static", "-O2", "-Wall", "-Wextra", "-Werror", "-I"])

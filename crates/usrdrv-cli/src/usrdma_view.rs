@@ -82,6 +82,20 @@ pub struct StatsJson {
     pub irqs: u64,
     /// Interrupts signalled since the module was loaded.
     pub irq_count: u64,
+    /// Released owners' memory the module keeps (null from a module
+    /// without the quarantine).
+    pub quarantine: Option<QuarantineJson>,
+}
+
+/// The quarantine's counters, as JSON.
+#[derive(Debug, Serialize)]
+pub struct QuarantineJson {
+    /// Buffers kept.
+    pub buffers: u64,
+    /// Their bytes and those of kept bounce buffers.
+    pub bytes: u64,
+    /// Pinned pages kept.
+    pub pages: u64,
 }
 
 impl From<&UsrdmaStats> for StatsJson {
@@ -95,6 +109,11 @@ impl From<&UsrdmaStats> for StatsJson {
             bounce_bytes: s.bounce_bytes,
             irqs: s.irqs,
             irq_count: s.irq_count,
+            quarantine: s.quarantine.map(|q| QuarantineJson {
+                buffers: q.buffers,
+                bytes: q.bytes,
+                pages: q.pages,
+            }),
         }
     }
 }

@@ -11,9 +11,10 @@ use std::process::{Command, Output};
 use serde_json::Value;
 use usrdrv::pci::fake_sysfs::FakeSysfs;
 
-const CHECKS: [&str; 9] = [
+const CHECKS: [&str; 10] = [
     "iommu",
     "usrdma",
+    "lockdown",
     "interrupt-remapping",
     "vfio-modules",
     "dev-vfio",

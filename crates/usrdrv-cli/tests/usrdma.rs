@@ -13,7 +13,7 @@ const EDU_2: &str = "0000:00:04.0";
 const NVME: &str = "0000:00:02.0";
 
 const EDU_BUFFERS: &str = "1 rx-ring 0x10000 0x7fe00000 0x2 4242\n2 - 0x1000 0x7fe10000 0 0\n";
-const EDU_STATS: &str = "opened 1\nbuffers 2\nbuffer_bytes 69632\nuser_mappings 3\npinned_pages 4\nbounce_bytes 8192\nirqs 1\nirq_count 17\n";
+const EDU_STATS: &str = "opened 1\nbuffers 2\nbuffer_bytes 69632\nuser_mappings 3\npinned_pages 4\nbounce_bytes 8192\nirqs 1\nirq_count 17\nquarantine_buffers 1\nquarantine_bytes 12288\nquarantine_pages 2\n";
 const EDU_2_BUFFERS: &str = "5 frame buffer 0x200000 0x10000000 0x3 4243\n";
 const EDU_2_STATS: &str = "opened 0\nbuffers 1\nbuffer_bytes 2097152\nuser_mappings 0\npinned_pages 0\nbounce_bytes 0\nirqs 0\nirq_count 0\n";
 
@@ -341,7 +341,8 @@ fn info_shows_the_usrdma_section() {
     assert_eq!(
         usrdma["stats"],
         json!({"opened": true, "buffers": 2, "buffer_bytes": 69632, "user_mappings": 3,
-               "pinned_pages": 4, "bounce_bytes": 8192, "irqs": 1, "irq_count": 17})
+               "pinned_pages": 4, "bounce_bytes": 8192, "irqs": 1, "irq_count": 17,
+               "quarantine": {"buffers": 1, "bytes": 12288, "pages": 2}})
     );
     assert_eq!(usrdma["error"], Value::Null);
     assert_eq!(usrdma["buffers"][0]["name"], "rx-ring");
@@ -352,7 +353,7 @@ fn info_shows_the_usrdma_section() {
 
     let text = m.ok(&["info", EDU]);
     let section = format!(
-        "\nusrdma\n  node          {}\n  open          yes: a process has the node open\n  buffers       2 (68 KiB)\n  user memory   3 mappings mapped for DMA, 4 pages pinned, 8 KiB bounced\n  interrupts    1 vector set up, 17 signalled since the module was loaded\n\n  ID  NAME     SIZE    DEVICE ADDRESS  FLAGS       OWNER\n  1   rx-ring  64 KiB  0x7fe00000      persistent  4242 (edu-demo)\n  2   -        4 KiB   0x7fe10000      -           exited\n",
+        "\nusrdma\n  node          {}\n  open          yes: a process has the node open\n  buffers       2 (68 KiB)\n  user memory   3 mappings mapped for DMA, 4 pages pinned, 8 KiB bounced\n  interrupts    1 vector set up, 17 signalled since the module was loaded\n  quarantine    1 buffer (12 KiB) and 2 pages pinned kept from released owners until the device is reset, declared quiesced, or bus mastering stays off for the grace period\n\n  ID  NAME     SIZE    DEVICE ADDRESS  FLAGS       OWNER\n  1   rx-ring  64 KiB  0x7fe00000      persistent  4242 (edu-demo)\n  2   -        4 KiB   0x7fe10000      -           exited\n",
         node.display()
     );
     assert!(text.ends_with(&section), "{text}");

@@ -7,8 +7,8 @@
 //! fixing) or `fail` (drivers cannot run until it is fixed), with the fix.
 //! The exit status is 0 when no check failed, 1 otherwise.
 //!
-//! The checks, in report order: `iommu`, `usrdma`, `interrupt-remapping`,
-//! `vfio-modules`, `dev-vfio`, `user`, `memlock`, `hugepages`, `devices`.
+//! The checks, in report order: `iommu`, `usrdma`, `lockdown`,
+//! `interrupt-remapping`, `vfio-modules`, `dev-vfio`, `user`, `memlock`, `hugepages`, `devices`.
 //!
 //! Drivers run through VFIO where there is an IOMMU, and through the usrdma
 //! kernel module (`kmod/usrdma`; root only, devices not isolated) where there

@@ -12,10 +12,11 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 
 /// `USRDMA_NAME_LEN`: a buffer name with its terminating NUL.
 pub(crate) const NAME_LEN: usize = 32;
-/// `USRDMA_API_VERSION`: the version of the header this side mirrors (4:
-/// revocation signals the eventfds with 1 and the node tells it).
+/// `USRDMA_API_VERSION`: the version of the header this side mirrors (5:
+/// GET_INFO reports the largest buffer, MAP_USER says when memory may not be
+/// pinned for the long term).
 #[cfg(test)]
-pub(crate) const API_VERSION: u32 = 4;
+pub(crate) const API_VERSION: u32 = 5;
 /// The version this side needs at least (3 added `USRDMA_QUIESCED`; 4 only
 /// changed what revocation puts in the eventfds, which this side does not
 /// read: it polls the node). Later modules keep every earlier call working.
@@ -28,6 +29,11 @@ pub(crate) const FREE_BY_NAME: u32 = 1 << 0;
 pub(crate) const DIR_TO_DEVICE: u32 = 1 << 0;
 pub(crate) const DIR_FROM_DEVICE: u32 = 1 << 1;
 pub(crate) const MAP_BOUNCED: u32 = 1 << 0;
+/// `USRDMA_MAP_NOT_PINNABLE`: with `EINVAL` (version 5), the memory is a
+/// shared mapping of a regular file, which may not be pinned for the long term.
+pub(crate) const MAP_NOT_PINNABLE: u32 = 1 << 1;
+/// `USRDMA_INFO_CMA`: large buffers come from a CMA area (version 5).
+pub(crate) const INFO_CMA: u32 = 1 << 0;
 pub(crate) const SYNC_FOR_CPU: u32 = 1 << 0;
 pub(crate) const SYNC_FOR_DEVICE: u32 = 1 << 1;
 pub(crate) const IRQ_NONE: u32 = 0;
@@ -54,6 +60,11 @@ pub(crate) struct Info {
     pub(crate) num_buffers: u32,
     pub(crate) reserved1: u32,
     pub(crate) bar_size: [u64; 6],
+    /// The largest buffer ALLOC can give (version 5; 0 from older modules).
+    pub(crate) max_buf_size: u64,
+    /// `INFO_CMA` (version 5).
+    pub(crate) info_flags: u32,
+    pub(crate) reserved2: u32,
 }
 
 /// `struct usrdma_dma_mask`.
@@ -201,7 +212,9 @@ const fn iowr_sized(nr: u32, size: u32) -> libc::Ioctl {
     ((READ_WRITE << 30) | (size << 16) | (0xDA << 8) | nr) as libc::Ioctl
 }
 
-/// `USRDMA_ALLOC_SIZE_V1`, `USRDMA_FREE_SIZE_V1`, `USRDMA_LIST_SIZE_V1`.
+/// `USRDMA_INFO_SIZE_V1`, `USRDMA_ALLOC_SIZE_V1`, `USRDMA_FREE_SIZE_V1`,
+/// `USRDMA_LIST_SIZE_V1`.
+const INFO_SIZE_V1: u32 = 80;
 const ALLOC_SIZE_V1: u32 = 72;
 const FREE_SIZE_V1: u32 = 48;
 const LIST_SIZE_V1: u32 = 24;
@@ -209,7 +222,7 @@ const LIST_SIZE_V1: u32 = 24;
 #[cfg(test)]
 const BUF_ENTRY_SIZE_V1: u32 = 72;
 
-pub(crate) const GET_INFO: libc::Ioctl = iowr::<Info>(0x00);
+pub(crate) const GET_INFO: libc::Ioctl = iowr_sized(0x00, INFO_SIZE_V1);
 pub(crate) const SET_DMA_MASK: libc::Ioctl = iowr::<DmaMaskArg>(0x01);
 pub(crate) const ALLOC: libc::Ioctl = iowr_sized(0x02, ALLOC_SIZE_V1);
 pub(crate) const FREE: libc::Ioctl = iowr_sized(0x03, FREE_SIZE_V1);
@@ -368,7 +381,9 @@ pub(crate) fn list(fd: BorrowedFd<'_>) -> io::Result<Vec<BufEntry>> {
 }
 
 /// `USRDMA_MAP_USER`: maps `[addr, addr + len)`; `entries` must hold one entry
-/// per page the range touches.
+/// per page the range touches. Memory the module may not pin for the long
+/// term (a shared mapping of a regular file) is an `InvalidInput` error
+/// carrying [`NotPinnable`].
 ///
 /// # Safety
 ///
@@ -400,10 +415,22 @@ pub(crate) unsafe fn map_user(
     // any bytes the kernel writes there are valid ones; the kernel only pins
     // and reads `[addr, addr + len)`, and what the device may do with it
     // afterwards is this function's own contract, passed on to its caller.
-    unsafe { call(fd, MAP_USER, &mut arg) }?;
+    unsafe { call(fd, MAP_USER, &mut arg) }.map_err(|e| {
+        if e.raw_os_error() == Some(libc::EINVAL) && arg.out_flags & MAP_NOT_PINNABLE != 0 {
+            io::Error::new(io::ErrorKind::InvalidInput, NotPinnable)
+        } else {
+            e
+        }
+    })?;
     entries.truncate(arg.count as usize);
     Ok(arg)
 }
+
+/// What `USRDMA_MAP_USER` says with `EINVAL` and `MAP_NOT_PINNABLE`: the
+/// memory is a shared mapping of a regular file.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("the usrdma module refused to pin a shared mapping of a regular file (EINVAL)")]
+pub(crate) struct NotPinnable;
 
 /// `USRDMA_UNMAP_USER`.
 pub(crate) fn unmap_user(fd: BorrowedFd<'_>, handle: u32) -> io::Result<()> {
@@ -525,7 +552,9 @@ mod tests {
     const C_CHECKS: &str = "
         S(usrdma_info) O(usrdma_info, api_version) O(usrdma_info, pci_domain)
         O(usrdma_info, pci_bus) O(usrdma_info, pci_devfn) O(usrdma_info, dma_mask_bits)
-        O(usrdma_info, num_buffers) O(usrdma_info, bar_size)
+        O(usrdma_info, num_buffers) O(usrdma_info, bar_size) O(usrdma_info, max_buf_size)
+        O(usrdma_info, info_flags) V(USRDMA_INFO_SIZE_V1) V(USRDMA_INFO_CMA)
+        V(USRDMA_MAP_NOT_PINNABLE)
         S(usrdma_dma_mask) O(usrdma_dma_mask, bits)
         S(usrdma_alloc) O(usrdma_alloc, size) O(usrdma_alloc, name) O(usrdma_alloc, id)
         O(usrdma_alloc, dma_addr) O(usrdma_alloc, mmap_offset) O(usrdma_alloc, generation)
@@ -581,6 +610,11 @@ mod tests {
             o!("usrdma_info.dma_mask_bits", Info, dma_mask_bits),
             o!("usrdma_info.num_buffers", Info, num_buffers),
             o!("usrdma_info.bar_size", Info, bar_size),
+            o!("usrdma_info.max_buf_size", Info, max_buf_size),
+            o!("usrdma_info.info_flags", Info, info_flags),
+            ("USRDMA_INFO_SIZE_V1", INFO_SIZE_V1.into()),
+            ("USRDMA_INFO_CMA", INFO_CMA.into()),
+            ("USRDMA_MAP_NOT_PINNABLE", MAP_NOT_PINNABLE.into()),
             s!("usrdma_dma_mask", DmaMaskArg),
             o!("usrdma_dma_mask.bits", DmaMaskArg, bits),
             s!("usrdma_alloc", Alloc),

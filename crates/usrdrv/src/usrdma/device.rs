@@ -33,6 +33,10 @@ struct Shared {
     address: PciAddress,
     config: PathBuf,
     bar_size: [u64; 6],
+    /// The largest buffer the module can give (0: a module before ABI 5).
+    max_buf_size: u64,
+    /// Large buffers come from a CMA area.
+    cma: bool,
 }
 
 /// A PCI function bound to the usrdma module, opened through its node
@@ -80,6 +84,10 @@ impl Device {
             .open(&path)
             .map_err(|source| match source.raw_os_error() {
                 Some(libc::ENOENT) => UsrdmaError::NoNode { path: path.clone() },
+                // With CAP_SYS_RAWIO, EPERM is the module's lockdown check.
+                Some(libc::EPERM) if has_cap_sys_rawio() => {
+                    UsrdmaError::LockedDown { path: path.clone() }
+                }
                 Some(libc::EPERM | libc::EACCES) => UsrdmaError::Permission { path: path.clone() },
                 Some(libc::EBUSY) => UsrdmaError::Busy {
                     address,
@@ -116,8 +124,25 @@ impl Device {
                 address,
                 config: sysfs.device_dir(address).join("config"),
                 bar_size: info.bar_size,
+                max_buf_size: info.max_buf_size,
+                cma: info.info_flags & ioctl::INFO_CMA != 0,
             }),
         })
+    }
+
+    /// The largest DMA buffer the module can allocate for this device on
+    /// this kernel, in bytes, or `None` from a module older than ABI 5
+    /// (which said 1 GiB and gave 4 MiB). Without an IOMMU and without CMA
+    /// this is one block of the page allocator (4 MiB on x86); larger DMA
+    /// memory is the caller's own, mapped with `map_dma` (hugetlb pages for
+    /// large contiguous runs).
+    pub fn max_buffer_size(&self) -> Option<u64> {
+        (self.shared.max_buf_size != 0).then_some(self.shared.max_buf_size)
+    }
+
+    /// Whether the kernel takes large buffers from a CMA area.
+    pub(crate) fn cma(&self) -> bool {
+        self.shared.cma
     }
 
     /// The function's PCI address.
@@ -301,4 +326,23 @@ impl Device {
             _ => self.error("USRDMA_RESET", e),
         })
     }
+}
+
+/// `CAP_SYS_RAWIO`, which the module requires of openers.
+const CAP_SYS_RAWIO: u32 = 17;
+
+/// Whether this process has `CAP_SYS_RAWIO` in its effective set: then an
+/// `EPERM` from opening the node is the module's lockdown check.
+fn has_cap_sys_rawio() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .as_deref()
+        .and_then(cap_eff)
+        .is_some_and(|caps| caps & (1 << CAP_SYS_RAWIO) != 0)
+}
+
+/// The effective capability set in `/proc/PID/status` text.
+fn cap_eff(status: &str) -> Option<u64> {
+    let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
+    u64::from_str_radix(hex.trim(), 16).ok()
 }

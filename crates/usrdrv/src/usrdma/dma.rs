@@ -69,6 +69,25 @@ impl UsrdmaDma {
                         size: rounded as u64,
                         bits: self.mask.bits(),
                     },
+                    // ABI 5: larger than this kernel can give.
+                    Some(libc::EINVAL)
+                        if self
+                            .device
+                            .max_buffer_size()
+                            .is_some_and(|max| rounded as u64 > max) =>
+                    {
+                        DmaError::Memory {
+                            size,
+                            source: io::Error::new(
+                                io::ErrorKind::InvalidInput,
+                                super::UsrdmaError::BufferTooLarge {
+                                    size: rounded as u64,
+                                    max: self.device.max_buffer_size().unwrap_or(MAX_BUFFER),
+                                    cma: self.device.cma(),
+                                },
+                            ),
+                        }
+                    }
                     Some(libc::EINVAL) if rounded as u64 > MAX_BUFFER => DmaError::TooLarge {
                         what: "a usrdma buffer (at most 1 GiB)",
                         size: rounded as u64,
@@ -265,6 +284,22 @@ impl DmaBackend for UsrdmaDma {
         let out = unsafe { ioctl::map_user(self.device.fd(), addr, len, flags, &mut entries) }
             .map_err(|e| {
                 self.failure(e, |source| {
+                    if source
+                        .get_ref()
+                        .is_some_and(|inner| inner.is::<ioctl::NotPinnable>())
+                    {
+                        return DmaError::Map {
+                            iova: 0,
+                            size: len as u64,
+                            source: io::Error::new(
+                                io::ErrorKind::InvalidInput,
+                                super::UsrdmaError::NotPinnable {
+                                    addr: addr as u64,
+                                    len: len as u64,
+                                },
+                            ),
+                        };
+                    }
                     match source.raw_os_error() {
                         // Not the locked-memory limit: no bounce buffer below the mask.
                         Some(libc::ENOMEM) if crate::dma::memlock_limit().is_none() => {

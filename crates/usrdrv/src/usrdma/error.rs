@@ -38,6 +38,16 @@ pub enum UsrdmaError {
         /// The node's path.
         path: PathBuf,
     },
+    /// The kernel is locked down: it forbids user space direct access to
+    /// PCI devices, and the module refuses to be opened (EPERM although the
+    /// caller has `CAP_SYS_RAWIO`).
+    #[error(
+        "the kernel is locked down (Secure Boot, or lockdown= on the command line; see /sys/kernel/security/lockdown), which forbids user space direct access to PCI devices, so the usrdma module refuses to open {}: usrdma cannot be used on this boot; boot without lockdown, or use VFIO with an IOMMU (vfio-pci works under lockdown)", .path.display()
+    )]
+    LockedDown {
+        /// The node's path.
+        path: PathBuf,
+    },
     /// Another process (or another handle in this one) has the device open.
     #[error(
         "{address} is already open through usrdma (one opener at a time): close the other handle or process (`fuser {}`)", .path.display()
@@ -101,6 +111,31 @@ pub enum UsrdmaError {
         /// The error the module returned (`EBUSY`).
         #[source]
         source: io::Error,
+    },
+    /// The memory to map for DMA is a shared mapping of a regular file
+    /// (page cache that its file system writes back), which the module does
+    /// not pin for the long term.
+    #[error(
+        "{len} bytes at {addr:#x} lie in a shared mapping of a regular file, which the usrdma module will not pin for DMA (the file system writes those pages back while the device may change them): map anonymous memory (a Vec or Box), a memfd or tmpfs file, shared anonymous memory or hugetlb pages instead, and copy the file's data in and out"
+    )]
+    NotPinnable {
+        /// The first byte asked for.
+        addr: u64,
+        /// The length asked for.
+        len: u64,
+    },
+    /// A coherent buffer larger than this kernel can give.
+    #[error(
+        "a DMA buffer of {size} bytes is more than this kernel can give ({max} bytes at most{}): map your own memory with map_dma instead (hugetlb pages, e.g. mmap with MAP_HUGETLB, for large physically contiguous runs), or boot a kernel with CMA and reserve an area with cma=SIZE",
+        if *.cma { ", the CMA area's size" } else { ": one block of the page allocator, as the kernel has no CMA" }
+    )]
+    BufferTooLarge {
+        /// The size asked for (whole pages).
+        size: u64,
+        /// The largest the module reported (`GET_INFO`).
+        max: u64,
+        /// The kernel takes large buffers from a CMA area.
+        cma: bool,
     },
     /// A system call failed.
     #[error("{op} on {address} failed")]

@@ -216,6 +216,24 @@ pub struct UsrdmaStats {
     pub irqs: u64,
     /// Interrupts signalled since the module was loaded.
     pub irq_count: u64,
+    /// What the module keeps of released owners while the device, which
+    /// could not be reset, may still write it; `None` from a module before
+    /// the quarantine (ABI 3), whose attribute has no such lines.
+    pub quarantine: Option<UsrdmaQuarantine>,
+}
+
+/// The quarantine's counters in `usrdma_stats`: memory of released owners
+/// that is kept from the kernel until the device is reset, declared
+/// quiesced, or its grace period ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct UsrdmaQuarantine {
+    /// Buffers (not counted in [`UsrdmaStats::buffers`]).
+    pub buffers: u64,
+    /// Their bytes plus the bounce buffers of quarantined mappings.
+    pub bytes: u64,
+    /// Pages of quarantined mappings that stay pinned (not in
+    /// [`UsrdmaStats::pinned_pages`]).
+    pub pages: u64,
 }
 
 /// The functions bound to the usrdma driver, sorted by address. A function
@@ -360,7 +378,7 @@ fn not_hex(field: &str, value: &str) -> String {
 }
 
 /// The keys of `usrdma_stats`, in the documented order.
-const STAT_KEYS: [&str; 8] = [
+const STAT_KEYS: [&str; 11] = [
     "opened",
     "buffers",
     "buffer_bytes",
@@ -369,6 +387,9 @@ const STAT_KEYS: [&str; 8] = [
     "bounce_bytes",
     "irqs",
     "irq_count",
+    "quarantine_buffers",
+    "quarantine_bytes",
+    "quarantine_pages",
 ];
 
 /// Parses the text of a `usrdma_stats` attribute read from `path` (named in
@@ -440,6 +461,22 @@ pub fn parse_stats(text: &str, path: &Path) -> Result<UsrdmaStats, ListingError>
         bounce_bytes: get(5)?,
         irqs: get(6)?,
         irq_count: get(7)?,
+        // All three lines, or none (a module before ABI 3).
+        quarantine: match (values[8], values[9], values[10]) {
+            (Some(buffers), Some(bytes), Some(pages)) => Some(UsrdmaQuarantine {
+                buffers,
+                bytes,
+                pages,
+            }),
+            (None, None, None) => None,
+            _ => {
+                let missing = (8..11).find(|&k| values[k].is_none()).unwrap_or(8);
+                return Err(ListingError::MissingStat {
+                    path: path.to_owned(),
+                    key: STAT_KEYS[missing],
+                });
+            }
+        },
     })
 }
 
@@ -620,8 +657,27 @@ mod tests {
                 bounce_bytes: 8192,
                 irqs: 1,
                 irq_count: 17,
+                quarantine: None,
             }
         );
+        let with =
+            format!("{STATS}quarantine_buffers 1\nquarantine_bytes 4096\nquarantine_pages 2\n");
+        assert_eq!(
+            parse_stats(&with, path()).unwrap().quarantine,
+            Some(UsrdmaQuarantine {
+                buffers: 1,
+                bytes: 4096,
+                pages: 2
+            })
+        );
+        let partial = format!("{STATS}quarantine_buffers 1\n");
+        assert!(matches!(
+            parse_stats(&partial, path()),
+            Err(ListingError::MissingStat {
+                key: "quarantine_bytes",
+                ..
+            })
+        ));
         let closed = parse_stats(&STATS.replace("opened 1", "opened 0"), path()).unwrap();
         assert!(!closed.opened);
     }

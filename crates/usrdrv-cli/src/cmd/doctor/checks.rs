@@ -43,6 +43,7 @@ pub fn all(ctx: &Context) -> Vec<Finding> {
     vec![
         iommu_check(&iommu, &cmdline, backend),
         usrdma_check(&usrdma, backend),
+        lockdown(&sys, backend),
         vfio_only(backend, interrupt_remapping(&sys, &iommu, &cmdline)),
         vfio_modules(&sys, backend),
         vfio_only(backend, dev_vfio(&nodes, backend)),
@@ -504,6 +505,52 @@ fn usrdma_check(facts: &UsrdmaFacts, backend: Backend) -> Finding {
         _ => "; drivers run through it as root, with devices not isolated (see the iommu finding)",
     };
     finding(CHECK, Status::Ok, format!("loaded, {devices}{note}"), None)
+}
+
+// ---------------------------------------------------------------------------
+// Lockdown.
+
+/// The mode in brackets of `/sys/kernel/security/lockdown`
+/// (`none [integrity] confidentiality`).
+pub fn lockdown_mode(text: &str) -> Option<&str> {
+    let start = text.find('[')? + 1;
+    let len = text[start..].find(']')?;
+    Some(&text[start..start + len])
+}
+
+/// Under lockdown the kernel forbids user space direct access to PCI
+/// devices: the usrdma module refuses every open; VFIO still works.
+fn lockdown(sys: &System<'_>, backend: Backend) -> Finding {
+    const CHECK: &str = "lockdown";
+    let path = sys.sys("kernel/security/lockdown");
+    let Some(text) = system::read(&path) else {
+        return finding(
+            CHECK,
+            Status::Ok,
+            format!(
+                "{} cannot be read (securityfs not mounted, or no lockdown LSM): taken as not                  locked down",
+                path.display()
+            ),
+            None,
+        );
+    };
+    match lockdown_mode(&text) {
+        None | Some("none") => finding(CHECK, Status::Ok, "not locked down".to_owned(), None),
+        Some(mode) => {
+            let summary = format!(
+                "the kernel is locked down ({mode}, see {}): it forbids user space direct access                  to PCI devices, so the usrdma module cannot be used on this boot (it refuses                  every open with EPERM); VFIO with an IOMMU still works",
+                path.display()
+            );
+            let fix = "lockdown is one-way for a boot: reboot without it (Debian locks down                        under Secure Boot: turn Secure Boot off in the firmware, or boot without                        lockdown= on the kernel command line), or turn the IOMMU on and use VFIO"
+                .to_owned();
+            let status = if backend == Backend::Vfio {
+                Status::Ok
+            } else {
+                Status::Fail
+            };
+            finding(CHECK, status, summary, Some(fix))
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -1337,6 +1384,19 @@ fn devices(ctx: &Context, backend: Backend, usrdma: &UsrdmaFacts) -> Finding {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_lockdown_mode_is_the_bracketed_word() {
+        assert_eq!(
+            super::lockdown_mode("none [integrity] confidentiality\n"),
+            Some("integrity")
+        );
+        assert_eq!(
+            super::lockdown_mode("[none] integrity confidentiality"),
+            Some("none")
+        );
+        assert_eq!(super::lockdown_mode("garbage"), None);
+    }
+
     use super::*;
 
     #[test]

@@ -106,6 +106,22 @@ pub fn render(style: &Style, u: &Usrdma) -> String {
                 s.irq_count
             ),
         ));
+        if let Some(q) = &s.quarantine {
+            out.push_str(&field(
+                "quarantine",
+                if q.buffers == 0 && q.bytes == 0 && q.pages == 0 {
+                    "empty".to_owned()
+                } else {
+                    format!(
+                        "{} ({}) and {} pinned kept from released owners until the device is \
+                         reset, declared quiesced, or bus mastering stays off for the grace period",
+                        plural(q.buffers, "buffer", "buffers"),
+                        human_size(q.bytes),
+                        plural(q.pages, "page", "pages")
+                    )
+                },
+            ));
+        }
     }
     if let Some(buffers) = &u.buffers
         && !buffers.is_empty()
