@@ -14,12 +14,12 @@ use serde_json::Value;
 
 use crate::cargo_build::{self, Artifact};
 use crate::error::{Error, IoContext, Result};
-use crate::provision::Provisioned;
-use crate::{fio, nvme_bench, nvme_report};
 use crate::guest_results::{after_marker, clean_line};
 use crate::guest_vm::{self, VmOptions};
 use crate::process;
+use crate::provision::Provisioned;
 use crate::usrdma;
+use crate::{fio, nvme_bench, nvme_report};
 
 /// Default timeout, boot included. The benchmark itself runs for about half a
 /// minute under TCG on two cores; this leaves room for far slower machines.
@@ -133,7 +133,10 @@ fn run_nvme(
     );
     if results.figures.is_empty() {
         return Err(Error::Guest {
-            reason: format!("the NVMe benchmark printed no `{}` results", nvme_bench::MARKER),
+            reason: format!(
+                "the NVMe benchmark printed no `{}` results",
+                nvme_bench::MARKER
+            ),
             tail: run.tail(),
             timed_out: false,
         });
@@ -152,7 +155,12 @@ fn run_nvme(
     if !results.errors.is_empty() {
         outln!(
             "xtask: NVMe cases that failed: {}",
-            results.errors.keys().cloned().collect::<Vec<_>>().join(", ")
+            results
+                .errors
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
         );
     }
     if args.no_write {

@@ -183,6 +183,7 @@ impl Fetcher<'_> {
         fs::create_dir_all(&debs).ctx("create", &debs)?;
         let deb = self.apt.download(package, &debs)?;
         let root = self.dir.join("roots").join(package);
+        fs::create_dir_all(&root).ctx("create", &root)?;
         apt::unpack(&deb, &root)?;
         if let Some(name) = deb.file_name() {
             self.debs.push(name.to_string_lossy().into_owned());

@@ -637,7 +637,10 @@ pub fn cases_table(r: &NvmeResults) -> String {
     for c in CASES {
         let who = match c.tool {
             Tool::Fio { engine, hipri } => {
-                format!("kernel, fio {engine}{}", if hipri { " --hipri" } else { "" })
+                format!(
+                    "kernel, fio {engine}{}",
+                    if hipri { " --hipri" } else { "" }
+                )
             }
             Tool::ToolKernel { poll } => format!(
                 "kernel, usrdrv-nvme io_uring{}",
@@ -676,7 +679,10 @@ pub fn cases_table(r: &NvmeResults) -> String {
 /// The emulator's floor: usrdrv's smallest doorbell-to-completion loop.
 pub fn floor(r: &NvmeResults) -> Option<(f64, Option<f64>)> {
     let qd1 = r.figures.get("u_null_qd1_512_poll")?;
-    Some((qd1.p50, r.figures.get("u_null_qd32_512_poll").map(|f| f.iops)))
+    Some((
+        qd1.p50,
+        r.figures.get("u_null_qd32_512_poll").map(|f| f.iops),
+    ))
 }
 
 #[cfg(test)]
@@ -733,7 +739,10 @@ mod tests {
         assert_eq!(rows[2].pass, Some(true));
         assert_eq!(rows[3].pass, None);
         let table = rows_table(&rows, "usrdrv", "kernel");
-        assert!(table.contains("| 30.0 µs | 100.0 µs | 0.300 | ≤ 0.35 | met |"), "{table}");
+        assert!(
+            table.contains("| 30.0 µs | 100.0 µs | 0.300 | ≤ 0.35 | met |"),
+            "{table}"
+        );
         assert!(cases_table(&r).contains("failed: exit status 1: no"));
     }
 }

@@ -65,7 +65,10 @@ pub fn report(c: &Context, r: &NvmeResults) -> String {
     let env = r.environment.clone().unwrap_or_default();
     let text = |k: &str| env[k].as_str().unwrap_or("unknown").to_string();
     let mut s = String::new();
-    let _ = writeln!(s, "# NVMe benchmark: usrdrv's driver against the kernel's\n");
+    let _ = writeln!(
+        s,
+        "# NVMe benchmark: usrdrv's driver against the kernel's\n"
+    );
     let _ = writeln!(
         s,
         "One boot, two emulated NVMe controllers: QEMU's nvme on a file-backed \
