@@ -67,6 +67,20 @@ impl Apt {
         })
     }
 
+    /// Makes apt ignore the packages installed on this machine (an empty
+    /// status file in `dir`), so that a download picks the private lists'
+    /// version even when the host has another one installed.
+    pub fn ignoring_installed(mut self, dir: &Path) -> Result<Self> {
+        let status = dir.join("status");
+        if !status.is_file() {
+            std::fs::write(&status, "").ctx("write", &status)?;
+        }
+        self.options.push("-o".to_string());
+        self.options
+            .push(format!("Dir::State::status={}", status.display()));
+        Ok(self)
+    }
+
     /// Whether this helper reads private lists (no root needed to update them).
     fn private(&self) -> bool {
         !self.options.is_empty()

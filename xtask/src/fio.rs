@@ -103,7 +103,8 @@ pub fn provision(cache: &Path) -> Result<Fio> {
         Some(path) => path,
         None => Apt::new().install_tool("readelf", "binutils")?,
     };
-    let mut apt = Apt::for_suite(SUITE, &cache.join(format!("apt-{SUITE}")))?;
+    let apt_dir = cache.join(format!("apt-{SUITE}"));
+    let mut apt = Apt::for_suite(SUITE, &apt_dir)?.ignoring_installed(&apt_dir)?;
     let tmp = temp_in(cache, "fio")?;
     let mut fetcher = Fetcher {
         apt: &mut apt,
@@ -198,8 +199,16 @@ impl Fetcher<'_> {
     fn index(&self) -> Result<BTreeMap<String, (String, PathBuf)>> {
         let mut index = BTreeMap::new();
         for (package, root) in &self.roots {
-            for dir in LIB_DIRS {
-                let Ok(entries) = fs::read_dir(root.join(dir)) else {
+            // The library directories and their subdirectories (librados
+            // keeps libceph-common in .../ceph, found through its RUNPATH).
+            let mut dirs: Vec<PathBuf> = LIB_DIRS.iter().map(|d| root.join(d)).collect();
+            for d in LIB_DIRS {
+                if let Ok(entries) = fs::read_dir(root.join(d)) {
+                    dirs.extend(entries.flatten().map(|e| e.path()).filter(|p| p.is_dir()));
+                }
+            }
+            for dir in dirs {
+                let Ok(entries) = fs::read_dir(&dir) else {
                     continue;
                 };
                 for entry in entries.flatten() {

@@ -175,7 +175,7 @@ impl Case {
                 "fio --name={key} --filename={dev} --ioengine={engine}{hipri} --direct=1 \
                  --rw={rw} --bs={size} --iodepth={depth} --numjobs={jobs} --group_reporting \
                  --time_based --runtime={secs} --norandommap --randrepeat=0 \
-                 --lat_percentiles=1 --percentile_list=50:99:99.9 --output-format=json \
+                 --lat_percentiles=1 --percentile_list=50:99:99.9 --output-format=json --eta=never --clocksource=cpu \
                  --output=/tmp/case.json",
                 key = self.key,
                 hipri = if hipri { " --hipri" } else { "" },

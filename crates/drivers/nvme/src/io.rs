@@ -11,13 +11,13 @@
 use std::collections::VecDeque;
 use std::ops::Deref;
 use std::sync::Arc;
-use std::time::Instant;
 
 use usrdrv::dma::{DmaBuffer, DmaRegion, PoolBuffer, SgEntry};
 use usrdrv::irq::{Interrupts, IrqError};
 
 use crate::command::{Command, Completion, admin, nvm};
 use crate::queue::QueuePair;
+use crate::spin::Spin;
 use crate::{Namespace, NvmeError, PAGE, Shared, disable, prp, status_of};
 
 /// Memory a queued command can own: a [`DmaBuffer`] or a [`PoolBuffer`].
@@ -357,10 +357,18 @@ impl<B: IoBuffer> IoQueue<B> {
         if let Some(done) = self.finished.pop_front() {
             return Ok(Some(done));
         }
-        Ok(self
-            .queue
-            .poll(&self.shared.bar)?
-            .and_then(|done| self.finish(done)))
+        // Every completion posted so far, then one head doorbell for all.
+        let mut taken = false;
+        while let Some(done) = self.queue.take()? {
+            taken = true;
+            if let Some(done) = self.finish(done) {
+                self.finished.push_back(done);
+            }
+        }
+        if taken {
+            self.queue.ring_head(&self.shared.bar)?;
+        }
+        Ok(self.finished.pop_front())
     }
 
     /// The next finished queued command, waiting for it (up to the command
@@ -372,7 +380,7 @@ impl<B: IoBuffer> IoQueue<B> {
                 what: "nothing is queued to wait for".into(),
             });
         }
-        let start = Instant::now();
+        let mut spin = Spin::new();
         loop {
             if let Some(done) = self.reap()? {
                 return Ok(done);
@@ -380,7 +388,17 @@ impl<B: IoBuffer> IoQueue<B> {
             // Revoked: the buffers in flight stay here until the queue is
             // dropped (the controller is no longer there to complete them).
             self.shared.live()?;
-            let waited = start.elapsed();
+            let waited = if self.interrupts.is_some() {
+                spin.elapsed()
+            } else {
+                match spin.turn() {
+                    Some(waited) => waited,
+                    None => {
+                        std::hint::spin_loop();
+                        continue;
+                    }
+                }
+            };
             if waited > self.shared.timeout {
                 self.shared.check_alive()?;
                 self.give_up();

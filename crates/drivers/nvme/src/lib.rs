@@ -35,6 +35,7 @@ mod io;
 pub mod prp;
 mod queue;
 pub mod regs;
+mod spin;
 pub mod status;
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -45,6 +46,8 @@ use usrdrv::dma::{DmaBuffer, DmaMask, DmaRegion};
 use usrdrv::irq::{Interrupts, IrqKind};
 use usrdrv::mmio::Bar;
 use usrdrv::pci::PciAddress;
+
+use crate::spin::Spin;
 
 pub use error::NvmeError;
 pub use identify::{ControllerInfo, Namespace};
@@ -398,7 +401,7 @@ impl Shared {
         wanted: impl Fn(&Completion) -> bool,
         other: &mut dyn FnMut(Completion),
     ) -> Result<Completion, NvmeError> {
-        let start = Instant::now();
+        let mut spin = Spin::new();
         loop {
             if let Some(done) = queue.poll(&self.bar)? {
                 if wanted(&done) {
@@ -408,7 +411,11 @@ impl Shared {
                 continue;
             }
             self.live()?;
-            if start.elapsed() > self.timeout {
+            let Some(waited) = spin.turn() else {
+                std::hint::spin_loop();
+                continue;
+            };
+            if waited > self.timeout {
                 self.check_alive()?;
                 let _ = disable(&self.bar, self.cap, self.device.address());
                 return Err(NvmeError::Timeout {

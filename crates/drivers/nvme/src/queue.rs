@@ -112,6 +112,17 @@ impl QueuePair {
     /// phase tag (an acquire load, so the rest of the entry is read after it),
     /// then consumed and the head doorbell rung.
     pub(crate) fn poll(&mut self, bar: &Bar) -> Result<Option<Completion>, NvmeError> {
+        let completion = self.take()?;
+        if completion.is_some() {
+            self.ring_head(bar)?;
+        }
+        Ok(completion)
+    }
+
+    /// The next completion, if the controller has posted one, consumed
+    /// without telling the controller: [`QueuePair::ring_head`] does, once
+    /// for as many as were taken.
+    pub(crate) fn take(&mut self) -> Result<Option<Completion>, NvmeError> {
         let at = usize::from(self.cq_head) * CQE;
         let status: u16 = self
             .cq
@@ -127,7 +138,12 @@ impl QueuePair {
             self.phase = !self.phase;
         }
         self.sq_head = completion.sq_head % self.depth;
-        bar.write32(self.cq_doorbell, u32::from(self.cq_head))?;
         Ok(Some(completion))
+    }
+
+    /// Tells the controller how far completions were consumed.
+    pub(crate) fn ring_head(&self, bar: &Bar) -> Result<(), NvmeError> {
+        bar.write32(self.cq_doorbell, u32::from(self.cq_head))?;
+        Ok(())
     }
 }
