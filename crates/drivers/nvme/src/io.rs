@@ -329,6 +329,50 @@ impl<B: IoBuffer> IoQueue<B> {
         buffer: B,
         tag: u64,
     ) -> Result<(), Rejected<B>> {
+        self.queue_command(op, ns, lba, blocks, buffer, tag, true)
+    }
+
+    /// Queues a command as [`IoQueue::submit`] does, but does not ring the
+    /// submission doorbell: [`IoQueue::ring`] does, once for every command
+    /// queued this way since the last doorbell (one register write for a
+    /// batch, which an emulated controller pays dearly for), and so do
+    /// [`IoQueue::reap`], [`IoQueue::wait`] and the next `submit`, so a
+    /// command is never left unseen by a thread that waits for it. Until
+    /// then the controller does not know of the command; it owns its buffer
+    /// all the same.
+    pub fn submit_deferred(
+        &mut self,
+        op: Op,
+        ns: &Namespace,
+        lba: u64,
+        blocks: u32,
+        buffer: B,
+        tag: u64,
+    ) -> Result<(), Rejected<B>> {
+        self.queue_command(op, ns, lba, blocks, buffer, tag, false)
+    }
+
+    /// Rings the submission doorbell for the commands queued with
+    /// [`IoQueue::submit_deferred`], if there are any.
+    pub fn ring(&mut self) -> Result<(), NvmeError> {
+        self.shared.live()?;
+        self.queue.ring_tail(&self.shared.bar)
+    }
+
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "one transfer's whole description, and whether to ring"
+    )]
+    fn queue_command(
+        &mut self,
+        op: Op,
+        ns: &Namespace,
+        lba: u64,
+        blocks: u32,
+        buffer: B,
+        tag: u64,
+        ring: bool,
+    ) -> Result<(), Rejected<B>> {
         if let Err(error) = self.shared.live() {
             return Err(Rejected { error, buffer });
         }
@@ -345,7 +389,12 @@ impl<B: IoBuffer> IoQueue<B> {
             Err(error) => return Err(Rejected { error, buffer }),
         };
         let cid = slot as u16;
-        if let Err(error) = self.queue.submit(&self.shared.bar, command, cid) {
+        let queued = if ring {
+            self.queue.submit(&self.shared.bar, command, cid)
+        } else {
+            self.queue.push(command, cid)
+        };
+        if let Err(error) = queued {
             return Err(Rejected { error, buffer });
         }
         self.slots[slot] = Some(InFlight { buffer, tag, op });
@@ -356,6 +405,9 @@ impl<B: IoBuffer> IoQueue<B> {
     pub fn reap(&mut self) -> Result<Option<Completed<B>>, NvmeError> {
         if let Some(done) = self.finished.pop_front() {
             return Ok(Some(done));
+        }
+        if self.queue.has_unrung() {
+            self.ring()?;
         }
         // Every completion posted so far, then one head doorbell for all.
         let mut taken = false;

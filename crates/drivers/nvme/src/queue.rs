@@ -24,6 +24,9 @@ pub(crate) struct QueuePair {
     sq: DmaBuffer,
     cq: DmaBuffer,
     sq_tail: u16,
+    /// The tail the controller was last told of: entries from here to
+    /// `sq_tail` are written but not rung yet.
+    rung_tail: u16,
     /// Where the controller's head of the submission queue was, as the last
     /// completion reported it.
     sq_head: u16,
@@ -50,6 +53,7 @@ impl QueuePair {
             sq,
             cq,
             sq_tail: 0,
+            rung_tail: 0,
             sq_head: 0,
             cq_head: 0,
             phase: true,
@@ -84,27 +88,53 @@ impl QueuePair {
     }
 
     /// Writes `command` at the tail with command id `cid`, and rings the
-    /// doorbell.
+    /// doorbell (for it and for any entry pushed before it).
     pub(crate) fn submit(
         &mut self,
         bar: &Bar,
-        mut command: Command,
+        command: Command,
         cid: u16,
     ) -> Result<(), NvmeError> {
+        let before = self.sq_tail;
+        self.push(command, cid)?;
+        // Only a doorbell that reached the controller keeps the entry: after
+        // a failed one, the next command overwrites it before any doorbell
+        // can show it, so a rejected command never runs.
+        if let Err(error) = self.ring_tail(bar) {
+            self.sq_tail = before;
+            return Err(error);
+        }
+        Ok(())
+    }
+
+    /// Writes `command` at the tail with command id `cid` without telling
+    /// the controller: [`QueuePair::ring_tail`] does, once for every entry
+    /// pushed since the last doorbell.
+    pub(crate) fn push(&mut self, mut command: Command, cid: u16) -> Result<(), NvmeError> {
         if self.is_full() {
             return Err(NvmeError::QueueFull { qid: self.qid });
         }
         command.set_cid(cid);
         self.sq
             .write_obj(usize::from(self.sq_tail) * SQE, &command)?;
-        let tail = (self.sq_tail + 1) % self.depth;
-        // The entry is in memory before the controller learns of it.
+        self.sq_tail = (self.sq_tail + 1) % self.depth;
+        Ok(())
+    }
+
+    /// Whether entries were pushed that the controller was not told of.
+    pub(crate) fn has_unrung(&self) -> bool {
+        self.rung_tail != self.sq_tail
+    }
+
+    /// Rings the submission doorbell with the tail, if entries are waiting.
+    pub(crate) fn ring_tail(&mut self, bar: &Bar) -> Result<(), NvmeError> {
+        if !self.has_unrung() {
+            return Ok(());
+        }
+        // The entries are in memory before the controller learns of them.
         self.sq.sync_for_device();
-        // Only a doorbell that reached the controller moves the tail: after a
-        // failed one, the next command overwrites this entry before any
-        // doorbell can show it, so a rejected command never runs.
-        bar.write32(self.sq_doorbell, u32::from(tail))?;
-        self.sq_tail = tail;
+        bar.write32(self.sq_doorbell, u32::from(self.sq_tail))?;
+        self.rung_tail = self.sq_tail;
         Ok(())
     }
 
