@@ -346,3 +346,61 @@ fn drive(
     }
     Ok(tally)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        perf: PerfArgs,
+    }
+
+    fn args(words: &[&str]) -> PerfArgs {
+        let mut all = vec!["perf"];
+        all.extend_from_slice(words);
+        Cli::try_parse_from(all).expect("parses").perf
+    }
+
+    #[test]
+    fn targets_are_addresses_or_block_devices() {
+        assert_eq!(
+            args(&["/dev/nvme0n1"]).target,
+            Target::Block("/dev/nvme0n1".into())
+        );
+        assert_eq!(
+            args(&["0000:00:02.0"]).target,
+            Target::Controller("0000:00:02.0".parse().expect("address"))
+        );
+        let err = "nvme0n1".parse::<Target>().expect_err("neither");
+        assert!(err.contains("/dev/nvme0n1"), "{err}");
+    }
+
+    #[test]
+    fn sequential_queues_start_at_their_own_share() {
+        let a = args(&["/dev/x", "--pattern", "read", "--queues", "2"]);
+        let mut first = Workload::new(&a, 100, 0);
+        let mut second = Workload::new(&a, 100, 1);
+        assert_eq!(first.next(), (Dir::Read, 0));
+        assert_eq!(first.next(), (Dir::Read, 1));
+        assert_eq!(second.next(), (Dir::Read, 50));
+        let mut wrap = Workload::new(&a, 2, 0);
+        let slots: Vec<u64> = (0..4).map(|_| wrap.next().1).collect();
+        assert_eq!(slots, [0, 1, 0, 1]);
+    }
+
+    #[test]
+    fn random_patterns_stay_inside_the_device_and_mix_as_asked() {
+        let a = args(&["/dev/x", "--pattern", "rw", "--mix", "70"]);
+        let mut w = Workload::new(&a, 1000, 0);
+        let mut reads = 0;
+        for _ in 0..10_000 {
+            let (dir, slot) = w.next();
+            assert!(slot < 1000);
+            reads += usize::from(dir == Dir::Read);
+        }
+        assert!((6500..7500).contains(&reads), "{reads}");
+    }
+}
