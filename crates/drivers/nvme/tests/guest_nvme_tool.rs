@@ -126,23 +126,36 @@ fn identify_write_read_and_perf() {
     });
 }
 
-/// The block device of the first namespace of the controller at `nvme`.
+/// The block device of the first namespace of the controller at `nvme`,
+/// once it opens (after a rebind to nvme, the disk appears a moment later).
 fn block_device(nvme: PciAddress) -> std::path::PathBuf {
     let dir = format!("/sys/bus/pci/devices/{nvme}/nvme");
-    for ctrl in std::fs::read_dir(&dir).expect("the controller is on nvme") {
-        let ctrl = ctrl.expect("read sysfs").path();
-        for entry in std::fs::read_dir(&ctrl).expect("read sysfs") {
-            let name = entry
-                .expect("read sysfs")
-                .file_name()
-                .to_string_lossy()
-                .into_owned();
-            if name.starts_with("nvme") && name.ends_with("n1") {
-                return std::path::Path::new("/dev").join(name);
-            }
+    let start = std::time::Instant::now();
+    loop {
+        let found = std::fs::read_dir(&dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .flat_map(|ctrl| {
+                std::fs::read_dir(ctrl.path())
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+            })
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .find(|name| name.starts_with("nvme") && name.ends_with("n1"))
+            .map(|name| std::path::Path::new("/dev").join(name));
+        if let Some(dev) = found
+            && std::fs::File::open(&dev).is_ok()
+        {
+            return dev;
         }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(20),
+            "no namespace block device under {dir} opens"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    panic!("no namespace block device under {dir}");
 }
 
 #[test]
