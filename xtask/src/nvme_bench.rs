@@ -389,8 +389,8 @@ pub enum Goal {
 impl Goal {
     fn describe(self) -> String {
         match self {
-            Self::AtMost(x) => format!("≤ {x}"),
-            Self::AtLeast(x) => format!("≥ {x}"),
+            Self::AtMost(x) => format!("≤ {}", short(x)),
+            Self::AtLeast(x) => format!("≥ {}", short(x)),
             Self::Within(x) => format!("within {:.0}%", x * 100.0),
             Self::Report => "(report)".to_string(),
         }
@@ -404,6 +404,12 @@ impl Goal {
             Self::Report => None,
         }
     }
+}
+
+/// A target's number, three decimals at most (1/6 is `0.167`).
+fn short(x: f64) -> String {
+    let s = format!("{x:.3}");
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
 /// Which figure a row compares.
@@ -536,6 +542,27 @@ const ROWS: &[RowSpec] = &[
         metric: Metric::Iops,
         a: "k_null_qd32_uring_2j",
         b: "k_null_qd32_uring",
+        goal: Goal::Report,
+    },
+    RowSpec {
+        name: "QD1 p50, null-co: usrdrv polled 4 KiB / the floor (512 B)",
+        metric: Metric::P50,
+        a: "u_null_qd1_poll",
+        b: "u_null_qd1_512_poll",
+        goal: Goal::Report,
+    },
+    RowSpec {
+        name: "QD32 IOPS, null-co: usrdrv polled 4 KiB / the floor (512 B)",
+        metric: Metric::Iops,
+        a: "u_null_qd32_poll",
+        b: "u_null_qd32_512_poll",
+        goal: Goal::Report,
+    },
+    RowSpec {
+        name: "QD32 IOPS, null-co: kernel polled (--hipri) 4 KiB / the floor (512 B)",
+        metric: Metric::Iops,
+        a: "k_null_qd32_hipri",
+        b: "u_null_qd32_512_poll",
         goal: Goal::Report,
     },
     RowSpec {

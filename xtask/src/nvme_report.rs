@@ -107,7 +107,11 @@ pub fn report(c: &Context, r: &NvmeResults) -> String {
         "| guest clock source | {} (the tool stamps with the TSC) |",
         text("clocksource")
     );
-    let _ = writeln!(s, "| host cores | {} |", c.host_cores);
+    let _ = writeln!(
+        s,
+        "| host cores | {} (the guest's {} vCPUs and QEMU's own I/O thread share them) |",
+        c.host_cores, env["cpus"]
+    );
     let _ = writeln!(s, "| host load average | {} |", c.host_load);
     let _ = writeln!(s, "| build | static, release profile |");
     let _ = writeln!(s, "\n## Targets (ratios within this boot)\n");
