@@ -4,11 +4,14 @@
 //! The bench boot (only it; test boots are unchanged) has a second NVMe
 //! controller at 0000:00:04.0 whose namespace is QEMU's `null-co` driver
 //! (reads return zeroes, nothing is stored), next to the file-backed one at
-//! 0000:00:02.0, and `nvme.poll_queues=1` on the kernel command line. While
-//! both are on the kernel's driver, fio (Debian's, see [`crate::fio`]) and
-//! `usrdrv-nvme perf /dev/...` (io_uring) measure them; then both are
-//! rebound to vfio-pci and `usrdrv-nvme perf ADDR` measures usrdrv's
-//! driver, polled and on interrupts. Each case prints one
+//! 0000:00:02.0, and `nvme.poll_queues=1` on the kernel command line. The
+//! cases run in groups of comparable ones (file QD1, file QD32, null-co QD1,
+//! null-co QD32, sequential): in each, while both controllers are on the
+//! kernel's driver, fio (Debian's, see [`crate::fio`]) and `usrdrv-nvme
+//! perf /dev/...` (io_uring) measure them; then both are rebound to
+//! vfio-pci and `usrdrv-nvme perf ADDR` measures usrdrv's driver, polled
+//! and on interrupts; then back to nvme for the next group. Each case
+//! prints one
 //! `usrdrv-nvme-bench:` line with the guest's busy CPU time over the case
 //! (from `/proc/stat`, every CPU, interrupts included) and the load
 //! generator's JSON.
@@ -166,6 +169,12 @@ impl Case {
         !matches!(self.tool, Tool::Usrdrv { .. })
     }
 
+    /// Cases compared with each other: same controller, pattern and depth
+    /// class (one or many).
+    fn group(&self) -> (bool, bool, bool) {
+        (self.null, self.sequential, self.depth > 1)
+    }
+
     /// The guest command line.
     fn command(&self, secs: u64) -> String {
         let dev = if self.null { "$NULL_DEV" } else { "$FILE_DEV" };
@@ -235,14 +244,27 @@ pub fn script(secs: u64) -> String {
             crate::initramfs::sh_quote(&c.command(secs))
         )
     };
-    for c in CASES.iter().filter(|c| c.is_kernel()) {
-        s.push_str(&line(c));
+    // Each group's kernel cases, then its usrdrv cases, rebinding between:
+    // the two sides of a ratio run a minute apart at most, not the whole
+    // run, so a change in the host's load weighs on both alike.
+    let mut groups: Vec<(bool, bool, bool)> = Vec::new();
+    for c in CASES {
+        if !groups.contains(&c.group()) {
+            groups.push(c.group());
+        }
     }
-    s.push_str(&format!(
-        "vfio-bind {FILE_ADDR} {NULL_ADDR} >/dev/null || exit 1\n"
-    ));
-    for c in CASES.iter().filter(|c| !c.is_kernel()) {
-        s.push_str(&line(c));
+    for (i, group) in groups.into_iter().enumerate() {
+        if i > 0 {
+            s.push_str("to_kernel\n");
+        }
+        let members = CASES.iter().filter(|c| c.group() == group);
+        for c in members.clone().filter(|c| c.is_kernel()) {
+            s.push_str(&line(c));
+        }
+        s.push_str("to_vfio\n");
+        for c in members.filter(|c| !c.is_kernel()) {
+            s.push_str(&line(c));
+        }
     }
     s.push_str("exit $failed\n");
     s
@@ -774,9 +796,15 @@ mod tests {
     #[test]
     fn script_runs_kernel_cases_before_the_rebind() {
         let s = script(8);
-        let bind = s.find("vfio-bind").expect("rebind");
-        assert!(s.find("run_case k_file_qd1_uring").expect("fio") < bind);
-        assert!(s.find("run_case u_file_qd1_poll").expect("usrdrv") > bind);
+        let at = |what: &str| s.find(what).unwrap_or_else(|| panic!("{what}"));
+        let bind = at("to_vfio\n");
+        assert!(at("run_case k_file_qd1_uring") < bind);
+        assert!(at("run_case t_file_qd1_poll") < bind);
+        assert!(at("run_case u_file_qd1_poll") > bind);
+        assert!(at("run_case u_file_qd1_irq") < at("to_kernel\n"));
+        assert!(at("to_kernel\n") < at("run_case k_file_qd32_uring"));
+        assert_eq!(s.matches("to_vfio\n").count(), 5);
+        assert_eq!(s.matches("to_kernel\n").count(), 4);
         assert!(s.contains("--ioengine=io_uring --hipri --fixedbufs=1 --registerfiles=1 --direct=1 --rw=randread --bs=4096 --iodepth=1 "));
         assert!(s.contains("--ioengine=libaio --gtod_reduce=1 --iodepth_batch_submit=32 --iodepth_batch_complete_max=32 --direct=1"));
         assert!(s.contains("usrdrv-nvme perf 0000:00:04.0 --queue-depth 32 --io-size 512"));

@@ -76,13 +76,19 @@ pub fn report(c: &Context, r: &NvmeResults) -> String {
          drive ({null}, 1 GiB, reads return zeroes without touching a disk: the \
          driver path without the emulated disk). The kernel command line has \
          `{poll}`, so the kernel's nvme driver has a polled queue \
-         (`/sys/block/*/queue/io_poll`: file {fpoll}, null-co {npoll}). First the \
-         kernel's driver is measured through `/dev/nvme*n1` with fio (Debian 12's \
-         package, `{fio}`), `--direct=1`, io_uring (with and without `--hipri`) and \
-         libaio, and with `usrdrv-nvme perf /dev/...` (io_uring, `O_DIRECT`) to \
-         check the tool against fio; then both controllers are rebound to vfio-pci \
-         and `usrdrv-nvme perf ADDR` measures usrdrv's driver, polled and on MSI-X \
-         interrupts. Random reads unless the row says otherwise; {secs} s per case.\n\n\
+         (`/sys/block/*/queue/io_poll`: file {fpoll}, null-co {npoll}). The cases run \
+         in groups (file QD1, file QD32, null-co QD1, null-co QD32, 128 KiB \
+         sequential): in each, the kernel's driver is measured through \
+         `/dev/nvme*n1` with fio (Debian 12's package, `{fio}`), `--direct=1`, \
+         io_uring (with and without `--hipri`) and libaio, and with `usrdrv-nvme \
+         perf /dev/...` (io_uring, `O_DIRECT`) to check the tool against fio; then \
+         both controllers are rebound to vfio-pci and `usrdrv-nvme perf ADDR` \
+         measures usrdrv's driver, polled and on MSI-X interrupts; then they go \
+         back to nvme for the next group, so the two sides of a ratio run within \
+         a minute or two of each other. fio runs with registered buffers and files \
+         (io_uring) and, at depth, in whole batches without per-I/O time stamps \
+         (`--gtod_reduce=1`: no latency there), its best figures under emulation. \
+         Random reads unless the row says otherwise; {secs} s per case.\n\n\
          Latency is from submission to completion (fio's `lat`, the tool's TSC \
          stamps). Guest CPU per I/O is the busy time of every guest CPU over the \
          case (`/proc/stat`: user, system, irq and softirq) divided by the I/Os \

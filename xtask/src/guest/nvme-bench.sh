@@ -1,5 +1,6 @@
 # The head of the NVMe benchmark's guest script (`cargo xtask bench`); the
-# rig appends one `run_case KEY 'COMMAND'` line per case. Each case prints
+# rig appends, for each group of comparable cases, `to_kernel`, the kernel's
+# cases, `to_vfio` and usrdrv's, one `run_case KEY 'COMMAND'` line per case. Each case prints
 # one line `usrdrv-nvme-bench: {"case":KEY,"busy_jiffies":N,"result":JSON}`
 # (JSON: what the command wrote to /tmp/case.json), or {"case":KEY,"error":...}.
 
@@ -34,13 +35,49 @@ run_case() {
 	fi
 }
 
-FILE_DEV=/dev/$(blockdev "$FILE_ADDR")
-NULL_DEV=/dev/$(blockdev "$NULL_ADDR")
-export FILE_DEV NULL_DEV
-if [ ! -b "$FILE_DEV" ] || [ ! -b "$NULL_DEV" ]; then
-	echo "nvme-bench: no block devices for $FILE_ADDR and $NULL_ADDR"
-	ls /sys/block
-	exit 1
-fi
+# Waits until both controllers' disks open; sets FILE_DEV and NULL_DEV
+# (their names can change from one probe to the next).
+find_devs() {
+	tries=0
+	while :; do
+		FILE_DEV=/dev/$(blockdev "$FILE_ADDR")
+		NULL_DEV=/dev/$(blockdev "$NULL_ADDR")
+		if [ -b "$FILE_DEV" ] && [ -b "$NULL_DEV" ] &&
+			head -c 512 "$FILE_DEV" >/dev/null 2>&1 && head -c 512 "$NULL_DEV" >/dev/null 2>&1; then
+			break
+		fi
+		tries=$((tries + 1))
+		if [ $tries -gt 30 ]; then
+			echo "nvme-bench: no block devices for $FILE_ADDR and $NULL_ADDR"
+			ls /sys/block
+			exit 1
+		fi
+		sleep 1
+	done
+	export FILE_DEV NULL_DEV
+}
+
+# Both controllers to the kernel's nvme driver.
+to_kernel() {
+	for a in "$FILE_ADDR" "$NULL_ADDR"; do
+		d=/sys/bus/pci/devices/$a
+		echo >"$d/driver_override"
+		if [ -e "$d/driver" ] && [ "$(basename "$(readlink "$d/driver")")" != nvme ]; then
+			echo "$a" >"$d/driver/unbind"
+		fi
+		[ -e "$d/driver" ] || echo "$a" >/sys/bus/pci/drivers_probe
+	done
+	find_devs
+}
+
+# Both controllers to vfio-pci, for usrdrv.
+to_vfio() {
+	vfio-bind "$FILE_ADDR" "$NULL_ADDR" >/dev/null || {
+		echo "nvme-bench: vfio-bind failed"
+		exit 1
+	}
+}
+
+find_devs
 poll() { cat "/sys/block/${1#/dev/}/queue/io_poll" 2>/dev/null || echo null; }
 echo "usrdrv-nvme-bench: {\"case\":\"environment\",\"kernel\":\"$(uname -r)\",\"cpus\":$(nproc),\"clocksource\":\"$(cat /sys/devices/system/clocksource/clocksource0/current_clocksource)\",\"cmdline\":\"$(cat /proc/cmdline)\",\"file_dev\":\"$FILE_DEV\",\"null_dev\":\"$NULL_DEV\",\"file_io_poll\":$(poll "$FILE_DEV"),\"null_io_poll\":$(poll "$NULL_DEV"),\"fio\":\"$(fio --version)\"}"
