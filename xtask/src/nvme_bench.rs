@@ -626,6 +626,21 @@ const AGREEMENT: &[RowSpec] = &[
         b: "k_null_qd32_uring",
         goal: Goal::Within(0.1),
     },
+    // Where the two disagree at depth: what each load generator costs.
+    RowSpec {
+        name: "kernel QD32 guest CPU per I/O, file, io_uring: usrdrv-nvme / fio",
+        metric: Metric::Cpu,
+        a: "t_file_qd32_uring",
+        b: "k_file_qd32_uring",
+        goal: Goal::Report,
+    },
+    RowSpec {
+        name: "kernel QD32 guest CPU per I/O, null-co, io_uring: usrdrv-nvme / fio",
+        metric: Metric::Cpu,
+        a: "t_null_qd32_uring",
+        b: "k_null_qd32_uring",
+        goal: Goal::Report,
+    },
 ];
 
 /// One evaluated row.
