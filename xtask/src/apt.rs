@@ -67,6 +67,20 @@ impl Apt {
         })
     }
 
+    /// Makes apt ignore the packages installed on this machine (an empty
+    /// status file in `dir`), so that a download picks the private lists'
+    /// version even when the host has another one installed.
+    pub fn ignoring_installed(mut self, dir: &Path) -> Result<Self> {
+        let status = dir.join("status");
+        if !status.is_file() {
+            std::fs::write(&status, "").ctx("write", &status)?;
+        }
+        self.options.push("-o".to_string());
+        self.options
+            .push(format!("Dir::State::status={}", status.display()));
+        Ok(self)
+    }
+
     /// Whether this helper reads private lists (no root needed to update them).
     fn private(&self) -> bool {
         !self.options.is_empty()
@@ -187,6 +201,16 @@ impl Apt {
         }
     }
 
+    /// The packages `package` depends on directly (`Depends:` and
+    /// `PreDepends:`, each alternative; virtual packages left out).
+    pub fn depends(&mut self, package: &str) -> Result<Vec<String>> {
+        Self::require_apt()?;
+        let mut cmd = self.command("apt-cache");
+        cmd.args(["depends", "--no-recommends", "--no-suggests", package]);
+        let out = process::output(&mut cmd)?;
+        Ok(parse_depends(&String::from_utf8_lossy(&out.stdout)))
+    }
+
     /// Installs `package` so that `tool` exists; as non-root, fails with the
     /// exact command to run.
     pub fn install_tool(&mut self, tool: &str, package: &str) -> Result<PathBuf> {
@@ -251,6 +275,27 @@ fn parse_kernel_dependency(text: &str) -> Option<String> {
         .map(str::trim)
         .find(|p| p.starts_with("linux-image-") && !p.starts_with('<'))
         .map(str::to_string)
+}
+
+/// The real package names on the `Depends:` and `PreDepends:` lines of
+/// `apt-cache depends` output (`|Depends:` alternatives included).
+fn parse_depends(text: &str) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for line in text.lines() {
+        let line = line.trim().trim_start_matches('|');
+        let Some(name) = line
+            .strip_prefix("Depends:")
+            .or_else(|| line.strip_prefix("PreDepends:"))
+            .map(str::trim)
+        else {
+            continue;
+        };
+        let name = name.split(':').next().unwrap_or(name);
+        if !name.starts_with('<') && !name.is_empty() && !names.iter().any(|n| n == name) {
+            names.push(name.to_string());
+        }
+    }
+    names
 }
 
 /// The archive URI in `apt-cache policy` output that serves
@@ -322,6 +367,17 @@ mod tests {
         assert_eq!(
             parse_mirror("Package files:\n 100 /var/lib/dpkg/status\n"),
             None
+        );
+    }
+
+    #[test]
+    fn depends_lines() {
+        let text = "fio\n  Depends: libaio1\n  Depends: libc6\n |Depends: libz1\n  Depends: zlib1g\n  \
+            Depends: <python3:any>\n  PreDepends: dpkg\n  Suggests: gnuplot\n  Depends: libc6\n  \
+            Depends: libgcc-s1:amd64\n";
+        assert_eq!(
+            parse_depends(text),
+            ["libaio1", "libc6", "libz1", "zlib1g", "dpkg", "libgcc-s1"]
         );
     }
 

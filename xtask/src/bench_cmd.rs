@@ -1,7 +1,9 @@
-//! `cargo xtask bench`: boot the VM once, give the edu device to vfio-pci,
-//! run the `edu_bench` example (usrdrv's hot paths, each next to a raw VFIO
-//! baseline in the same process) and write its results, with what they were
-//! measured on, to `docs/perf/guest-bench.md`.
+//! `cargo xtask bench`: the edu part boots the VM, gives the edu device to
+//! vfio-pci, runs the `edu_bench` example (usrdrv's hot paths, each next to
+//! a raw VFIO baseline in the same process) and writes its results, with
+//! what they were measured on, to `docs/perf/guest-bench.md`; the NVMe
+//! part (see [`crate::nvme_bench`]) boots once more and writes
+//! `docs/perf/nvme-bench.md`. `--only edu|nvme` runs one of them.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -10,12 +12,14 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
-use crate::cargo_build;
+use crate::cargo_build::{self, Artifact};
 use crate::error::{Error, IoContext, Result};
 use crate::guest_results::{after_marker, clean_line};
 use crate::guest_vm::{self, VmOptions};
 use crate::process;
+use crate::provision::Provisioned;
 use crate::usrdma;
+use crate::{fio, nvme_bench, nvme_report};
 
 /// Default timeout, boot included. The benchmark itself runs for about half a
 /// minute under TCG on two cores; this leaves room for far slower machines.
@@ -39,28 +43,147 @@ fn script() -> String {
     )
 }
 
+/// Which part of the benchmark to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Part {
+    /// usrdrv's hot paths on QEMU's edu device, against raw VFIO.
+    Edu,
+    /// usrdrv's NVMe driver against the kernel's, on the same controllers.
+    Nvme,
+}
+
 /// Arguments of `cargo xtask bench`.
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
     #[command(flatten)]
     pub vm: VmOptions,
 
-    /// Print the results only; do not write docs/perf/guest-bench.md.
+    /// Print the results only; do not write the reports in docs/perf/.
     #[arg(long)]
     pub no_write: bool,
+
+    /// Run only this part (both by default, each in its own boot).
+    #[arg(long, value_enum)]
+    pub only: Option<Part>,
+
+    /// Seconds per NVMe case.
+    #[arg(long, value_name = "SECS", default_value_t = 8)]
+    pub nvme_time: u64,
 }
 
-/// Runs the benchmark; returns its exit status in the guest.
+/// Runs the benchmark; returns the worst exit status of its parts in the guest.
 pub fn run(args: &BenchArgs) -> Result<i32> {
     let prov = args.vm.provision()?;
     // Benchmarks measure the library as users ship it: the release profile.
     let binaries = cargo_build::build_binaries(cargo_build::Profile::Release)?;
-    cargo_build::find(&binaries, BENCH.0, BENCH.1)?;
-    let module = usrdma::build(&prov)?;
     let machine = Machine::describe(&args.vm, &prov.qemu, &prov.kernel.version);
-    let mut files = guest_vm::binary_files(&binaries);
+    let mut status = 0;
+    if args.only != Some(Part::Nvme) {
+        status = run_edu(args, &prov, &binaries, &machine)?;
+    }
+    if args.only != Some(Part::Edu) {
+        status = status.max(run_nvme(args, &prov, &binaries, &machine)?);
+    }
+    Ok(status)
+}
+
+/// The command line that ran the benchmark, for the report.
+fn command_line() -> String {
+    let words: Vec<String> = std::env::args()
+        .skip(1)
+        .map(|w| process::shell_quote(&w))
+        .collect();
+    format!("cargo xtask {}", words.join(" "))
+}
+
+/// The host's load averages (`/proc/loadavg`, the first three fields).
+fn host_load() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".to_string())
+}
+
+/// The NVMe part: one boot, the kernel's driver then usrdrv's.
+fn run_nvme(
+    args: &BenchArgs,
+    prov: &Provisioned,
+    binaries: &[Artifact],
+    machine: &Machine,
+) -> Result<i32> {
+    cargo_build::find(
+        binaries,
+        "usrdrv-nvme",
+        "crates/drivers/nvme/src/bin/usrdrv-nvme/main.rs",
+    )?;
+    let fio = fio::provision(&prov.cache)?;
+    let mut files = guest_vm::binary_files(binaries);
+    files.extend(fio.guest_files()?);
+    let mut vm = args.vm.clone();
+    vm.qemu_args.extend(nvme_bench::qemu_args());
+    vm.append.push(nvme_bench::POLL_QUEUES.to_string());
+    let secs = args.nvme_time.max(1);
+    let timeout = 180 + nvme_bench::case_count() as u64 * (secs + 8);
+    let load_before = host_load();
+    let run = guest_vm::boot(&vm, prov, files, nvme_bench::script(secs), timeout)?;
+    let status = run.exit_status()?;
+    let results = nvme_bench::parse(&run.transcript);
+    eprintln!(
+        "xtask: the NVMe benchmark exited with status {status} ({})",
+        run.timing()
+    );
+    if results.figures.is_empty() {
+        return Err(Error::Guest {
+            reason: format!(
+                "the NVMe benchmark printed no `{}` results",
+                nvme_bench::MARKER
+            ),
+            tail: run.tail(),
+            timed_out: false,
+        });
+    }
+    let context = nvme_report::Context {
+        command: command_line(),
+        date: today(),
+        qemu: machine.qemu.clone(),
+        accel: machine.accel.clone(),
+        host_cores: machine.host_cores,
+        host_load: format!("{load_before} at the start, {} at the end", host_load()),
+        secs,
+    };
+    let text = nvme_report::report(&context, &results);
+    outln!("{}", nvme_report::summary(&results));
+    if !results.errors.is_empty() {
+        outln!(
+            "xtask: NVMe cases that failed: {}",
+            results
+                .errors
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    if args.no_write {
+        return Ok(status);
+    }
+    let path = crate::provision::workspace_root().join(nvme_report::REPORT_PATH);
+    write_report(&path, &text)?;
+    outln!("xtask: wrote {}", nvme_report::REPORT_PATH);
+    Ok(status)
+}
+
+/// The edu part.
+fn run_edu(
+    args: &BenchArgs,
+    prov: &Provisioned,
+    binaries: &[Artifact],
+    machine: &Machine,
+) -> Result<i32> {
+    cargo_build::find(binaries, BENCH.0, BENCH.1)?;
+    let module = usrdma::build(prov)?;
+    let mut files = guest_vm::binary_files(binaries);
     files.extend(module.files.iter().cloned());
-    let run = guest_vm::boot(&args.vm, &prov, files, script(), DEFAULT_TIMEOUT)?;
+    let run = guest_vm::boot(&args.vm, prov, files, script(), DEFAULT_TIMEOUT)?;
     let status = run.exit_status()?;
     let results = parse_results(&run.transcript);
     eprintln!(
@@ -93,7 +216,7 @@ pub fn run(args: &BenchArgs) -> Result<i32> {
         return Ok(status);
     }
     let path = crate::provision::workspace_root().join(REPORT_PATH);
-    let text = report(&machine, &results, &today());
+    let text = report(machine, &results, &today());
     write_report(&path, &text)?;
     outln!("xtask: wrote {REPORT_PATH}");
     Ok(status)
@@ -289,7 +412,7 @@ pub fn report(machine: &Machine, results: &Results, date: &str) -> String {
     s
 }
 
-fn write_report(path: &Path, text: &str) -> Result<()> {
+pub(crate) fn write_report(path: &Path, text: &str) -> Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).ctx("create the directory", dir)?;
     }
@@ -297,7 +420,7 @@ fn write_report(path: &Path, text: &str) -> Result<()> {
 }
 
 /// Today's date (UTC), `YYYY-MM-DD`.
-fn today() -> String {
+pub(crate) fn today() -> String {
     let secs = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());

@@ -32,12 +32,15 @@ mod cpio;
 mod demo;
 mod elf;
 mod error;
+mod fio;
 mod guest_results;
 mod guest_vm;
 mod host_tests;
 mod initramfs;
 mod interrupt;
 mod modules;
+mod nvme_bench;
+mod nvme_report;
 mod process;
 mod provision;
 mod qemu;
@@ -76,7 +79,7 @@ Examples:
   cargo xtask test                                Host tests + guest tests
   cargo xtask test --guest-only -- edu            Guest tests whose names contain 'edu'
   cargo xtask demo                                The edu first-light demo
-  cargo xtask bench                               usrdrv against raw VFIO; writes docs/perf/guest-bench.md
+  cargo xtask bench                               usrdrv against raw VFIO and the kernel's NVMe driver; writes docs/perf/
   cargo xtask provision                           Fetch everything, print where it is";
 
 const VM_EXAMPLES: &str = "\
@@ -162,8 +165,21 @@ is edu_bench's, non-zero only when something failed. About a minute under
 TCG on two cores, boot included (default --timeout 600). Figures vary between
 boots; compare ratios within one run.
 
+The NVMe part (--only nvme runs it alone, --only edu skips it) boots again,
+with a second NVMe controller at 0000:00:04.0 on a null-co drive and
+nvme.poll_queues=1 on the kernel command line (this boot only), and measures
+the kernel's nvme driver with fio (Debian 12's package and the libraries it
+needs, fetched once into the cache) and with usrdrv-nvme perf /dev/nvme*n1,
+then rebinds both controllers to vfio-pci and measures usrdrv-nvme perf:
+QD1 latency, QD32 IOPS, guest CPU per I/O, two queues against one, 128 KiB
+sequential reads and the emulator's floor, as ratios to the kernel in the
+same boot against the targets of the NVMe issue. It writes
+docs/perf/nvme-bench.md. --nvme-time sets the seconds per case (8; 26
+cases, about 5 minutes in all under TCG).
+
 Examples:
   cargo xtask bench
+  cargo xtask bench --only nvme --nvme-time 4
   cargo xtask bench --no-write
   cargo xtask bench --accel kvm";
 
@@ -195,7 +211,7 @@ enum Cmd {
     #[command(after_help = DEMO_HELP)]
     Demo(demo::DemoArgs),
 
-    /// Benchmark usrdrv against raw VFIO in the VM; write docs/perf/guest-bench.md
+    /// Benchmark usrdrv against raw VFIO and the kernel's NVMe driver in the VM; write docs/perf/
     #[command(after_help = BENCH_HELP)]
     Bench(bench_cmd::BenchArgs),
 

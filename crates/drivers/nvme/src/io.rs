@@ -4,7 +4,7 @@
 //! A queued command owns its buffer: [`IoQueue::submit`] takes it by value
 //! and only [`IoQueue::reap`] or [`IoQueue::wait`] give it back, once the
 //! controller has completed the command or can no longer touch the memory
-//! (the queue was deleted, or the controller disabled). Safe code therefore
+//! (the queue was deleted, or the controller reset). Safe code therefore
 //! cannot read, reuse or free a buffer the controller may still write. A
 //! queue forgotten with commands in flight leaks their buffers with it.
 
@@ -18,6 +18,7 @@ use usrdrv::irq::{Interrupts, IrqError};
 
 use crate::command::{Command, Completion, admin, nvm};
 use crate::queue::QueuePair;
+use crate::spin::Spin;
 use crate::{Namespace, NvmeError, PAGE, Shared, disable, prp, status_of};
 
 /// Memory a queued command can own: a [`DmaBuffer`] or a [`PoolBuffer`].
@@ -78,9 +79,9 @@ struct InFlight<B> {
     buffer: B,
     tag: u64,
     op: Op,
-    /// When the driver stops waiting: the command timeout after submission,
-    /// and again after an Abort the controller accepted.
-    deadline: Instant,
+    /// When the driver stops waiting: the command timeout after a wait first
+    /// saw it in flight, and again after an Abort the controller accepted.
+    deadline: Option<Instant>,
     /// Whether an Abort was sent for it.
     aborted: bool,
     /// Whether it timed out and was ended by a controller reset.
@@ -363,6 +364,50 @@ impl<B: IoBuffer> IoQueue<B> {
         buffer: B,
         tag: u64,
     ) -> Result<(), Rejected<B>> {
+        self.queue_command(op, ns, lba, blocks, buffer, tag, true)
+    }
+
+    /// Queues a command as [`IoQueue::submit`] does, but does not ring the
+    /// submission doorbell: [`IoQueue::ring`] does, once for every command
+    /// queued this way since the last doorbell (one register write for a
+    /// batch, which an emulated controller pays dearly for), and so do
+    /// [`IoQueue::reap`], [`IoQueue::wait`] and the next `submit`, so a
+    /// command is never left unseen by a thread that waits for it. Until
+    /// then the controller does not know of the command; it owns its buffer
+    /// all the same.
+    pub fn submit_deferred(
+        &mut self,
+        op: Op,
+        ns: &Namespace,
+        lba: u64,
+        blocks: u32,
+        buffer: B,
+        tag: u64,
+    ) -> Result<(), Rejected<B>> {
+        self.queue_command(op, ns, lba, blocks, buffer, tag, false)
+    }
+
+    /// Rings the submission doorbell for the commands queued with
+    /// [`IoQueue::submit_deferred`], if there are any.
+    pub fn ring(&mut self) -> Result<(), NvmeError> {
+        self.shared.live()?;
+        self.queue.ring_tail(&self.shared.bar)
+    }
+
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "one transfer's whole description, and whether to ring"
+    )]
+    fn queue_command(
+        &mut self,
+        op: Op,
+        ns: &Namespace,
+        lba: u64,
+        blocks: u32,
+        buffer: B,
+        tag: u64,
+        ring: bool,
+    ) -> Result<(), Rejected<B>> {
         if let Err(error) = self.shared.live().and_then(|()| self.recover()) {
             return Err(Rejected { error, buffer });
         }
@@ -379,14 +424,21 @@ impl<B: IoBuffer> IoQueue<B> {
             Err(error) => return Err(Rejected { error, buffer }),
         };
         let cid = slot as u16;
-        if let Err(error) = self.queue.submit(&self.shared.bar, command, cid) {
+        let queued = if ring {
+            self.queue.submit(&self.shared.bar, command, cid)
+        } else {
+            self.queue.push(command, cid)
+        };
+        if let Err(error) = queued {
             return Err(Rejected { error, buffer });
         }
+        // The deadline starts when a wait first reads the clock (soon after,
+        // and without a clock read per command; see `spin`).
         self.slots[slot] = Some(InFlight {
             buffer,
             tag,
             op,
-            deadline: Instant::now() + self.shared.timeout(),
+            deadline: None,
             aborted: false,
             timed_out: false,
         });
@@ -402,21 +454,35 @@ impl<B: IoBuffer> IoQueue<B> {
         if let Some(done) = self.finished.pop_front() {
             return Ok(Some(done));
         }
-        Ok(self
-            .queue
-            .poll(&self.shared.bar)?
-            .and_then(|done| self.finish(done)))
+        if self.queue.has_unrung() {
+            self.ring()?;
+        }
+        // Every completion posted so far, then one head doorbell for all.
+        let mut taken = false;
+        while let Some(done) = self.queue.take()? {
+            taken = true;
+            if let Some(done) = self.finish(done) {
+                self.finished.push_back(done);
+            }
+        }
+        if taken {
+            self.queue.ring_head(&self.shared.bar)?;
+        }
+        Ok(self.finished.pop_front())
     }
 
-    /// The next finished queued command, waiting for it (up to the command
-    /// timeout; then the controller is disabled and every command in flight
-    /// comes back failed, its buffer safe to reuse).
+    /// The next finished queued command, waiting for it. A command past its
+    /// deadline is aborted, and if that does not end it the controller is
+    /// reset, which ends every command in flight: each comes back failed
+    /// ([`NvmeError::Timeout`] or [`NvmeError::Reset`]) with its buffer,
+    /// safe to reuse (see the crate's safety model).
     pub fn wait(&mut self) -> Result<Completed<B>, NvmeError> {
         if self.in_flight() == 0 {
             return Err(NvmeError::Transfer {
                 what: "nothing is queued to wait for".into(),
             });
         }
+        let mut spin = Spin::new();
         loop {
             if let Some(done) = self.reap()? {
                 return Ok(done);
@@ -424,24 +490,37 @@ impl<B: IoBuffer> IoQueue<B> {
             // Revoked: the buffers in flight stay here until the queue is
             // dropped (the controller is no longer there to complete them).
             self.shared.live()?;
+            // Polled, the clock is read once in many turns; on interrupts
+            // every wake-up reads it (the wait itself cost far more).
+            if self.interrupts.is_none() && spin.turn().is_none() {
+                std::hint::spin_loop();
+                continue;
+            }
             let now = Instant::now();
-            let Some((slot, deadline)) = self.next_deadline() else {
+            let Some((slot, deadline)) = self.next_deadline(now) else {
                 continue;
             };
             if now >= deadline {
                 self.expire(slot)?;
                 continue;
             }
-            self.sleep_until(deadline)?;
+            if self.interrupts.is_some() {
+                self.sleep_until(deadline)?;
+            }
         }
     }
 
-    /// The command in flight whose deadline comes first, and the deadline.
-    fn next_deadline(&self) -> Option<(usize, Instant)> {
+    /// The command in flight whose deadline comes first, and the deadline;
+    /// commands without one yet get theirs from `now`.
+    fn next_deadline(&mut self, now: Instant) -> Option<(usize, Instant)> {
+        let timeout = self.shared.timeout();
         self.slots
-            .iter()
+            .iter_mut()
             .enumerate()
-            .filter_map(|(i, s)| s.as_ref().map(|s| (i, s.deadline)))
+            .filter_map(|(i, s)| {
+                let s = s.as_mut()?;
+                Some((i, *s.deadline.get_or_insert(now + timeout)))
+            })
             .min_by_key(|&(_, deadline)| deadline)
     }
 
@@ -476,7 +555,7 @@ impl<B: IoBuffer> IoQueue<B> {
                 Ok(true) => {
                     // Aborted: its completion comes, with "Command Abort
                     // Requested"; give it one more timeout to arrive.
-                    entry.deadline = Instant::now() + self.shared.timeout();
+                    entry.deadline = Some(Instant::now() + self.shared.timeout());
                     return Ok(());
                 }
                 Err(e) if e.is_revoked() => return Err(e),
@@ -646,7 +725,10 @@ impl<B: IoBuffer> IoQueue<B> {
         self.queue.submit(&self.shared.bar, command, WAITED)?;
         let generation = self.generation;
         let timeout = self.shared.timeout();
-        let mut deadline = Instant::now() + timeout;
+        // Set at the first clock read: a command that completes quickly is
+        // waited for without reading the clock at all (see `spin`).
+        let mut deadline: Option<Instant> = None;
+        let mut spin = Spin::new();
         let mut aborted = false;
         loop {
             if let Some(done) = self.queue.poll(&self.shared.bar)? {
@@ -671,8 +753,16 @@ impl<B: IoBuffer> IoQueue<B> {
                 self.recover()?;
                 return Err(NvmeError::Reset { command: name });
             }
-            if Instant::now() < deadline {
-                self.sleep_until(deadline)?;
+            if self.interrupts.is_none() && spin.turn().is_none() {
+                std::hint::spin_loop();
+                continue;
+            }
+            let now = Instant::now();
+            let due = *deadline.get_or_insert(now + timeout);
+            if now < due {
+                if self.interrupts.is_some() {
+                    self.sleep_until(due)?;
+                }
                 continue;
             }
             if !aborted {
@@ -681,7 +771,7 @@ impl<B: IoBuffer> IoQueue<B> {
                     // Aborted, or perhaps completed while the Abort ran:
                     // one more timeout for its completion to show.
                     Ok(true) => {
-                        deadline = Instant::now() + timeout;
+                        deadline = Some(Instant::now() + timeout);
                         continue;
                     }
                     Err(e) if e.is_revoked() => return Err(e),

@@ -48,6 +48,7 @@ pub mod prp;
 mod queue;
 mod recovery;
 pub mod regs;
+mod spin;
 pub mod status;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -59,6 +60,8 @@ use usrdrv::dma::{DmaBuffer, DmaMask, DmaRegion};
 use usrdrv::irq::{Interrupts, IrqKind};
 use usrdrv::mmio::Bar;
 use usrdrv::pci::PciAddress;
+
+use crate::spin::Spin;
 
 pub use error::NvmeError;
 pub use identify::{ControllerInfo, Namespace};
@@ -441,7 +444,7 @@ impl Shared {
         wanted: impl Fn(&Completion) -> bool,
         other: &mut dyn FnMut(Completion),
     ) -> Result<Completion, NvmeError> {
-        let start = Instant::now();
+        let mut spin = Spin::new();
         loop {
             if let Some(done) = queue.poll(&self.bar)? {
                 if wanted(&done) {
@@ -451,8 +454,12 @@ impl Shared {
                 continue;
             }
             self.live()?;
+            let Some(waited) = spin.turn() else {
+                std::hint::spin_loop();
+                continue;
+            };
             let timeout = self.admin_timeout();
-            if start.elapsed() > timeout {
+            if waited > timeout {
                 self.check_alive()?;
                 return Err(NvmeError::Timeout {
                     what: format!("{name} on queue {}", queue.qid()),

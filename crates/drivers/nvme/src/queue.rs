@@ -24,6 +24,9 @@ pub(crate) struct QueuePair {
     sq: DmaBuffer,
     cq: DmaBuffer,
     sq_tail: u16,
+    /// The tail the controller was last told of: entries from here to
+    /// `sq_tail` are written but not rung yet.
+    rung_tail: u16,
     /// Where the controller's head of the submission queue was, as the last
     /// completion reported it.
     sq_head: u16,
@@ -50,6 +53,7 @@ impl QueuePair {
             sq,
             cq,
             sq_tail: 0,
+            rung_tail: 0,
             sq_head: 0,
             cq_head: 0,
             phase: true,
@@ -86,6 +90,7 @@ impl QueuePair {
         self.sq.fill(0, self.sq.len(), 0)?;
         self.cq.fill(0, self.cq.len(), 0)?;
         self.sq_tail = 0;
+        self.rung_tail = 0;
         self.sq_head = 0;
         self.cq_head = 0;
         self.phase = true;
@@ -97,27 +102,53 @@ impl QueuePair {
     }
 
     /// Writes `command` at the tail with command id `cid`, and rings the
-    /// doorbell.
+    /// doorbell (for it and for any entry pushed before it).
     pub(crate) fn submit(
         &mut self,
         bar: &Bar,
-        mut command: Command,
+        command: Command,
         cid: u16,
     ) -> Result<(), NvmeError> {
+        let before = self.sq_tail;
+        self.push(command, cid)?;
+        // Only a doorbell that reached the controller keeps the entry: after
+        // a failed one, the next command overwrites it before any doorbell
+        // can show it, so a rejected command never runs.
+        if let Err(error) = self.ring_tail(bar) {
+            self.sq_tail = before;
+            return Err(error);
+        }
+        Ok(())
+    }
+
+    /// Writes `command` at the tail with command id `cid` without telling
+    /// the controller: [`QueuePair::ring_tail`] does, once for every entry
+    /// pushed since the last doorbell.
+    pub(crate) fn push(&mut self, mut command: Command, cid: u16) -> Result<(), NvmeError> {
         if self.is_full() {
             return Err(NvmeError::QueueFull { qid: self.qid });
         }
         command.set_cid(cid);
         self.sq
             .write_obj(usize::from(self.sq_tail) * SQE, &command)?;
-        let tail = (self.sq_tail + 1) % self.depth;
-        // The entry is in memory before the controller learns of it.
+        self.sq_tail = (self.sq_tail + 1) % self.depth;
+        Ok(())
+    }
+
+    /// Whether entries were pushed that the controller was not told of.
+    pub(crate) fn has_unrung(&self) -> bool {
+        self.rung_tail != self.sq_tail
+    }
+
+    /// Rings the submission doorbell with the tail, if entries are waiting.
+    pub(crate) fn ring_tail(&mut self, bar: &Bar) -> Result<(), NvmeError> {
+        if !self.has_unrung() {
+            return Ok(());
+        }
+        // The entries are in memory before the controller learns of them.
         self.sq.sync_for_device();
-        // Only a doorbell that reached the controller moves the tail: after a
-        // failed one, the next command overwrites this entry before any
-        // doorbell can show it, so a rejected command never runs.
-        bar.write32(self.sq_doorbell, u32::from(tail))?;
-        self.sq_tail = tail;
+        bar.write32(self.sq_doorbell, u32::from(self.sq_tail))?;
+        self.rung_tail = self.sq_tail;
         Ok(())
     }
 
@@ -125,6 +156,17 @@ impl QueuePair {
     /// phase tag (an acquire load, so the rest of the entry is read after it),
     /// then consumed and the head doorbell rung.
     pub(crate) fn poll(&mut self, bar: &Bar) -> Result<Option<Completion>, NvmeError> {
+        let completion = self.take()?;
+        if completion.is_some() {
+            self.ring_head(bar)?;
+        }
+        Ok(completion)
+    }
+
+    /// The next completion, if the controller has posted one, consumed
+    /// without telling the controller: [`QueuePair::ring_head`] does, once
+    /// for as many as were taken.
+    pub(crate) fn take(&mut self) -> Result<Option<Completion>, NvmeError> {
         let at = usize::from(self.cq_head) * CQE;
         let status: u16 = self
             .cq
@@ -140,7 +182,12 @@ impl QueuePair {
             self.phase = !self.phase;
         }
         self.sq_head = completion.sq_head % self.depth;
-        bar.write32(self.cq_doorbell, u32::from(self.cq_head))?;
         Ok(Some(completion))
+    }
+
+    /// Tells the controller how far completions were consumed.
+    pub(crate) fn ring_head(&self, bar: &Bar) -> Result<(), NvmeError> {
+        bar.write32(self.cq_doorbell, u32::from(self.cq_head))?;
+        Ok(())
     }
 }

@@ -125,3 +125,99 @@ fn identify_write_read_and_perf() {
         assert_eq!(refused.status.code(), Some(1));
     });
 }
+
+/// The block device of the first namespace of the controller at `nvme`,
+/// once it opens (after a rebind to nvme, the disk appears a moment later).
+fn block_device(nvme: PciAddress) -> std::path::PathBuf {
+    let dir = format!("/sys/bus/pci/devices/{nvme}/nvme");
+    let start = std::time::Instant::now();
+    loop {
+        let found = std::fs::read_dir(&dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .flat_map(|ctrl| {
+                std::fs::read_dir(ctrl.path())
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+            })
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .find(|name| name.starts_with("nvme") && name.ends_with("n1"))
+            .map(|name| std::path::Path::new("/dev").join(name));
+        if let Some(dev) = found
+            && std::fs::File::open(&dev).is_ok()
+        {
+            return dev;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(20),
+            "no namespace block device under {dir} opens"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
+#[ignore = "needs the usrdrv VM: run by `cargo xtask test`"]
+fn kernel_mode_writes_what_the_kernel_reads_back() {
+    use std::io::{Read, Write};
+    let sysfs = Sysfs::system();
+    let nvme = sysfs.find(0x1b36, 0x0010).expect("scan sysfs")[0];
+    let dev = block_device(nvme);
+    let size = 64usize << 20;
+    // Zeroes everywhere first, through the kernel's page cache.
+    {
+        let mut f = std::fs::OpenOptions::new().write(true).open(&dev).unwrap();
+        f.write_all(&vec![0u8; size]).unwrap();
+        f.sync_all().unwrap();
+    }
+    let dev_str = dev.to_str().unwrap();
+    let report: serde_json::Value = serde_json::from_str(&ok(&[
+        "perf",
+        dev_str,
+        "--pattern",
+        "write",
+        "--queue-depth",
+        "4",
+        "--io-size",
+        "4096",
+        "--time",
+        "1",
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(report["schema"], "usrdrv-nvme.perf/1");
+    assert_eq!(report["driver"], "kernel");
+    assert_eq!(report["completions"], "interrupt");
+    let ios = report["ios"].as_u64().unwrap() as usize;
+    assert!(ios > 0, "{report}");
+    // Read it back through the kernel, past its page cache.
+    std::fs::write("/proc/sys/vm/drop_caches", "1").unwrap();
+    let mut data = vec![0u8; size];
+    std::fs::File::open(&dev)
+        .unwrap()
+        .read_exact(&mut data)
+        .unwrap();
+    // Sequential 4 KiB writes from block 0, wrapping at the end; every
+    // write fills its buffer with 0x5a.
+    let written = (ios * 4096).min(size);
+    assert!(
+        data[..written].iter().all(|&b| b == 0x5a),
+        "the first {ios} blocks of 4 KiB are not all 0x5a"
+    );
+    assert!(
+        data[written..].iter().all(|&b| b == 0),
+        "data past the {ios} writes changed"
+    );
+
+    // Random reads through io_uring report what the text form shows.
+    let text = ok(&["perf", dev_str, "--time", "1", "--queue-depth", "2"]);
+    assert!(
+        text.contains("(kernel) Randread 4096 B, QD 2 x 1 queue(s), interrupt"),
+        "{text}"
+    );
+    let bad = tool(&["perf", dev_str, "--io-size", "100", "--time", "1"]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--io-size must be a multiple"));
+}

@@ -10,17 +10,22 @@ use serde::Serialize;
 use usrdrv::pci::PciAddress;
 use usrdrv_nvme::{Controller, Namespace, NvmeError};
 
+mod kernel;
 mod perf;
+mod report;
 
 const AFTER_HELP: &str = "\
 The controller must be bound to vfio-pci (with an IOMMU) or usrdma (without):
 `usrdrv bind ADDR` first, `usrdrv restore ADDR` to give it back to the kernel.
+`perf` also takes a block device (/dev/nvme0n1) instead of an address: the
+same workload through the kernel's driver, with io_uring and O_DIRECT.
 Writes overwrite the namespace's data.
 
 Examples:
   usrdrv-nvme identify 0000:00:02.0 --json
   usrdrv-nvme read 0000:00:02.0 --lba 0 --count 8 --file first.bin
-  usrdrv-nvme perf 0000:00:02.0 --queue-depth 32 --io-size 4096 --pattern randread --time 10";
+  usrdrv-nvme perf 0000:00:02.0 --queue-depth 32 --io-size 4096 --pattern randread --time 10
+  usrdrv-nvme perf /dev/nvme0n1 --queue-depth 1 --poll --time 10   (the kernel's driver, io_uring)";
 
 #[derive(Debug, Parser)]
 #[command(name = "usrdrv-nvme", version, after_help = AFTER_HELP)]

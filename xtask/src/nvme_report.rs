@@ -1,0 +1,163 @@
+//! The NVMe benchmark's Markdown report, `docs/perf/nvme-bench.md`, and
+//! the summary printed on the terminal.
+
+use std::fmt::Write as _;
+
+use crate::nvme_bench::{self, NvmeResults};
+
+/// The report, relative to the workspace root.
+pub const REPORT_PATH: &str = "docs/perf/nvme-bench.md";
+
+/// What the run was and what it ran on.
+#[derive(Debug, Clone)]
+pub struct Context {
+    /// The command line that produced the report.
+    pub command: String,
+    /// `YYYY-MM-DD`.
+    pub date: String,
+    /// QEMU's version line.
+    pub qemu: String,
+    /// Accelerator and guest shape.
+    pub accel: String,
+    /// Host CPUs.
+    pub host_cores: usize,
+    /// The host's load averages around the run.
+    pub host_load: String,
+    /// Seconds per case.
+    pub secs: u64,
+}
+
+/// The targets and the load generator check, as on the terminal.
+pub fn summary(r: &NvmeResults) -> String {
+    let targets = nvme_bench::target_rows(r);
+    let agreement = nvme_bench::agreement_rows(r);
+    let mut s = String::new();
+    let _ = writeln!(s, "\nNVMe, usrdrv against the kernel (same boot):");
+    s.push_str(&nvme_bench::rows_table(&targets, "usrdrv", "kernel"));
+    let _ = writeln!(
+        s,
+        "\nThe load generator: usrdrv-nvme perf on /dev/nvme*n1 against fio:"
+    );
+    s.push_str(&nvme_bench::rows_table(&agreement, "usrdrv-nvme", "fio"));
+    if let Some((p50, iops)) = nvme_bench::floor(r) {
+        let _ = writeln!(
+            s,
+            "\nThe emulator's floor (usrdrv polled, 512 B on null-co): QD1 p50 {p50:.1} µs{}",
+            iops.map_or(String::new(), |i| format!(", QD32 {:.1}k IOPS", i / 1000.0))
+        );
+    }
+    let missed: Vec<&str> = targets
+        .iter()
+        .chain(&agreement)
+        .filter(|r| r.pass == Some(false))
+        .map(|r| r.name)
+        .collect();
+    if missed.is_empty() {
+        let _ = writeln!(s, "\nxtask: every NVMe target that was measured was met");
+    } else {
+        let _ = writeln!(s, "\nxtask: NVMe targets missed: {}", missed.join("; "));
+    }
+    s
+}
+
+/// The Markdown report.
+pub fn report(c: &Context, r: &NvmeResults) -> String {
+    let env = r.environment.clone().unwrap_or_default();
+    let text = |k: &str| env[k].as_str().unwrap_or("unknown").to_string();
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "# NVMe benchmark: usrdrv's driver against the kernel's\n"
+    );
+    let _ = writeln!(
+        s,
+        "One boot, two emulated NVMe controllers: QEMU's nvme on a file-backed \
+         raw image ({file}, 64 MiB, the one the tests use) and on a `null-co` \
+         drive ({null}, 1 GiB, reads return zeroes without touching a disk: the \
+         driver path without the emulated disk). The kernel command line has \
+         `{poll}`, so the kernel's nvme driver has a polled queue \
+         (`/sys/block/*/queue/io_poll`: file {fpoll}, null-co {npoll}). The cases run \
+         in groups (file QD1, file QD32, null-co QD1, null-co QD32, 128 KiB \
+         sequential): in each, the kernel's driver is measured through \
+         `/dev/nvme*n1` with fio (Debian 12's package, `{fio}`), `--direct=1`, \
+         io_uring (with and without `--hipri`) and libaio, and with `usrdrv-nvme \
+         perf /dev/...` (io_uring, `O_DIRECT`) to check the tool against fio; then \
+         both controllers are rebound to vfio-pci and `usrdrv-nvme perf ADDR` \
+         measures usrdrv's driver, polled and on MSI-X interrupts; then they go \
+         back to nvme for the next group, so the two sides of a ratio run within \
+         a minute or two of each other. fio runs with registered buffers and files \
+         (io_uring) and, at depth, in whole batches without per-I/O time stamps \
+         (`--gtod_reduce=1`: no latency there), its best figures under emulation. \
+         Random reads unless the row says otherwise; {secs} s per case.\n\n\
+         Latency is from submission to completion (fio's `lat`, the tool's TSC \
+         stamps). Guest CPU per I/O is the busy time of every guest CPU over the \
+         case (`/proc/stat`: user, system, irq and softirq) divided by the I/Os \
+         completed, the same measure for both sides; a polled driver keeps one CPU \
+         busy whatever it does.\n",
+        file = nvme_bench::FILE_ADDR,
+        null = nvme_bench::NULL_ADDR,
+        poll = nvme_bench::POLL_QUEUES,
+        fpoll = env["file_io_poll"],
+        npoll = env["null_io_poll"],
+        fio = text("fio"),
+        secs = c.secs,
+    );
+    let _ = writeln!(s, "Regenerated with `{}`.\n", c.command);
+    let _ = writeln!(s, "| | |\n|---|---|");
+    let _ = writeln!(s, "| date | {} |", c.date);
+    let _ = writeln!(s, "| guest kernel | {} |", text("kernel"));
+    let _ = writeln!(s, "| QEMU | {} |", c.qemu);
+    let _ = writeln!(s, "| accelerator | {} |", c.accel);
+    let _ = writeln!(
+        s,
+        "| guest clock source | {} (the tool stamps with the TSC) |",
+        text("clocksource")
+    );
+    let _ = writeln!(
+        s,
+        "| host cores | {} (the guest's {} vCPUs and QEMU's own I/O thread share them) |",
+        c.host_cores, env["cpus"]
+    );
+    let _ = writeln!(s, "| host load average | {} |", c.host_load);
+    let _ = writeln!(s, "| build | static, release profile |");
+    let _ = writeln!(s, "\n## Targets (ratios within this boot)\n");
+    s.push_str(&nvme_bench::rows_table(
+        &nvme_bench::target_rows(r),
+        "usrdrv",
+        "kernel",
+    ));
+    if let Some((p50, iops)) = nvme_bench::floor(r) {
+        let _ = writeln!(
+            s,
+            "\nThe emulator's own floor as measured here, the smallest \
+             doorbell-to-completion loop (usrdrv polled, 512 B reads on null-co, \
+             nothing copied): QD1 p50 {p50:.1} µs{}. The rows \"/ the floor\" say how \
+             far each side is from it; it moves with the host's load like any \
+             figure, so a ratio a little under 1 is within that noise.",
+            iops.map_or(String::new(), |i| format!(
+                "; at QD32, {:.1}k IOPS",
+                i / 1000.0
+            ))
+        );
+    }
+    let _ = writeln!(
+        s,
+        "\n## The load generator against fio (the kernel's driver)\n"
+    );
+    s.push_str(&nvme_bench::rows_table(
+        &nvme_bench::agreement_rows(r),
+        "usrdrv-nvme",
+        "fio",
+    ));
+    let _ = writeln!(s, "\n## Every case\n");
+    s.push_str(&nvme_bench::cases_table(r));
+    let _ = writeln!(
+        s,
+        "\nFigures under emulation vary between boots and with the host's load: only \
+         the ratios within one run mean anything. Targets are reported, not asserted. \
+         Each case is also printed as a `{}` JSON line with the load generator's own \
+         output.",
+        nvme_bench::MARKER
+    );
+    s
+}
