@@ -421,3 +421,51 @@ fn a_command_that_cannot_be_aborted_resets_the_controller_and_every_queue_recove
     drop((first, second, data, third, one.buffer, two.buffer, nvme));
     finish(emulated);
 }
+
+#[test]
+fn deferred_submissions_run_on_one_doorbell_and_are_never_left_unrung() {
+    let model = NvmeModel::new();
+    let emulated = EmulatedDevice::new(model.clone());
+    let mut nvme = open(&emulated).unwrap();
+    let ns = nvme.namespaces().unwrap()[0];
+    let mut queue = nvme.io_queue(8).unwrap();
+    for n in 0..5u64 {
+        let buffer = nvme.device().alloc_dma(4096).unwrap();
+        buffer.write_bytes(0, &pattern(4096, 50 + n)).unwrap();
+        queue
+            .submit_deferred(Op::Write, &ns, n * 8, 8, buffer, n)
+            .map_err(|r| r.error)
+            .unwrap();
+    }
+    assert!(
+        model.disk(0, 4096).iter().all(|b| *b == 0),
+        "nothing runs before the doorbell"
+    );
+    queue.ring().unwrap();
+    assert_eq!(
+        model.disk(4 * 4096, 4096),
+        pattern(4096, 54),
+        "all ran at the doorbell"
+    );
+    // One more deferred, never rung by hand: the wait rings it.
+    let buffer = nvme.device().alloc_dma(4096).unwrap();
+    queue
+        .submit_deferred(Op::Read, &ns, 0, 8, buffer, 99)
+        .map_err(|r| r.error)
+        .unwrap();
+    let mut seen = Vec::new();
+    while queue.in_flight() > 0 {
+        let done = queue.wait().unwrap();
+        done.result.unwrap();
+        seen.push(done.tag);
+        if done.tag == 99 {
+            let mut got = vec![0u8; 4096];
+            done.buffer.read_bytes(0, &mut got).unwrap();
+            assert_eq!(got, pattern(4096, 50));
+        }
+    }
+    seen.sort_unstable();
+    assert_eq!(seen, [0, 1, 2, 3, 4, 99]);
+    drop((queue, nvme));
+    finish(emulated);
+}
