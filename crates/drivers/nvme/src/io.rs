@@ -725,9 +725,9 @@ impl<B: IoBuffer> IoQueue<B> {
         self.queue.submit(&self.shared.bar, command, WAITED)?;
         let generation = self.generation;
         let timeout = self.shared.timeout();
-        // Set at the first clock read: a command that completes quickly is
-        // waited for without reading the clock at all (see `spin`).
-        let mut deadline: Option<Instant> = None;
+        // From the submission: one clock read per command waited for (the
+        // queued ones get theirs at a wait's first clock read, see `spin`).
+        let mut deadline = Some(Instant::now() + timeout);
         let mut spin = Spin::new();
         let mut aborted = false;
         loop {

@@ -488,11 +488,17 @@ fn sgl_transfers_reach_the_same_blocks_as_prp_ones() {
 
 #[test]
 #[ignore = "needs the usrdrv VM: run by `cargo xtask test`"]
-fn commands_past_their_deadline_are_recovered_by_abort_or_a_controller_reset() {
+fn a_deadline_shorter_than_the_controller_takes_leaves_every_command_accounted_for() {
     use usrdrv_nvme::Op;
     // QEMU's controller never aborts (Abort completes with "not aborted"),
-    // so a command past its deadline ends in a controller reset. A deadline
-    // far shorter than QEMU takes to complete a command provokes one.
+    // so a command still not done when its Abort comes back ends in a
+    // controller reset. With a 1 µs deadline every read waited for is past
+    // it at once and gets an Abort; QEMU usually completes it before the
+    // Abort's answer (then it is delivered), sometimes not (then the
+    // controller is reset). Either way every command must come back, as
+    // done or as Timeout / Reset, and the controller must work afterwards.
+    // The abort and reset paths themselves are checked deterministically on
+    // the host against the NVMe model (`emulated_nvme.rs`).
     let written = pattern(4096, 77);
     let lba_byte = FIRST_BYTE + (4 << 20);
     kernel_write(lba_byte, &written);
@@ -501,38 +507,32 @@ fn commands_past_their_deadline_are_recovered_by_abort_or_a_controller_reset() {
         let lba = lba_byte / ns.block_size as u64;
         let blocks = ns.blocks_in(4096);
         let mut polled = c.io_queue(8).unwrap();
-        let mut irq = c.io_queue_with_interrupts(8).unwrap();
+        // 48 of the largest reads (24 MiB) ahead of the one waited for keep
+        // QEMU busy far longer than the deadline, the wait's first sleep
+        // and the Abort's round trip.
+        let mut irq = c.io_queue_with_interrupts(64).unwrap();
         let most = c.max_transfer();
         let buffer = c.device().alloc_dma(most).unwrap();
-        let mut ahead: Vec<_> = (0..6)
+        let mut ahead: Vec<_> = (0..48)
             .map(|_| c.device().alloc_dma(most).unwrap())
             .collect();
         c.set_command_timeout(Duration::from_micros(1));
-        // Rounds of six of the largest reads queued, and one more waited for
-        // behind them, until QEMU is slower than the deadline and the Abort
-        // (it almost always is at once: the waited read completes only after
-        // the six ahead of it).
         let mut waited = Vec::new();
         let mut queued = Vec::new();
-        while c.resets() == 0 && waited.len() < 20 {
+        let enough = |c: &Controller, rounds: usize| c.resets() > 0 || rounds >= 5;
+        while !enough(c, waited.len()) {
             for (tag, b) in ahead.drain(..).enumerate() {
-                polled
-                    .submit(Op::Read, &ns, 0, ns.blocks_in(most), b, tag as u64)
+                irq.submit(Op::Read, &ns, 0, ns.blocks_in(most), b, tag as u64)
                     .map_err(|r| r.error)
                     .unwrap();
             }
-            waited.push(polled.read(&ns, 0, ns.blocks_in(most), &buffer));
-            while polled.in_flight() > 0 {
-                let done = polled.wait().unwrap();
+            waited.push(irq.read(&ns, 0, ns.blocks_in(most), &buffer));
+            while irq.in_flight() > 0 {
+                let done = irq.wait().unwrap();
                 queued.push(done.result);
                 ahead.push(done.buffer);
             }
         }
-        // Every round sends an Abort (nothing completes within 1 µs); the
-        // reset follows when the read is still not done once QEMU answered
-        // the Abort ("not aborted"), which is most of the time, though not
-        // always (then the read completed meanwhile and is delivered).
-        assert!(c.aborts() >= 1, "no Abort was sent");
         eprintln!(
             "{} rounds: {} aborts, {} resets",
             waited.len(),
