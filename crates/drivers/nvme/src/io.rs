@@ -391,6 +391,8 @@ impl<B: IoBuffer> IoQueue<B> {
     /// [`IoQueue::submit_deferred`], if there are any.
     pub fn ring(&mut self) -> Result<(), NvmeError> {
         self.shared.live()?;
+        // After a reset the queue is new: what was queued comes back failed.
+        self.recover()?;
         self.queue.ring_tail(&self.shared.bar)
     }
 
