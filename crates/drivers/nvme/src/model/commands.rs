@@ -65,6 +65,9 @@ fn prp_segments(bus: &Bus, prp1: u64, prp2: u64, len: u64) -> Result<Vec<(u64, u
         return Err(sc::PRP_OFFSET_INVALID);
     }
     let mut entry = prp2;
+    // A list that points back into itself would never end: no transfer
+    // needs more list pages than it has data pages.
+    let mut hops = 0;
     while left > 0 {
         let last_in_page = (entry + 8).is_multiple_of(PAGE);
         let mut value = [0u8; 8];
@@ -72,7 +75,8 @@ fn prp_segments(bus: &Bus, prp1: u64, prp2: u64, len: u64) -> Result<Vec<(u64, u
             .map_err(|_| sc::DATA_TRANSFER_ERROR)?;
         let value = u64::from_le_bytes(value);
         if last_in_page && left > PAGE {
-            if !value.is_multiple_of(8) {
+            hops += 1;
+            if !value.is_multiple_of(8) || hops > len / PAGE + 1 {
                 return Err(sc::PRP_OFFSET_INVALID);
             }
             entry = value;
