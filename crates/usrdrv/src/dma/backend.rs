@@ -8,7 +8,7 @@
 use std::fmt;
 
 use super::{Direction, DmaError, SgEntry};
-use crate::sys::dma_memory::DmaMemory;
+use crate::sys::dma_memory::{DmaMemory, HUGE_PAGE_SIZE};
 
 /// Memory allocated for DMA by a backend, with the device address of its start.
 #[derive(Debug)]
@@ -70,6 +70,23 @@ pub(crate) fn page_span(addr: usize, len: usize, page: usize) -> Result<(usize, 
     let first_page = addr - addr % page;
     let last_page_end = end.checked_next_multiple_of(page).ok_or_else(too_large)?;
     Ok((first_page, last_page_end - first_page))
+}
+
+/// Process memory for a `size`-byte DMA allocation: on 2 MiB hugepages when
+/// `huge` is asked and the system has them free, otherwise on ordinary
+/// `page`-byte pages; zeroed, and rounded up to whole pages of its kind.
+pub(crate) fn alloc_memory(size: usize, huge: bool, page: usize) -> Result<DmaMemory, DmaError> {
+    let memory_error = |source| DmaError::Memory { size, source };
+    if huge
+        && let Some(huge_len) = size.checked_next_multiple_of(HUGE_PAGE_SIZE)
+        && let Ok(memory) = DmaMemory::new(huge_len, true)
+    {
+        return Ok(memory);
+    }
+    let len = size
+        .checked_next_multiple_of(page)
+        .ok_or_else(|| memory_error(std::io::Error::from(std::io::ErrorKind::OutOfMemory)))?;
+    DmaMemory::new(len, false).map_err(memory_error)
 }
 
 /// What a DMA backend does.

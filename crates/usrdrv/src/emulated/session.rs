@@ -17,12 +17,12 @@ use super::{Bus, EmulatedError};
 use crate::Error;
 use crate::device::Backend;
 use crate::device_backend::DeviceBackend;
-use crate::dma::backend::{Allocation, DmaBackend, SgList, UserMapping, page_span};
+use crate::dma::backend::{Allocation, DmaBackend, SgList, UserMapping, alloc_memory, page_span};
 use crate::dma::{Direction, DmaError, DmaMask, SgEntry, map_failure};
 use crate::irq::{IrqControl, IrqError, IrqInfo, IrqKind};
 use crate::mmio::{Bar, BarPort};
 use crate::pci::PciAddress;
-use crate::sys::dma_memory::{DmaMemory, DmaWindow, HUGE_PAGE_SIZE};
+use crate::sys::dma_memory::DmaWindow;
 use crate::sys::eventfd::{EventFd, Signaller};
 
 /// The interrupt bindings of one open.
@@ -236,20 +236,7 @@ impl DmaBackend for Session {
                 io::Error::from_raw_os_error(errno),
             ));
         }
-        let memory_error = |source| DmaError::Memory { size, source };
-        let memory = match size.checked_next_multiple_of(HUGE_PAGE_SIZE) {
-            Some(huge_len) if huge => DmaMemory::new(huge_len, true).ok(),
-            _ => None,
-        };
-        let memory = match memory {
-            Some(memory) => memory,
-            None => {
-                let len = size
-                    .checked_next_multiple_of(PAGE as usize)
-                    .ok_or_else(|| memory_error(io::Error::from(io::ErrorKind::OutOfMemory)))?;
-                DmaMemory::new(len, false).map_err(memory_error)?
-            }
-        };
+        let memory = alloc_memory(size, huge, PAGE as usize)?;
         // The window stays valid while the entry exists: the `Allocation`'s
         // holder calls `free` (removing the entry) before unmapping the memory.
         let window = memory.window();

@@ -9,9 +9,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use vfio_bindings::bindings::vfio::{VFIO_DMA_MAP_FLAG_READ, VFIO_DMA_MAP_FLAG_WRITE};
 
 use super::{Container, Group, IommuInfo, VfioError, iommu_info};
-use crate::dma::backend::{Allocation, DmaBackend, SgList, UserMapping, page_span};
+use crate::dma::backend::{Allocation, DmaBackend, SgList, UserMapping, alloc_memory, page_span};
 use crate::dma::{Direction, DmaError, DmaMask, IovaAllocator, IovaError, SgEntry, map_failure};
-use crate::sys::dma_memory::{DmaMemory, HUGE_PAGE_SIZE};
+use crate::sys::dma_memory::HUGE_PAGE_SIZE;
 use crate::sys::vfio_ioctl;
 
 /// One IOMMU address space that several devices can share.
@@ -302,21 +302,7 @@ impl DmaBackend for Domain {
             return Err(DmaError::Empty);
         }
         let page = self.page_size();
-        let memory_error = |source| DmaError::Memory { size, source };
-        // Hugepages when asked and the system has them; ordinary pages otherwise.
-        let memory = match size.checked_next_multiple_of(HUGE_PAGE_SIZE) {
-            Some(huge_len) if huge => DmaMemory::new(huge_len, true).ok(),
-            _ => None,
-        };
-        let memory = match memory {
-            Some(memory) => memory,
-            None => {
-                let len = size.checked_next_multiple_of(page).ok_or_else(|| {
-                    memory_error(std::io::Error::from(std::io::ErrorKind::OutOfMemory))
-                })?;
-                DmaMemory::new(len, false).map_err(memory_error)?
-            }
-        };
+        let memory = alloc_memory(size, huge, page)?;
         let align = if memory.is_huge() {
             HUGE_PAGE_SIZE
         } else {
