@@ -506,9 +506,7 @@ impl<B: IoBuffer> IoQueue<B> {
                 self.expire(slot)?;
                 continue;
             }
-            if self.interrupts.is_some() {
-                self.sleep_until(deadline)?;
-            }
+            self.sleep_until(deadline)?;
         }
     }
 
@@ -762,9 +760,7 @@ impl<B: IoBuffer> IoQueue<B> {
             let now = Instant::now();
             let due = *deadline.get_or_insert(now + timeout);
             if now < due {
-                if self.interrupts.is_some() {
-                    self.sleep_until(due)?;
-                }
+                self.sleep_until(due)?;
                 continue;
             }
             if !aborted {

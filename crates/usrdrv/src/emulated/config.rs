@@ -4,6 +4,7 @@
 //! parsers read as they read a real device's.
 
 use super::ModelInfo;
+use crate::pci::capabilities;
 
 /// Size of a conventional configuration space.
 pub(crate) const CONFIG_SIZE: usize = 256;
@@ -74,13 +75,16 @@ pub(crate) fn build(info: &ModelInfo) -> Vec<u8> {
             .next_power_of_two()
             .trailing_zeros();
         let control = (u16::try_from(log2).unwrap_or(0) << 1) | 0x0080;
-        put(MSI_CAP, &[0x05, u8::try_from(next).unwrap_or(0)]);
+        put(
+            MSI_CAP,
+            &[capabilities::id::MSI, u8::try_from(next).unwrap_or(0)],
+        );
         put(MSI_CAP + 2, &control.to_le_bytes());
     }
     if msix {
         // Table size is N - 1 in bits 10:0; table and PBA in BAR 0.
         let control = u16::try_from(info.msix_vectors.clamp(1, 2048) - 1).unwrap_or(0);
-        put(MSIX_CAP, &[0x11, 0]);
+        put(MSIX_CAP, &[capabilities::id::MSIX, 0]);
         put(MSIX_CAP + 2, &control.to_le_bytes());
         put(MSIX_CAP + 8, &0x800u32.to_le_bytes());
     }
@@ -105,7 +109,6 @@ pub(crate) fn command(config: &[u8]) -> u16 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pci::capabilities;
 
     #[test]
     fn the_config_space_carries_identity_bars_and_interrupt_capabilities() {
