@@ -53,6 +53,20 @@ pub fn initramfs_failure(line: &str) -> Option<String> {
         .map(|why| why.trim_start_matches(':').trim().to_string())
 }
 
+/// The guest kernel's report that a CPU's timer stopped firing, if this is
+/// that line: RCU's "kthread timer wakeup didn't happen", which it prints
+/// when a CPU sits idle and its timer interrupt never comes. Under QEMU 7.2's
+/// TCG this happens now and then in a long boot (seen only in the boot with
+/// the emulated IOMMU); whatever then waits on that CPU never wakes.
+pub fn timer_stall(line: &str) -> Option<String> {
+    let line = clean_line(line);
+    line.contains("kthread timer wakeup didn't happen")
+        .then(|| {
+            let text = kernel_stamp_len(line).map_or(line, |n| &line[n..]);
+            text.trim().to_string()
+        })
+}
+
 /// Length of a leading kernel log timestamp such as `[    5.123456] `.
 fn kernel_stamp_len(line: &str) -> Option<usize> {
     let rest = line.strip_prefix('[')?;
@@ -399,6 +413,20 @@ mod tests {
             Some("write error".to_string())
         );
         assert_eq!(initramfs_failure("[    1.2] Unpacking initramfs..."), None);
+        let stall = "[   97.732960] rcu: rcu_preempt kthread timer wakeup didn't happen for 5251 \
+                     jiffies! g13137 f0x0 RCU_GP_WAIT_FQS(5) ->state=0x402\r";
+        assert_eq!(
+            timer_stall(stall).as_deref(),
+            Some(
+                "rcu: rcu_preempt kthread timer wakeup didn't happen for 5251 jiffies! g13137 \
+                 f0x0 RCU_GP_WAIT_FQS(5) ->state=0x402"
+            )
+        );
+        // A CPU that is busy (a stall of another kind) is not this.
+        assert_eq!(
+            timer_stall("[   50.1] rcu: INFO: rcu_preempt self-detected stall on CPU"),
+            None
+        );
     }
 
     fn lines(text: &str) -> Vec<String> {

@@ -151,6 +151,9 @@ pub enum Ending {
     /// The guest kernel could not unpack the image (what it said); QEMU was
     /// stopped before anything ran on a truncated image.
     BrokenImage(String),
+    /// A guest CPU's timer stopped firing (the kernel's words): QEMU was
+    /// stopped, since whatever waits on that CPU would wait until the timeout.
+    TimerStall(String),
 }
 
 /// The record of one VM run.
@@ -191,6 +194,11 @@ impl VmRun {
                 "the guest kernel could not unpack its initramfs ({why}): the image is unpacked \
                  into the guest's memory and did not fit; give the guest more with --memory \
                  (1G is the default)"
+            )),
+            Ending::TimerStall(why) => Some(format!(
+                "a guest CPU's timer stopped firing, so QEMU was stopped (the kernel said: {why}); \
+                 seen now and then under QEMU 7.2's TCG, most likely the emulator losing a timer \
+                 interrupt rather than a test's doing"
             )),
         }
     }
@@ -316,6 +324,7 @@ pub fn run(config: &QemuConfig, timeout: Duration) -> Result<VmRun> {
         exit: None,
         panic: None,
         broken_image: None,
+        timer_stall: None,
     };
     let ending = supervisor.watch(&mut child, &rx);
     supervisor.flush();
@@ -336,6 +345,8 @@ struct Supervisor {
     panic: Option<String>,
     /// The kernel failed to unpack the image, before the guest was ready.
     broken_image: Option<String>,
+    /// The kernel reported a CPU whose timer stopped firing.
+    timer_stall: Option<String>,
 }
 
 impl Supervisor {
@@ -362,6 +373,12 @@ impl Supervisor {
             if let Some(why) = self.broken_image.take() {
                 kill(child);
                 return Ending::BrokenImage(why);
+            }
+            if self.exit.is_none()
+                && let Some(why) = self.timer_stall.take()
+            {
+                kill(child);
+                return Ending::TimerStall(why);
             }
             if !stdout_open {
                 // QEMU closes its stdout when it exits; reap it.
@@ -422,6 +439,9 @@ impl Supervisor {
             }
             if self.ready_at.is_none() && self.broken_image.is_none() {
                 self.broken_image = guest_results::initramfs_failure(&line);
+            }
+            if self.timer_stall.is_none() {
+                self.timer_stall = guest_results::timer_stall(&line);
             }
             self.run.transcript.push(line);
         }
@@ -640,6 +660,16 @@ mod tests {
             panic!("panic is an error")
         };
         assert!(reason.contains("panicked: Fatal exception"), "{reason}");
+        let Err(Error::Guest { reason, .. }) = run_with(Ending::TimerStall(
+            "rcu: timer wakeup didn't happen".to_string(),
+        ))
+        .exit_status() else {
+            panic!("a stalled guest is an error")
+        };
+        assert!(
+            reason.contains("timer stopped firing") && reason.contains("wakeup didn't happen"),
+            "{reason}"
+        );
         let Err(Error::Guest { reason, .. }) =
             run_with(Ending::BrokenImage("write error".to_string())).exit_status()
         else {

@@ -25,6 +25,10 @@ use crate::usrdma;
 /// Default timeout of the guest test run, in seconds (boot included).
 pub const DEFAULT_TIMEOUT: u64 = 900;
 
+/// Boots of one plan a lost guest timer interrupt may cost before its tests
+/// count as failed ([`crate::qemu::Ending::TimerStall`]).
+const TIMER_STALL_ATTEMPTS: u32 = 2;
+
 /// Arguments of `cargo xtask test`.
 #[derive(Debug, clap::Args)]
 pub struct TestArgs {
@@ -54,6 +58,9 @@ struct GuestResults {
     errors: Vec<String>,
     /// Why a VM run stopped early (one line per boot that did).
     vm_problems: Vec<String>,
+    /// Boots that ran a second time after the emulator lost a guest timer
+    /// interrupt (why, one line each).
+    vm_retries: Vec<String>,
     /// Boot and run times.
     timing: Option<String>,
 }
@@ -159,6 +166,9 @@ fn report(host: Option<&HostResults>, guest: Option<&GuestResults>) -> bool {
         out!("{}", guest_results::render(&guest.reports));
         for problem in &guest.vm_problems {
             outln!("  the VM run failed: {problem}");
+        }
+        for retry in &guest.vm_retries {
+            outln!("  a boot ran again (its first run's results are not counted): {retry}");
         }
         for error in &guest.errors {
             outln!("  could not run the guest tests: {error}");
@@ -321,22 +331,36 @@ fn run_guest(args: &TestArgs) -> Result<GuestResults> {
                 ..args.vm.clone()
             };
             let label = |text: String| format!("{name}: {text}");
-            let (logs, vm_problem) =
-                match guest_vm::boot(&opts, &prov, files, script, DEFAULT_TIMEOUT) {
+            let mut attempt = 1;
+            let (logs, vm_problem) = loop {
+                match guest_vm::boot(&opts, &prov, files.clone(), script.clone(), DEFAULT_TIMEOUT) {
                     Ok(run) if run.ending == crate::qemu::Ending::Interrupted => {
                         return Err(Error::Interrupted);
                     }
+                    // The emulator lost a guest CPU's timer interrupt: not
+                    // the tests' doing, and the boot would only have hung.
+                    // The whole boot runs once more, and the report says so.
+                    Ok(run)
+                        if matches!(run.ending, crate::qemu::Ending::TimerStall(_))
+                            && attempt < TIMER_STALL_ATTEMPTS =>
+                    {
+                        let problem = run.problem().unwrap_or_default();
+                        eprintln!("xtask: {name}: {problem}; running the boot again");
+                        results.vm_retries.push(label(problem));
+                        attempt += 1;
+                    }
                     Ok(run) => {
                         timings.push(label(run.timing().replace("command:", "tests:")));
-                        (
+                        break (
                             guest_results::parse_guest_console(&run.transcript),
                             run.problem(),
-                        )
+                        );
                     }
                     Err(Error::Interrupted) => return Err(Error::Interrupted),
                     // Its binaries count as not run; the other boots still run.
-                    Err(e) => (BTreeMap::new(), Some(format!("could not boot: {e}"))),
-                };
+                    Err(e) => break (BTreeMap::new(), Some(format!("could not boot: {e}"))),
+                }
+            };
             let reports = guest_results::evaluate(&expected, &logs, vm_problem.as_deref());
             results.reports.extend(reports.into_iter().map(|mut r| {
                 r.label = format!("{} [Linux {kernel_name}]", r.label);
