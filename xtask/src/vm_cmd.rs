@@ -36,6 +36,11 @@ pub struct VmArgs {
     #[arg(long)]
     pub no_build: bool,
 
+    /// Build the workspace binaries with the release profile (what
+    /// `cargo xtask bench` measures), for timing something by hand.
+    #[arg(long, conflicts_with = "no_build")]
+    pub release: bool,
+
     /// Also build the usrdma kernel module (kmod/usrdma) against the guest
     /// kernel and its test program: /lib/modules/usrdma.ko (insmod it) and
     /// /usr/bin/usrdma-test in the guest.
@@ -53,7 +58,12 @@ pub fn run(args: &VmArgs) -> Result<i32> {
     let mut files = if args.no_build {
         Vec::new()
     } else {
-        guest_vm::binary_files(&cargo_build::build_binaries(cargo_build::Profile::Dev)?)
+        let profile = if args.release {
+            cargo_build::Profile::Release
+        } else {
+            cargo_build::Profile::Dev
+        };
+        guest_vm::binary_files(&cargo_build::build_binaries(profile)?)
     };
     // Kept alive until the image is written.
     let usrdma = usrdma_files(args, &prov)?;

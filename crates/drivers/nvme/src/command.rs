@@ -18,6 +18,8 @@ pub mod admin {
     pub const ABORT: u8 = 0x08;
     /// Set Features.
     pub const SET_FEATURES: u8 = 0x09;
+    /// Doorbell Buffer Config (shadow doorbells).
+    pub const DOORBELL_BUFFER_CONFIG: u8 = 0x7C;
 }
 
 /// NVM command set opcodes.

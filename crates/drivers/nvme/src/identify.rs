@@ -20,6 +20,8 @@ pub struct ControllerInfo {
     pub version: u32,
     /// Number of namespaces (the largest namespace ID).
     pub namespaces: u32,
+    /// Optional Admin Command Support: bit 8 Doorbell Buffer Config.
+    pub oacs: u16,
     /// Optional NVM Command Support: bit 2 Dataset Management, bit 3 Write
     /// Zeroes.
     pub oncs: u16,
@@ -45,6 +47,12 @@ fn u64_at(data: &[u8], at: usize) -> u64 {
 }
 
 impl ControllerInfo {
+    /// Whether the controller takes shadow doorbells (Doorbell Buffer
+    /// Config, OACS bit 8).
+    pub fn has_shadow_doorbells(&self) -> bool {
+        self.oacs & 1 << 8 != 0
+    }
+
     /// Parses the 4096-byte Identify Controller data structure.
     pub fn parse(data: &[u8; 4096]) -> Self {
         Self {
@@ -55,6 +63,7 @@ impl ControllerInfo {
             mdts: data[77],
             controller_id: u16_at(data, 78),
             version: u32_at(data, 80),
+            oacs: u16_at(data, 256),
             namespaces: u32_at(data, 516),
             oncs: u16_at(data, 520),
             sgls: u32_at(data, 536),

@@ -226,6 +226,19 @@ impl<B: IoBuffer> IoQueue<B> {
         self.slots.len()
     }
 
+    /// Whether the queue is rung through shadow doorbells
+    /// ([`ControllerOptions::shadow_doorbells`](crate::ControllerOptions)).
+    pub fn has_shadow_doorbells(&self) -> bool {
+        self.queue.has_shadow_doorbells()
+    }
+
+    /// How many doorbell registers this queue has written (submission tail
+    /// and completion head), a figure to compare with the commands it ran:
+    /// with shadow doorbells most updates need none.
+    pub fn doorbell_writes(&self) -> u64 {
+        self.queue.doorbell_writes()
+    }
+
     /// Reads `blocks` logical blocks of `ns` from `lba` into the start of
     /// `buffer`, and waits for the completion.
     pub fn read(

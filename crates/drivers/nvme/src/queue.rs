@@ -1,6 +1,7 @@
 //! One submission queue and its completion queue in DMA memory, with their
 //! doorbells: submitting commands and reaping completions by phase tag.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use usrdrv::Device;
@@ -10,6 +11,7 @@ use usrdrv::mmio::Bar;
 use crate::command::{Command, Completion};
 use crate::error::NvmeError;
 use crate::regs;
+use crate::shadow::{ShadowDoorbells, Slot};
 
 /// Bytes of a submission queue entry.
 const SQE: usize = 64;
@@ -31,22 +33,40 @@ pub(crate) struct QueuePair {
     /// completion reported it.
     sq_head: u16,
     cq_head: u16,
+    /// The head the controller was last told of.
+    rung_head: u16,
     /// The phase tag a new completion carries.
     phase: bool,
     sq_doorbell: u64,
     cq_doorbell: u64,
+    /// The controller's shadow doorbells and this queue's slots in them, if
+    /// it takes them (I/O queues only).
+    shadow: Option<(Arc<ShadowDoorbells>, Slot, Slot)>,
+    /// Doorbell registers written (shadow updates that needed none are not
+    /// counted).
+    doorbell_writes: u64,
 }
 
 impl QueuePair {
-    /// Allocates queue `qid` with `depth` entries (2 to 65536) on `device`.
+    /// Allocates queue `qid` with `depth` entries (2 to 65536) on `device`,
+    /// rung through `shadow` doorbells if given.
     pub(crate) fn new(
         device: &Device,
         qid: u16,
         depth: u16,
         stride: u64,
+        shadow: Option<Arc<ShadowDoorbells>>,
     ) -> Result<Self, NvmeError> {
         let sq = device.alloc_dma(usize::from(depth) * SQE)?;
         let cq = device.alloc_dma(usize::from(depth) * CQE)?;
+        let shadow = match shadow {
+            Some(shadow) => {
+                shadow.reset(qid)?;
+                let (sq_slot, cq_slot) = shadow.slots(qid);
+                Some((shadow, sq_slot, cq_slot))
+            }
+            None => None,
+        };
         Ok(Self {
             qid,
             depth,
@@ -56,9 +76,12 @@ impl QueuePair {
             rung_tail: 0,
             sq_head: 0,
             cq_head: 0,
+            rung_head: 0,
             phase: true,
             sq_doorbell: regs::sq_tail_doorbell(qid, stride),
             cq_doorbell: regs::cq_head_doorbell(qid, stride),
+            shadow,
+            doorbell_writes: 0,
         })
     }
 
@@ -82,7 +105,16 @@ impl QueuePair {
         self.cq.device_addr()
     }
 
-    /// Whether another command fits (one slot always stays empty).
+    /// Whether the queue is rung through shadow doorbells.
+    pub(crate) fn has_shadow_doorbells(&self) -> bool {
+        self.shadow.is_some()
+    }
+
+    /// How many doorbell registers this queue wrote.
+    pub(crate) fn doorbell_writes(&self) -> u64 {
+        self.doorbell_writes
+    }
+
     /// Empties the queue, for a controller that no longer has it (after a
     /// reset): both rings zeroed (so no old completion's phase tag can look
     /// new) and the indexes back to the start.
@@ -93,10 +125,15 @@ impl QueuePair {
         self.rung_tail = 0;
         self.sq_head = 0;
         self.cq_head = 0;
+        self.rung_head = 0;
         self.phase = true;
+        if let Some((shadow, _, _)) = &self.shadow {
+            shadow.reset(self.qid)?;
+        }
         Ok(())
     }
 
+    /// Whether another command fits (one slot always stays empty).
     pub(crate) fn is_full(&self) -> bool {
         (self.sq_tail + 1) % self.depth == self.sq_head
     }
@@ -147,7 +184,14 @@ impl QueuePair {
         }
         // The entries are in memory before the controller learns of them.
         self.sq.sync_for_device();
-        bar.write32(self.sq_doorbell, u32::from(self.sq_tail))?;
+        let ring = match &self.shadow {
+            Some((shadow, slot, _)) => shadow.update(*slot, self.rung_tail, self.sq_tail)?,
+            None => true,
+        };
+        if ring {
+            bar.write32(self.sq_doorbell, u32::from(self.sq_tail))?;
+            self.doorbell_writes += 1;
+        }
         self.rung_tail = self.sq_tail;
         Ok(())
     }
@@ -186,8 +230,16 @@ impl QueuePair {
     }
 
     /// Tells the controller how far completions were consumed.
-    pub(crate) fn ring_head(&self, bar: &Bar) -> Result<(), NvmeError> {
-        bar.write32(self.cq_doorbell, u32::from(self.cq_head))?;
+    pub(crate) fn ring_head(&mut self, bar: &Bar) -> Result<(), NvmeError> {
+        let ring = match &self.shadow {
+            Some((shadow, _, slot)) => shadow.update(*slot, self.rung_head, self.cq_head)?,
+            None => true,
+        };
+        if ring {
+            bar.write32(self.cq_doorbell, u32::from(self.cq_head))?;
+            self.doorbell_writes += 1;
+        }
+        self.rung_head = self.cq_head;
         Ok(())
     }
 }

@@ -120,6 +120,13 @@ impl Shared {
         self.bar.write64(regs::ACQ, admin.queue.cq_addr())?;
         self.bar.write32(regs::CC, regs::cc_enable(12))?;
         wait_ready(&self.bar, self.cap, address, true)?;
+        if let Some(shadow) = &admin.shadow {
+            // The reset made the controller forget them; every queue starts
+            // again at index 0.
+            shadow.clear()?;
+            let command = shadow.config_command();
+            self.run(&mut admin.queue, "Doorbell Buffer Config", command)?;
+        }
         if admin.queue_request > 0 {
             let done = self.run(
                 &mut admin.queue,

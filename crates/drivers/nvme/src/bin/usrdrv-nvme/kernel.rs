@@ -100,6 +100,7 @@ pub fn run(path: &Path, args: &PerfArgs, json: bool) -> Result<Report, ToolError
         address: path.display().to_string(),
         driver: "kernel",
         completions: if args.poll { "poll" } else { "interrupt" },
+        shadow_doorbells: None,
         args,
     };
     Ok(Report::new(

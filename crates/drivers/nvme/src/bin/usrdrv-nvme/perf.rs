@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use usrdrv::dma::PoolBuffer;
 use usrdrv::pci::PciAddress;
-use usrdrv_nvme::{Controller, IoQueue, Namespace, Op};
+use usrdrv_nvme::{Controller, ControllerOptions, IoQueue, Namespace, Op};
 
 use crate::report::{self, Progress, Report, RunShape, Tally, Ticks};
 use crate::{ToolError, namespace};
@@ -102,9 +102,26 @@ pub struct PerfArgs {
     /// a block device).
     #[arg(long, conflicts_with = "poll")]
     pub interrupt: bool,
+    /// Use shadow doorbells where the controller offers them (controllers
+    /// only; see `ControllerOptions::shadow_doorbells`).
+    #[arg(long)]
+    pub shadow_doorbells: bool,
+    /// Ring the submission doorbell after every N commands of a refill, so
+    /// the controller starts on the first ones while the rest are written
+    /// (controllers only). The default is half the queue depth; the queue
+    /// depth itself rings once per refill.
+    #[arg(long, value_name = "N")]
+    pub ring_every: Option<usize>,
 }
 
 impl PerfArgs {
+    /// Commands queued between two submission doorbells (`--ring-every`).
+    pub fn ring_every(&self) -> usize {
+        self.ring_every
+            .unwrap_or(usize::from(self.queue_depth) / 2)
+            .max(1)
+    }
+
     /// The run's length.
     pub fn duration(&self) -> Duration {
         Duration::from_secs(self.time.max(1))
@@ -219,7 +236,10 @@ pub fn join_all(
 
 /// This crate's driver on a controller.
 fn run_controller(address: PciAddress, args: &PerfArgs, json: bool) -> Result<Report, ToolError> {
-    let mut c = Controller::open(address)?;
+    let options = ControllerOptions {
+        shadow_doorbells: args.shadow_doorbells,
+    };
+    let mut c = Controller::open_with_options(address, options)?;
     let ns = namespace(&mut c, args.namespace)?;
     if args.io_size == 0
         || !args.io_size.is_multiple_of(ns.block_size)
@@ -269,6 +289,7 @@ fn run_controller(address: PciAddress, args: &PerfArgs, json: bool) -> Result<Re
         address: address.to_string(),
         driver: "usrdrv",
         completions: if args.interrupt { "interrupt" } else { "poll" },
+        shadow_doorbells: Some(c.shadow_doorbells()),
         args,
     };
     Ok(Report::new(
@@ -303,6 +324,8 @@ fn drive(
     let mut progress = Progress::new(progress);
     let deadline = Instant::now() + args.duration();
     let mut running = true;
+    let mut unrung = 0;
+    let ring_every = args.ring_every();
     loop {
         while running && let Some(&tag) = free.last() {
             let buffer = pool.alloc()?;
@@ -315,12 +338,19 @@ fn drive(
                 }
             };
             submitted[tag as usize] = report::now();
-            // One doorbell for the whole refill, rung below.
+            // One doorbell for the whole refill, rung below (or one every
+            // `--ring-every` commands).
             queue
                 .submit_deferred(op, ns, slot * u64::from(blocks), blocks, buffer, tag)
                 .map_err(|rejected| ToolError::Nvme(rejected.error))?;
             free.pop();
+            unrung += 1;
+            if unrung == ring_every {
+                queue.ring()?;
+                unrung = 0;
+            }
         }
+        unrung = 0;
         queue.ring()?;
         if queue.in_flight() == 0 {
             break;
@@ -344,6 +374,7 @@ fn drive(
             next = queue.reap()?;
         }
     }
+    tally.doorbell_writes = queue.doorbell_writes();
     Ok(tally)
 }
 
@@ -362,6 +393,14 @@ mod tests {
         let mut all = vec!["perf"];
         all.extend_from_slice(words);
         Cli::try_parse_from(all).expect("parses").perf
+    }
+
+    #[test]
+    fn doorbells_ring_every_half_queue_unless_told() {
+        assert_eq!(args(&["/dev/x"]).ring_every(), 16);
+        assert_eq!(args(&["/dev/x", "--queue-depth", "1"]).ring_every(), 1);
+        assert_eq!(args(&["/dev/x", "--ring-every", "32"]).ring_every(), 32);
+        assert_eq!(args(&["/dev/x", "--ring-every", "0"]).ring_every(), 1);
     }
 
     #[test]

@@ -61,6 +61,8 @@ pub struct Tally {
     pub bytes: u64,
     /// Latency of every completed command, in ticks of [`now`].
     pub latencies: Vec<u64>,
+    /// Doorbell registers the queue wrote (this crate's driver only).
+    pub doorbell_writes: u64,
 }
 
 /// The report (schema `usrdrv-nvme.perf/1`), the same for both sides.
@@ -84,6 +86,12 @@ pub struct Report {
     latency_us: Latency,
     /// CPU time of this process (user + system) per completed command.
     cpu_us_per_io: f64,
+    /// This crate's driver only: whether its queues used shadow doorbells,
+    /// and the doorbell registers they wrote per completed command.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    shadow_doorbells: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    doorbell_writes_per_io: Option<f64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -104,6 +112,8 @@ pub struct RunShape<'a> {
     pub driver: &'static str,
     /// `poll` or `interrupt`.
     pub completions: &'static str,
+    /// Whether the queues used shadow doorbells (`None` for the kernel's driver).
+    pub shadow_doorbells: Option<bool>,
     /// The command line's arguments.
     pub args: &'a crate::perf::PerfArgs,
 }
@@ -137,6 +147,7 @@ impl Report {
         for tally in tallies {
             total.ios += tally.ios;
             total.bytes += tally.bytes;
+            total.doorbell_writes += tally.doorbell_writes;
             total.latencies.extend(tally.latencies);
         }
         total.latencies.sort_unstable();
@@ -175,6 +186,10 @@ impl Report {
             } else {
                 cpu.as_secs_f64() * 1e6 / total.ios as f64
             },
+            shadow_doorbells: shape.shadow_doorbells,
+            doorbell_writes_per_io: shape
+                .shadow_doorbells
+                .map(|_| total.doorbell_writes as f64 / total.ios.max(1) as f64),
         }
     }
 
@@ -203,6 +218,14 @@ impl Report {
             l.p50, l.p90, l.p99, l.p99_9, l.max
         );
         println!("  CPU time per I/O: {:.2} us", self.cpu_us_per_io);
+        if let (Some(shadow), Some(writes)) = (self.shadow_doorbells, self.doorbell_writes_per_io) {
+            let how = if shadow {
+                "shadow doorbells"
+            } else {
+                "doorbell registers only"
+            };
+            println!("  doorbell register writes per I/O: {writes:.3} ({how})");
+        }
     }
 }
 
