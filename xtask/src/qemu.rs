@@ -109,6 +109,9 @@ impl QemuConfig {
         let drive = format!("file={},if=none,id=nvm0,format=raw", self.disk.display());
         push(&["-drive", &drive]);
         push(&["-device", "nvme,serial=usrdrv-nvme0,drive=nvm0"]);
+        // Namespace 2 of the same controller: media errors on cue.
+        push(&["-drive", &error_namespace_drive()]);
+        push(&["-device", "nvme-ns,drive=nvmerr,nsid=2"]);
         args.push("-kernel".into());
         args.push(self.kernel.clone().into());
         args.push("-initrd".into());
@@ -133,6 +136,32 @@ impl QemuConfig {
         args.extend(self.extra_args.iter().map(OsString::from));
         args
     }
+}
+
+/// Namespace 2 of the test controller: 16 MiB of QEMU's `null-co` (reads
+/// return zeroes, writes are dropped) under its `blkdebug` driver, which
+/// fails I/O with EIO as its rules say. The rules are armed by the
+/// namespace's first write (blkdebug's `pwritev` event) and then stay: a read
+/// touching LBA 2048 (512-byte blocks) fails, which QEMU's controller
+/// reports as Unrecovered Read Error, and a write touching LBA 4096 fails,
+/// reported as Write Fault. Away from the blocks the kernel reads when it
+/// scans a disk (the start and the end). The NVMe guest tests rely on these
+/// numbers (`guest_nvme.rs`).
+fn error_namespace_drive() -> String {
+    const READ_ERROR_SECTOR: u32 = 2048;
+    const WRITE_ERROR_SECTOR: u32 = 4096;
+    let rule = |n: u32, iotype: &str, sector: u32| {
+        format!(
+            "inject-error.{n}.event=pwritev,inject-error.{n}.iotype={iotype},\
+             inject-error.{n}.sector={sector},inject-error.{n}.errno=5,inject-error.{n}.once=off"
+        )
+    };
+    format!(
+        "driver=blkdebug,if=none,id=nvmerr,image.driver=null-co,image.size=16M,\
+         image.read-zeroes=on,{},{}",
+        rule(0, "read", READ_ERROR_SECTOR),
+        rule(1, "write", WRITE_ERROR_SECTOR)
+    )
 }
 
 /// How a VM run ended.
@@ -575,6 +604,15 @@ mod tests {
         assert!(joined.contains("-device edu"));
         assert!(joined.contains("-device nvme,serial=usrdrv-nvme0,drive=nvm0"));
         assert!(joined.contains("file=/r/nvme.img,if=none,id=nvm0,format=raw"));
+        assert!(joined.contains("-device nvme-ns,drive=nvmerr,nsid=2"));
+        assert!(
+            joined.contains(
+                "inject-error.0.event=pwritev,inject-error.0.iotype=read,\
+                 inject-error.0.sector=2048,inject-error.0.errno=5,inject-error.0.once=off"
+            ),
+            "{joined}"
+        );
+        assert!(joined.contains("inject-error.1.iotype=write,inject-error.1.sector=4096"));
         assert!(joined.ends_with("-no-reboot -s"), "{joined}");
         let append = &a[a.iter().position(|x| x == "-append").expect("append") + 1];
         assert!(append.contains("intel_iommu=on"));

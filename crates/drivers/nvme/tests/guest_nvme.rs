@@ -18,6 +18,15 @@ const DISK: &str = "nvme0n1";
 /// what other tests put at its start.
 const FIRST_BYTE: u64 = 56 << 20;
 
+/// Namespace 2 of the controller: QEMU's `null-co` under its `blkdebug`
+/// driver (the rig's `qemu.rs`). Reads return zeroes and writes are dropped;
+/// once the namespace has seen a write, a read touching `READ_ERROR_LBA`
+/// fails with EIO and a write touching `WRITE_ERROR_LBA` too (512-byte
+/// blocks), real I/O errors under the controller.
+const ERROR_NS: u32 = 2;
+const READ_ERROR_LBA: u64 = 2048;
+const WRITE_ERROR_LBA: u64 = 4096;
+
 fn nvme() -> PciAddress {
     Sysfs::system().find(0x1b36, 0x0010).expect("scan sysfs")[0]
 }
@@ -121,8 +130,13 @@ fn identify_matches_what_the_kernel_reports() {
         (model.as_str(), serial.as_str(), firmware.as_str())
     );
     assert_eq!(info.serial, "usrdrv-nvme0");
-    assert_eq!(namespaces.len(), 1, "{namespaces:?}");
+    // The disk, and the namespace with injected errors (16 MiB).
+    assert_eq!(namespaces.len(), 2, "{namespaces:?}");
     assert_eq!(namespaces[0].bytes(), sectors * 512);
+    assert_eq!(
+        (namespaces[1].id, namespaces[1].bytes()),
+        (ERROR_NS, 16 << 20)
+    );
 }
 
 /// Writes with usrdrv, at `FIRST_BYTE` on, one command per case: a block, a
@@ -689,4 +703,69 @@ fn shadow_doorbells_carry_every_command_and_the_kernel_reads_what_they_wrote() {
             "block {i}"
         );
     }
+}
+
+#[test]
+#[ignore = "needs the usrdrv VM: run by `cargo xtask test`"]
+fn injected_media_errors_fail_their_own_commands_and_the_queue_keeps_working() {
+    use usrdrv_nvme::Op;
+    with_usrdrv(|c| {
+        let namespaces = c.namespaces().unwrap();
+        let ns = *namespaces
+            .iter()
+            .find(|n| n.id == ERROR_NS)
+            .expect("namespace 2");
+        assert_eq!(ns.block_size, 512);
+        let blocks = ns.blocks_in(4096);
+        let mut queue = c.io_queue_for::<usrdrv::dma::PoolBuffer>(16).unwrap();
+        let pool = c.device().dma_pool(4096, 15).unwrap();
+        // Any write arms the rules.
+        let buffer = c.device().alloc_dma(4096).unwrap();
+        queue.write(&ns, 8, blocks, &buffer).unwrap();
+        // One batch, failing and succeeding commands mixed: each gets its own
+        // result, whatever the others did.
+        let batch: [(Op, u64, Option<&str>); 8] = [
+            (Op::Read, 1024, None),
+            (Op::Read, READ_ERROR_LBA, Some("Unrecovered Read Error")),
+            (Op::Read, READ_ERROR_LBA + 8, None),
+            (Op::Write, WRITE_ERROR_LBA, Some("Write Fault")),
+            (Op::Write, WRITE_ERROR_LBA - 8, None),
+            // A transfer that only ends in the bad block fails too.
+            (Op::Read, READ_ERROR_LBA - 4, Some("Unrecovered Read Error")),
+            (Op::Read, READ_ERROR_LBA, Some("Unrecovered Read Error")),
+            (Op::Write, 3000, None),
+        ];
+        for round in 0..5 {
+            for (tag, (op, lba, _)) in batch.iter().enumerate() {
+                let chunk = pool.alloc().expect("a free chunk");
+                queue
+                    .submit_deferred(*op, &ns, *lba, blocks, chunk, tag as u64)
+                    .unwrap();
+            }
+            queue.ring().unwrap();
+            let mut seen = [false; 8];
+            for _ in 0..batch.len() {
+                let done = queue.wait().unwrap();
+                let (op, lba, expected) = batch[done.tag as usize];
+                seen[done.tag as usize] = true;
+                match (expected, &done.result) {
+                    (None, Ok(())) => {}
+                    (Some(name), Err(NvmeError::Command { status, .. })) => {
+                        assert_eq!(status.name(), name, "round {round}: {op:?} at {lba}");
+                    }
+                    (_, result) => panic!("round {round}: {op:?} at {lba}: {result:?}"),
+                }
+            }
+            assert!(
+                seen.iter().all(|s| *s),
+                "round {round}: every command came back"
+            );
+        }
+        // The queue and the controller keep working, on both namespaces.
+        queue.read(&ns, 1024, blocks, &buffer).unwrap();
+        let disk = namespaces[0];
+        queue
+            .read(&disk, FIRST_BYTE / 512, disk.blocks_in(4096), &buffer)
+            .unwrap();
+    });
 }
