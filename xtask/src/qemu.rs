@@ -109,9 +109,12 @@ impl QemuConfig {
         let drive = format!("file={},if=none,id=nvm0,format=raw", self.disk.display());
         push(&["-drive", &drive]);
         push(&["-device", "nvme,serial=usrdrv-nvme0,drive=nvm0"]);
-        // Namespace 2 of the same controller: media errors on cue.
+        // Namespace 2 of the same controller: media errors on cue;
+        // namespace 3: every command answered late.
         push(&["-drive", &error_namespace_drive()]);
         push(&["-device", "nvme-ns,drive=nvmerr,nsid=2"]);
+        push(&["-drive", SLOW_NAMESPACE_DRIVE]);
+        push(&["-device", "nvme-ns,drive=nvmslow,nsid=3"]);
         args.push("-kernel".into());
         args.push(self.kernel.clone().into());
         args.push("-initrd".into());
@@ -163,6 +166,13 @@ fn error_namespace_drive() -> String {
         rule(1, "write", WRITE_ERROR_SECTOR)
     )
 }
+
+/// Namespace 3 of the test controller: 16 MiB of `null-co` that answers
+/// every command 100 ms late (`latency-ns`), for the NVMe driver's deadline,
+/// abort and reset paths (`guest_nvme.rs`). Short, since the kernel's driver
+/// reads a few blocks of it each time it takes the controller.
+const SLOW_NAMESPACE_DRIVE: &str =
+    "driver=null-co,if=none,id=nvmslow,size=16M,read-zeroes=on,latency-ns=100000000";
 
 /// How a VM run ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -613,6 +623,7 @@ mod tests {
             "{joined}"
         );
         assert!(joined.contains("inject-error.1.iotype=write,inject-error.1.sector=4096"));
+        assert!(joined.contains("latency-ns=100000000 -device nvme-ns,drive=nvmslow,nsid=3"));
         assert!(joined.ends_with("-no-reboot -s"), "{joined}");
         let append = &a[a.iter().position(|x| x == "-append").expect("append") + 1];
         assert!(append.contains("intel_iommu=on"));

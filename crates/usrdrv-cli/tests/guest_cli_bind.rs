@@ -92,12 +92,17 @@ fn a_mounted_nvme_is_refused_unless_forced() {
     let addr = nvme.to_string();
     std::fs::create_dir_all("/mnt/usrdrv-test").unwrap();
     // Put a filesystem on the namespace and mount it (busybox has mke2fs).
-    let block = std::fs::read_dir("/sys/class/block")
+    // Namespace 1, by its ID (namespace 2 fails writes on purpose, and the
+    // kernel may name a controller's namespaces in any order).
+    let block = std::fs::read_dir("/sys/block")
         .unwrap()
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        // Namespace 1 (namespace 2 fails writes on purpose).
-        .find(|n| n.starts_with("nvme") && n.ends_with("n1"))
+        .find(|n| {
+            n.starts_with("nvme")
+                && std::fs::read_to_string(format!("/sys/block/{n}/nsid"))
+                    .is_ok_and(|id| id.trim() == "1")
+        })
         .expect("the NVMe namespace's block device");
     let dev = format!("/dev/{block}");
     let status = Command::new("mke2fs").arg(&dev).output().unwrap().status;

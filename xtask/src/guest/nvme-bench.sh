@@ -10,10 +10,11 @@ busy() {
 	echo $(($2 + $3 + $4 + $7 + $8))
 }
 
-# The first namespace's block device of the NVMe controller at $1.
+# The block device of namespace 1 of the NVMe controller at $1 (by its nsid:
+# the kernel may name a controller's namespaces in any order).
 blockdev() {
-	for d in /sys/bus/pci/devices/$1/nvme/nvme*/nvme*n1; do
-		[ -e "$d" ] && basename "$d"
+	for d in /sys/bus/pci/devices/$1/nvme/nvme*/nvme*n*; do
+		[ "$(cat "$d/nsid" 2>/dev/null)" = 1 ] && basename "$d"
 	done
 }
 

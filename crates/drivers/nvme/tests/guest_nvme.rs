@@ -5,15 +5,32 @@
 //! unchanged, over usrdma in the other (`guest_noiommu_nvme.rs`).
 
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use usrdrv::pci::{PciAddress, Sysfs, VFIO_PCI_DRIVER};
 use usrdrv::usrdma::USRDMA_DRIVER;
 use usrdrv_nvme::{Controller, ControllerOptions, Namespace, NvmeError};
 
-/// The disk the kernel's driver shows for the controller.
-const DISK: &str = "nvme0n1";
+/// The disk the kernel's driver shows for namespace 1 of the controller,
+/// found by its namespace ID (the kernel may name a controller's namespaces
+/// in any order), once it opens; `None` while there is none.
+fn disk() -> Option<String> {
+    let blocks = std::fs::read_dir("/sys/block").ok()?;
+    blocks
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("nvme"))
+        .find(|name| {
+            std::fs::read_to_string(format!("/sys/block/{name}/nsid"))
+                .is_ok_and(|nsid| nsid.trim() == "1")
+        })
+        .filter(|name| std::fs::File::open(format!("/dev/{name}")).is_ok())
+}
+
+/// [`disk`], which must be there.
+fn the_disk() -> String {
+    disk().expect("the kernel's disk for namespace 1")
+}
 /// Where the tests write: the last 8 MiB of the 64 MiB disk, away from
 /// what other tests put at its start.
 const FIRST_BYTE: u64 = 56 << 20;
@@ -26,6 +43,8 @@ const FIRST_BYTE: u64 = 56 << 20;
 const ERROR_NS: u32 = 2;
 const READ_ERROR_LBA: u64 = 2048;
 const WRITE_ERROR_LBA: u64 = 4096;
+/// Namespace 3: `null-co` answering every command 100 ms late.
+const SLOW_NS: u32 = 3;
 
 fn nvme() -> PciAddress {
     Sysfs::system().find(0x1b36, 0x0010).expect("scan sysfs")[0]
@@ -46,9 +65,11 @@ fn driver() -> &'static str {
 fn to_kernel(address: PciAddress) {
     Sysfs::system().bind(address, "nvme").expect("bind to nvme");
     let start = Instant::now();
-    let node = format!("/dev/{DISK}");
-    while !Path::new(&node).exists() || std::fs::File::open(&node).is_err() {
-        assert!(start.elapsed() < Duration::from_secs(20), "{node} opens");
+    while disk().is_none() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the disk of namespace 1 opens"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -86,7 +107,7 @@ fn pattern(len: usize, seed: u64) -> Vec<u8> {
 
 /// The kernel's view: `len` bytes of the disk at `at`.
 fn kernel_read(at: u64, len: usize) -> Vec<u8> {
-    let mut disk = std::fs::File::open(format!("/dev/{DISK}")).expect("open the disk");
+    let mut disk = std::fs::File::open(format!("/dev/{}", the_disk())).expect("open the disk");
     disk.seek(SeekFrom::Start(at)).expect("seek the disk");
     let mut data = vec![0u8; len];
     disk.read_exact(&mut data).expect("read the disk");
@@ -97,7 +118,7 @@ fn kernel_read(at: u64, len: usize) -> Vec<u8> {
 fn kernel_write(at: u64, data: &[u8]) {
     let mut disk = std::fs::OpenOptions::new()
         .write(true)
-        .open(format!("/dev/{DISK}"))
+        .open(format!("/dev/{}", the_disk()))
         .expect("open the disk");
     disk.seek(SeekFrom::Start(at)).expect("seek the disk");
     disk.write_all(data).expect("write the disk");
@@ -115,7 +136,7 @@ fn identify_matches_what_the_kernel_reports() {
             .to_owned()
     };
     let (model, serial, firmware) = (sysfs("model"), sysfs("serial"), sysfs("firmware_rev"));
-    let sectors: u64 = std::fs::read_to_string(format!("/sys/block/{DISK}/size"))
+    let sectors: u64 = std::fs::read_to_string(format!("/sys/block/{}/size", the_disk()))
         .unwrap()
         .trim()
         .parse()
@@ -130,12 +151,16 @@ fn identify_matches_what_the_kernel_reports() {
         (model.as_str(), serial.as_str(), firmware.as_str())
     );
     assert_eq!(info.serial, "usrdrv-nvme0");
-    // The disk, and the namespace with injected errors (16 MiB).
-    assert_eq!(namespaces.len(), 2, "{namespaces:?}");
+    // The disk, and the namespaces with injected errors and with latency.
+    assert_eq!(namespaces.len(), 3, "{namespaces:?}");
     assert_eq!(namespaces[0].bytes(), sectors * 512);
     assert_eq!(
         (namespaces[1].id, namespaces[1].bytes()),
         (ERROR_NS, 16 << 20)
+    );
+    assert_eq!(
+        (namespaces[2].id, namespaces[2].bytes()),
+        (SLOW_NS, 16 << 20)
     );
 }
 
@@ -511,95 +536,83 @@ fn sgl_transfers_reach_the_same_blocks_as_prp_ones() {
 
 #[test]
 #[ignore = "needs the usrdrv VM: run by `cargo xtask test`"]
-fn a_deadline_shorter_than_the_controller_takes_leaves_every_command_accounted_for() {
+fn a_command_past_its_deadline_is_aborted_then_reset_and_every_command_is_accounted_for() {
     use usrdrv_nvme::Op;
-    // QEMU's controller never aborts (Abort completes with "not aborted"),
-    // so a command still not done when its Abort comes back ends in a
-    // controller reset. With a 1 µs deadline every read waited for is past
-    // it at once and gets an Abort; QEMU usually completes it before the
-    // Abort's answer (then it is delivered), sometimes not (then the
-    // controller is reset). Either way every command must come back, as
-    // done or as Timeout / Reset, and the controller must work afterwards.
-    // The abort and reset paths themselves are checked deterministically on
-    // the host against the NVMe model (`emulated_nvme.rs`).
+    // Namespace 3 answers 100 ms late, and QEMU's controller never aborts a
+    // command (Abort completes with "not aborted"): a 10 ms deadline ends in
+    // an Abort, then a controller reset, which ends the commands of every
+    // queue. The same paths, with a controller that does abort, are checked
+    // on the host against the NVMe model (`emulated_nvme.rs`).
     let written = pattern(4096, 77);
     let lba_byte = FIRST_BYTE + (4 << 20);
     kernel_write(lba_byte, &written);
     with_usrdrv(|c| {
-        let ns = c.namespaces().unwrap()[0];
-        let lba = lba_byte / ns.block_size as u64;
-        let blocks = ns.blocks_in(4096);
+        let namespaces = c.namespaces().unwrap();
+        let disk = namespaces[0];
+        let slow = *namespaces
+            .iter()
+            .find(|n| n.id == SLOW_NS)
+            .expect("namespace 3");
         let mut polled = c.io_queue(8).unwrap();
-        // 48 of the largest reads (24 MiB) ahead of the one waited for keep
-        // QEMU busy far longer than the deadline, the wait's first sleep
-        // and the Abort's round trip.
-        let mut irq = c.io_queue_with_interrupts(64).unwrap();
-        let most = c.max_transfer();
-        let buffer = c.device().alloc_dma(most).unwrap();
-        let mut ahead: Vec<_> = (0..48)
-            .map(|_| c.device().alloc_dma(most).unwrap())
-            .collect();
-        c.set_command_timeout(Duration::from_micros(1));
-        let mut waited = Vec::new();
-        let mut queued = Vec::new();
-        let enough = |c: &Controller, rounds: usize| c.resets() > 0 || rounds >= 5;
-        while !enough(c, waited.len()) {
-            for (tag, b) in ahead.drain(..).enumerate() {
-                irq.submit(Op::Read, &ns, 0, ns.blocks_in(most), b, tag as u64)
-                    .map_err(|r| r.error)
-                    .unwrap();
-            }
-            waited.push(irq.read(&ns, 0, ns.blocks_in(most), &buffer));
-            while irq.in_flight() > 0 {
-                let done = irq.wait().unwrap();
-                queued.push(done.result);
-                ahead.push(done.buffer);
-            }
+        let mut irq = c.io_queue_with_interrupts(8).unwrap();
+        let buffer = c.device().alloc_dma(4096).unwrap();
+        // In flight on the other queue when the reset comes, with the
+        // default deadline (10 s): ended by the reset, not timed out.
+        for tag in 0..4u64 {
+            let chunk = c.device().alloc_dma(4096).unwrap();
+            irq.submit(Op::Read, &slow, tag * 8, slow.blocks_in(4096), chunk, tag)
+                .map_err(|r| r.error)
+                .unwrap();
         }
-        eprintln!(
-            "{} rounds: {} aborts, {} resets",
-            waited.len(),
-            c.aborts(),
-            c.resets()
+        c.set_command_timeout(Duration::from_millis(10));
+        let start = Instant::now();
+        let late = polled.read(&slow, 0, slow.blocks_in(4096), &buffer);
+        let took = start.elapsed();
+        assert!(
+            matches!(&late, Err(NvmeError::Timeout { .. })),
+            "{late:?} after {took:?}"
         );
-        for outcome in &waited {
-            assert!(
-                matches!(outcome, Ok(()) | Err(NvmeError::Timeout { .. })),
-                "{outcome:?}"
-            );
-        }
-        // Queued reads were done before the reset, or ended by it; one past
-        // its deadline when the reset came is reported as a timeout.
-        for outcome in &queued {
-            assert!(
-                matches!(
-                    outcome,
-                    Ok(()) | Err(NvmeError::Reset { .. } | NvmeError::Timeout { .. })
-                ),
-                "{outcome:?}"
-            );
-        }
-        if c.resets() > 0 {
-            assert!(
-                waited
-                    .iter()
-                    .chain(&queued)
-                    .any(|o| matches!(o, Err(NvmeError::Timeout { .. }))),
-                "the command that timed out is reported as such"
-            );
-        }
-        // With a sane deadline both queues work again, created anew in the
-        // reset controller, and the data is still the kernel's.
+        assert!(took < Duration::from_secs(5), "reported after {took:?}");
+        assert_eq!(
+            (c.aborts(), c.resets()),
+            (1, 1),
+            "one Abort, then one reset"
+        );
         c.set_command_timeout(Duration::from_secs(10));
-        let resets = c.resets();
+        let mut ended = Vec::new();
+        while irq.in_flight() > 0 {
+            let done = irq.wait().unwrap();
+            assert!(
+                matches!(&done.result, Err(NvmeError::Reset { .. })),
+                "command {}: {:?}",
+                done.tag,
+                done.result
+            );
+            ended.push(done.tag);
+        }
+        ended.sort_unstable();
+        assert_eq!(ended, [0, 1, 2, 3], "every queued command came back");
+        // Both queues work again, created anew in the reset controller: the
+        // slow namespace answers in its own time, and the disk's data is
+        // still what the kernel wrote.
+        polled
+            .read(&slow, 0, slow.blocks_in(4096), &buffer)
+            .unwrap();
         for queue in [&mut polled, &mut irq] {
             buffer.fill(0, 4096, 0).unwrap();
-            queue.read(&ns, lba, blocks, &buffer).unwrap();
+            queue
+                .read(
+                    &disk,
+                    lba_byte / disk.block_size as u64,
+                    disk.blocks_in(4096),
+                    &buffer,
+                )
+                .unwrap();
             let mut got = vec![0u8; 4096];
             buffer.read_bytes(0, &mut got).unwrap();
             assert_eq!(got, written);
         }
-        assert_eq!(c.resets(), resets, "no reset with a sane deadline");
+        assert_eq!(c.resets(), 1, "no reset with a sane deadline");
     });
     assert_eq!(kernel_read(lba_byte, 4096), written);
 }

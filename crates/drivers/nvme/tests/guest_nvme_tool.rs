@@ -142,9 +142,12 @@ fn block_device(nvme: PciAddress) -> std::path::PathBuf {
                     .flatten()
                     .flatten()
             })
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .find(|name| name.starts_with("nvme") && name.ends_with("n1"))
-            .map(|name| std::path::Path::new("/dev").join(name));
+            // Namespace 1 by its ID: the kernel may name a controller's
+            // namespaces in any order.
+            .find(|e| {
+                std::fs::read_to_string(e.path().join("nsid")).is_ok_and(|id| id.trim() == "1")
+            })
+            .map(|e| std::path::Path::new("/dev").join(e.file_name()));
         if let Some(dev) = found
             && std::fs::File::open(&dev).is_ok()
         {
