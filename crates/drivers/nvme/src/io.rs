@@ -18,6 +18,7 @@ use usrdrv::irq::{Interrupts, IrqError};
 
 use crate::command::{Command, Completion, admin, nvm};
 use crate::queue::QueuePair;
+use crate::slots::Slots;
 use crate::spin::Spin;
 use crate::{Namespace, NvmeError, PAGE, Shared, disable, prp, status_of};
 
@@ -121,7 +122,7 @@ pub struct IoQueue<B: IoBuffer = DmaBuffer> {
     lists: DmaBuffer,
     pages_per_command: usize,
     /// Commands in flight, by command id.
-    slots: Vec<Option<InFlight<B>>>,
+    slots: Slots<InFlight<B>>,
     /// Completions seen while waiting for something else.
     finished: VecDeque<Completed<B>>,
     max_transfer: usize,
@@ -176,7 +177,7 @@ impl<B: IoBuffer> IoQueue<B> {
             queue,
             lists,
             pages_per_command,
-            slots: std::iter::repeat_with(|| None).take(slots).collect(),
+            slots: Slots::new(slots),
             finished: VecDeque::new(),
             max_transfer,
             interrupts,
@@ -218,7 +219,7 @@ impl<B: IoBuffer> IoQueue<B> {
 
     /// Commands queued and not yet reaped.
     pub fn in_flight(&self) -> usize {
-        self.slots.iter().filter(|s| s.is_some()).count() + self.finished.len()
+        self.slots.busy() + self.finished.len()
     }
 
     /// How many commands can be queued at once (the depth minus one).
@@ -426,7 +427,7 @@ impl<B: IoBuffer> IoQueue<B> {
         if let Err(error) = self.shared.live().and_then(|()| self.recover()) {
             return Err(Rejected { error, buffer });
         }
-        let Some(slot) = self.slots.iter().position(Option::is_none) else {
+        let Some(slot) = self.slots.next_free() else {
             return Err(Rejected {
                 error: NvmeError::QueueFull {
                     qid: self.queue.qid(),
@@ -449,7 +450,7 @@ impl<B: IoBuffer> IoQueue<B> {
         }
         // The deadline starts when a wait first reads the clock (soon after,
         // and without a clock read per command; see `spin`).
-        self.slots[slot] = Some(InFlight {
+        self.slots.occupy(InFlight {
             buffer,
             tag,
             op,
@@ -529,11 +530,7 @@ impl<B: IoBuffer> IoQueue<B> {
         let timeout = self.shared.timeout();
         self.slots
             .iter_mut()
-            .enumerate()
-            .filter_map(|(i, s)| {
-                let s = s.as_mut()?;
-                Some((i, *s.deadline.get_or_insert(now + timeout)))
-            })
+            .map(|(i, s)| (i, *s.deadline.get_or_insert(now + timeout)))
             .min_by_key(|&(_, deadline)| deadline)
     }
 
@@ -559,7 +556,7 @@ impl<B: IoBuffer> IoQueue<B> {
     /// reset the controller, which ends it and everything else in flight.
     fn expire(&mut self, slot: usize) -> Result<(), NvmeError> {
         let qid = self.queue.qid();
-        let Some(entry) = self.slots.get_mut(slot).and_then(Option::as_mut) else {
+        let Some(entry) = self.slots.get_mut(slot) else {
             return Ok(());
         };
         if !entry.aborted {
@@ -582,7 +579,7 @@ impl<B: IoBuffer> IoQueue<B> {
                 self.finished.push_back(completed);
             }
         }
-        if self.slots.get(slot).is_some_and(Option::is_none) {
+        if self.slots.is_free(slot) {
             return Ok(());
         }
         self.shared.check_alive()?;
@@ -600,32 +597,33 @@ impl<B: IoBuffer> IoQueue<B> {
         }
         let qid = self.queue.qid();
         let timeout = self.shared.timeout();
-        for (cid, slot) in self.slots.iter_mut().enumerate() {
-            if let Some(InFlight {
+        for (
+            cid,
+            InFlight {
                 buffer,
                 tag,
                 op,
                 timed_out,
                 ..
-            }) = slot.take()
-            {
-                let result = Err(if timed_out {
-                    NvmeError::Timeout {
-                        what: format!(
-                            "{} (command {cid}) on queue {qid}, neither completed nor aborted: the controller was reset",
-                            op.name()
-                        ),
-                        waited: timeout,
-                    }
-                } else {
-                    NvmeError::Reset { command: op.name() }
-                });
-                self.finished.push_back(Completed {
-                    tag,
-                    buffer,
-                    result,
-                });
-            }
+            },
+        ) in self.slots.take_all()
+        {
+            let result = Err(if timed_out {
+                NvmeError::Timeout {
+                    what: format!(
+                        "{} (command {cid}) on queue {qid}, neither completed nor aborted: the controller was reset",
+                        op.name()
+                    ),
+                    waited: timeout,
+                }
+            } else {
+                NvmeError::Reset { command: op.name() }
+            });
+            self.finished.push_back(Completed {
+                tag,
+                buffer,
+                result,
+            });
         }
         self.queue.clear()?;
         let mut admin = self.shared.lock_admin();
@@ -653,7 +651,7 @@ impl<B: IoBuffer> IoQueue<B> {
         offset: usize,
         slot: usize,
     ) -> Result<Command, NvmeError> {
-        if self.shared.lock_admin().disabled {
+        if self.shared.is_disabled() {
             return Err(NvmeError::Disabled);
         }
         let len = usize::try_from(blocks)
@@ -678,6 +676,13 @@ impl<B: IoBuffer> IoQueue<B> {
         let first_byte = buffer.device_addr() + offset as u64;
         if op == Op::Write {
             buffer.sync_for_device();
+        }
+        // One or two pages (a 4 KiB command, aligned or not): no list, and
+        // nothing to build or allocate on the hot path.
+        if !self.sgls
+            && let Some((prp1, prp2)) = prp::direct(first_byte, len, PAGE as u64)
+        {
+            return Ok(Command::io(op.opcode(), ns.id, lba, blocks, prp1, prp2));
         }
         if self.sgls {
             // The buffer is one run of device addresses: one SGL Data Block
@@ -827,7 +832,7 @@ impl<B: IoBuffer> IoQueue<B> {
 
 /// Takes the command `done` completes out of `slots`.
 fn finish<B: IoBuffer>(
-    slots: &mut [Option<InFlight<B>>],
+    slots: &mut Slots<InFlight<B>>,
     done: Completion,
     timeout: Duration,
 ) -> Option<Completed<B>> {
@@ -837,7 +842,7 @@ fn finish<B: IoBuffer>(
         op,
         aborted,
         ..
-    } = slots.get_mut(usize::from(done.cid))?.take()?;
+    } = slots.take(usize::from(done.cid))?;
     if op == Op::Read {
         buffer.sync_for_cpu();
     }
@@ -875,11 +880,11 @@ impl<B: IoBuffer> Drop for IoQueue<B> {
         let deleted = self
             .shared
             .admin_command(&mut admin, "Delete I/O Submission Queue", sq);
-        if deleted.is_err() && self.slots.iter().any(Option::is_some) {
+        if deleted.is_err() && self.slots.busy() > 0 {
             // Commands may still be live: stop them (a reset) before their
             // buffers are freed, or stop the controller for good.
             if self.shared.reset_from(&mut admin, self.generation).is_err() {
-                admin.disabled = true;
+                self.shared.disable_for_good(&mut admin);
                 let _ = disable(
                     &self.shared.bar,
                     self.shared.cap,

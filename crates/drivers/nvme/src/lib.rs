@@ -49,10 +49,11 @@ mod queue;
 mod recovery;
 pub mod regs;
 mod shadow;
+mod slots;
 mod spin;
 pub mod status;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -100,6 +101,9 @@ struct Shared {
     /// MSI-X vectors (vector `q` for I/O queue `q`), enabled by the first
     /// queue that asks for interrupts.
     interrupts: Mutex<Option<Arc<Interrupts>>>,
+    /// `Admin::disabled`, readable without the admin lock (every command
+    /// checks it).
+    disabled: AtomicBool,
 }
 
 /// The admin queue and a page for Identify data.
@@ -226,6 +230,7 @@ impl Controller {
             timeout: AtomicU64::new(duration_nanos(DEFAULT_COMMAND_TIMEOUT)),
             generation: AtomicU64::new(0),
             interrupts: Mutex::new(None),
+            disabled: AtomicBool::new(false),
         });
         let info = {
             let mut admin = shared.lock_admin();
@@ -470,6 +475,17 @@ impl Shared {
         self.admin.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Gives up on the controller: it could not be brought back.
+    fn disable_for_good(&self, admin: &mut Admin) {
+        admin.disabled = true;
+        self.disabled.store(true, Ordering::Release);
+    }
+
+    /// Whether the driver gave up on the controller ([`NvmeError::Disabled`]).
+    fn is_disabled(&self) -> bool {
+        self.disabled.load(Ordering::Acquire)
+    }
+
     /// Runs one admin command to completion.
     fn admin_command(
         &self,
@@ -486,7 +502,7 @@ impl Shared {
             // ends whatever it was doing), or give up on it.
             let generation = self.generation();
             if self.reset_from(admin, generation).is_err() {
-                admin.disabled = true;
+                self.disable_for_good(admin);
             }
         }
         result

@@ -110,6 +110,26 @@ pub fn pages(segments: &[SgEntry], page: u64) -> Result<Vec<u64>, PrpError> {
     Ok(out)
 }
 
+/// PRP1 and PRP2 of a transfer of `len` bytes from `first_byte` (one run of
+/// device addresses) that touches at most two pages, computed without
+/// building anything: what [`pages`] and [`build`] give for it. `None` when
+/// it needs a list, is empty, or starts off a dword boundary (then [`pages`]
+/// says why).
+pub fn direct(first_byte: u64, len: usize, page: u64) -> Option<(u64, u64)> {
+    if len == 0 || !first_byte.is_multiple_of(4) {
+        return None;
+    }
+    let second = (first_byte & !(page - 1)) + page;
+    let end = first_byte.checked_add(len as u64)?;
+    if end <= second {
+        Some((first_byte, 0))
+    } else if end <= second + page {
+        Some((first_byte, second))
+    } else {
+        None
+    }
+}
+
 /// The PRP entries for `pages` (from [`pages`]), using list pages at the
 /// device addresses in `list_pages` as needed.
 pub fn build(pages: &[u64], page: u64, list_pages: &[u64]) -> Result<Prps, PrpError> {
@@ -170,6 +190,38 @@ pub fn list_pages_needed(entries: usize, per_page: usize) -> usize {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn direct_prps_agree_with_the_general_builder_up_to_two_pages() {
+        let page = 4096u64;
+        for first in [0x10_0000u64, 0x10_0004, 0x10_0200, 0x10_0ffc] {
+            for len in [4usize, 512, 4092, 4096, 4100, 8192 - 4, 8192, 12288] {
+                let segments = [SgEntry {
+                    device_addr: first,
+                    len,
+                }];
+                let general = pages(&segments, page).and_then(|p| build(&p, page, &[0xdead_0000]));
+                match direct(first, len, page) {
+                    Some((prp1, prp2)) => {
+                        let general = general.expect("the builder agrees it is possible");
+                        assert_eq!(
+                            (prp1, prp2),
+                            (general.prp1, general.prp2),
+                            "{first:#x}+{len}"
+                        );
+                        assert!(general.lists.is_empty(), "{first:#x}+{len}");
+                    }
+                    None => assert!(
+                        general.is_err() || !general.expect("built").lists.is_empty(),
+                        "{first:#x}+{len} needs a list"
+                    ),
+                }
+            }
+        }
+        assert_eq!(direct(0x1000, 0, page), None);
+        assert_eq!(direct(0x1002, 8, page), None);
+    }
+
     use super::*;
 
     const PAGE: u64 = 4096;
