@@ -136,7 +136,7 @@ pub struct ControllerOptions {
     /// on QEMU 7.2's controller they save no register write (it asks for
     /// every one once it is idle, and a polled queue at depth already rings
     /// about once per 16 commands) and cost it two memory accesses per
-    /// command, about 8% of the IOPS at depth 32 (`docs/perf/nvme-bench.md`).
+    /// command, 8 to 17% of the IOPS at depth 32 (`docs/perf/nvme-doorbells.md`).
     /// Worth trying on virtual controllers that poll the shadow buffer.
     pub shadow_doorbells: bool,
 }
