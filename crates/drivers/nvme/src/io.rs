@@ -9,23 +9,18 @@
 //! queue forgotten with commands in flight leaks their buffers with it.
 
 use std::collections::VecDeque;
-use std::ops::Deref;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use usrdrv::dma::{DmaBuffer, DmaRegion, PoolBuffer, SgEntry};
+use usrdrv::dma::{DmaBuffer, DmaRegion, SgEntry};
 use usrdrv::irq::{Interrupts, IrqError};
 
+pub use crate::buffer::IoBuffer;
 use crate::command::{Command, Completion, admin, nvm};
 use crate::queue::QueuePair;
 use crate::slots::Slots;
 use crate::spin::Spin;
 use crate::{Namespace, NvmeError, PAGE, Shared, disable, prp, status_of};
-
-/// Memory a queued command can own: a [`DmaBuffer`] or a [`PoolBuffer`].
-pub trait IoBuffer: Deref<Target = DmaRegion> + Send + std::fmt::Debug + 'static {}
-impl IoBuffer for DmaBuffer {}
-impl IoBuffer for PoolBuffer {}
 
 /// Which way a command moves data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -329,7 +324,7 @@ impl<B: IoBuffer> IoQueue<B> {
             .map(|&(lba, blocks)| [0, blocks, lba as u32, (lba >> 32) as u32])
             .collect();
         self.lists.write_array(at, &entries)?;
-        self.lists.sync_for_device();
+        DmaRegion::sync_for_device(&self.lists);
         let mut command = Command::new(nvm::DATASET_MANAGEMENT, ns.id);
         command.prp1 = self.lists.device_addr() + at as u64;
         command.cdw10[0] = (ranges.len() - 1) as u32;
@@ -435,7 +430,10 @@ impl<B: IoBuffer> IoQueue<B> {
                 buffer,
             });
         };
-        let command = match self.prepare(op, ns, lba, blocks, &buffer, 0, slot) {
+        let prepared = self.check_buffer(op, &buffer).and_then(|()| {
+            buffer.with_segments(|segments| self.prepare(op, ns, lba, blocks, segments, 0, slot))
+        });
+        let command = match prepared {
             Ok(command) => command,
             Err(error) => return Err(Rejected { error, buffer }),
         };
@@ -647,7 +645,7 @@ impl<B: IoBuffer> IoQueue<B> {
         ns: &Namespace,
         lba: u64,
         blocks: u32,
-        buffer: &DmaRegion,
+        segments: &[SgEntry],
         offset: usize,
         slot: usize,
     ) -> Result<Command, NvmeError> {
@@ -665,38 +663,38 @@ impl<B: IoBuffer> IoQueue<B> {
                 ),
             });
         }
-        if offset.checked_add(len).is_none_or(|end| end > buffer.len()) {
+        let size: usize = segments.iter().map(|s| s.len).sum();
+        if offset.checked_add(len).is_none_or(|end| end > size) {
             return Err(NvmeError::Transfer {
-                what: format!(
-                    "{len} bytes at offset {offset} do not fit the {}-byte buffer",
-                    buffer.len()
-                ),
+                what: format!("{len} bytes at offset {offset} do not fit the {size}-byte buffer"),
             });
         }
-        let first_byte = buffer.device_addr() + offset as u64;
-        if op == Op::Write {
-            buffer.sync_for_device();
+        // The common case: the bytes lie in one run of device addresses.
+        let one_run = segments
+            .first()
+            .filter(|first| offset + len <= first.len)
+            .map(|first| first.device_addr + offset as u64);
+        if let Some(first_byte) = one_run {
+            // One or two pages (a 4 KiB command, aligned or not): no list,
+            // and nothing to build or allocate on the hot path.
+            if !self.sgls
+                && let Some((prp1, prp2)) = prp::direct(first_byte, len, PAGE as u64)
+            {
+                return Ok(Command::io(op.opcode(), ns.id, lba, blocks, prp1, prp2));
+            }
+            if self.sgls {
+                // One SGL Data Block descriptor (address, length, type 0)
+                // in place of PRP1/PRP2.
+                let mut command = Command::io(op.opcode(), ns.id, lba, blocks, first_byte, 0);
+                command.prp2 = u64::from(u32::try_from(len).unwrap_or(u32::MAX));
+                command.cdw0 |= PSDT_SGL;
+                return Ok(command);
+            }
         }
-        // One or two pages (a 4 KiB command, aligned or not): no list, and
-        // nothing to build or allocate on the hot path.
-        if !self.sgls
-            && let Some((prp1, prp2)) = prp::direct(first_byte, len, PAGE as u64)
-        {
-            return Ok(Command::io(op.opcode(), ns.id, lba, blocks, prp1, prp2));
-        }
-        if self.sgls {
-            // The buffer is one run of device addresses: one SGL Data Block
-            // descriptor (address, length, type 0) in place of PRP1/PRP2.
-            let mut command = Command::io(op.opcode(), ns.id, lba, blocks, first_byte, 0);
-            command.prp2 = u64::from(u32::try_from(len).unwrap_or(u32::MAX));
-            command.cdw0 |= PSDT_SGL;
-            return Ok(command);
-        }
-        let segments = [SgEntry {
-            device_addr: first_byte,
-            len,
-        }];
-        let pages = prp::pages(&segments, PAGE as u64)?;
+        // Several runs (a mapping without an IOMMU) are described with PRPs,
+        // also on a queue that uses SGLs for the rest.
+        let runs = prp::window(segments, offset, len);
+        let pages = prp::pages(&runs, PAGE as u64)?;
         let first = slot * self.pages_per_command;
         let list_pages: Vec<u64> = (first..first + self.pages_per_command)
             .map(|i| self.lists.device_addr() + (i * PAGE) as u64)
@@ -717,6 +715,20 @@ impl<B: IoBuffer> IoQueue<B> {
         ))
     }
 
+    /// Whether `buffer` can carry `op`, and handed to the device if it is a
+    /// write's.
+    fn check_buffer(&self, op: Op, buffer: &B) -> Result<(), NvmeError> {
+        match op {
+            Op::Read if !buffer.device_writable() => Err(NvmeError::Transfer {
+                what: "a read's buffer must let the device write it: map it FromDevice or \
+                       Bidirectional"
+                    .into(),
+            }),
+            Op::Read => Ok(()),
+            Op::Write => Ok(buffer.sync_for_device()?),
+        }
+    }
+
     fn transfer_now(
         &mut self,
         op: Op,
@@ -726,7 +738,14 @@ impl<B: IoBuffer> IoQueue<B> {
         buffer: &DmaRegion,
         offset: usize,
     ) -> Result<(), NvmeError> {
-        let command = self.prepare(op, ns, lba, blocks, buffer, offset, self.slots.len())?;
+        let whole = [SgEntry {
+            device_addr: buffer.device_addr(),
+            len: buffer.len(),
+        }];
+        if op == Op::Write {
+            buffer.sync_for_device();
+        }
+        let command = self.prepare(op, ns, lba, blocks, &whole, offset, self.slots.len())?;
         self.wait_now(op.name(), command)?;
         if op == Op::Read {
             buffer.sync_for_cpu();
@@ -843,9 +862,12 @@ fn finish<B: IoBuffer>(
         aborted,
         ..
     } = slots.take(usize::from(done.cid))?;
-    if op == Op::Read {
-        buffer.sync_for_cpu();
-    }
+    // A read's data, copied back from a bounce buffer where there is one:
+    // if that fails the read did not deliver.
+    let synced = match op {
+        Op::Read => buffer.sync_for_cpu(),
+        Op::Write => Ok(()),
+    };
     let result = if aborted && done.status_field() == ABORT_REQUESTED {
         Err(NvmeError::Timeout {
             what: format!(
@@ -857,7 +879,9 @@ fn finish<B: IoBuffer>(
             waited: timeout,
         })
     } else {
-        status_of(op.name(), done).map(drop)
+        status_of(op.name(), done)
+            .map(drop)
+            .and_then(|()| Ok(synced?))
     };
     Some(Completed {
         tag,

@@ -20,7 +20,11 @@
 //! controller has completed the command, so the buffer is the controller's
 //! for exactly as long as the call lasts. Queued commands
 //! ([`IoQueue::submit`]) own their buffer until [`IoQueue::reap`] or
-//! [`IoQueue::wait`] give it back.
+//! [`IoQueue::wait`] give it back: a [`DmaBuffer`], a pool chunk, or the
+//! caller's own memory mapped for DMA (a `DmaMapping`, see [`IoBuffer`]),
+//! which the caller can unmap to get its `Vec` back only once the command is
+//! reaped. A queue forgotten with commands in flight leaks their buffers (and
+//! a mapping's memory) instead of freeing what the controller may write.
 //!
 //! Every command has a deadline, the command timeout
 //! ([`Controller::set_command_timeout`]) after its submission. Past it the
@@ -33,12 +37,14 @@
 //! other command that was in flight, on any queue, as [`NvmeError::Reset`],
 //! each with its buffer and tag, so the caller knows exactly which commands
 //! to submit again. Only if the reset itself fails is the controller left
-//! disabled ([`NvmeError::Disabled`]). Buffers are [`DmaRegion`]s:
-//! device-shared memory with atomic accesses (see usrdrv's safety model),
-//! never plain slices.
+//! disabled ([`NvmeError::Disabled`]). usrdrv's own buffers are
+//! [`DmaRegion`]s: device-shared memory with atomic accesses (see usrdrv's
+//! safety model), never plain slices; a mapped `Vec` is the caller's to read
+//! only after it is unmapped.
 
 #![deny(unsafe_code)]
 
+mod buffer;
 pub mod command;
 mod error;
 pub mod identify;

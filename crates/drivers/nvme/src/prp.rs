@@ -110,6 +110,31 @@ pub fn pages(segments: &[SgEntry], page: u64) -> Result<Vec<u64>, PrpError> {
     Ok(out)
 }
 
+/// The runs of device addresses of bytes `offset..offset + len` of a buffer
+/// whose bytes lie in `segments`, in order (fewer bytes if it has fewer).
+pub fn window(segments: &[SgEntry], offset: usize, len: usize) -> Vec<SgEntry> {
+    let mut skip = offset;
+    let mut left = len;
+    let mut out = Vec::new();
+    for segment in segments {
+        if left == 0 {
+            break;
+        }
+        if skip >= segment.len {
+            skip -= segment.len;
+            continue;
+        }
+        let take = (segment.len - skip).min(left);
+        out.push(SgEntry {
+            device_addr: segment.device_addr + skip as u64,
+            len: take,
+        });
+        left -= take;
+        skip = 0;
+    }
+    out
+}
+
 /// PRP1 and PRP2 of a transfer of `len` bytes from `first_byte` (one run of
 /// device addresses) that touches at most two pages, computed without
 /// building anything: what [`pages`] and [`build`] give for it. `None` when
@@ -190,6 +215,37 @@ pub fn list_pages_needed(entries: usize, per_page: usize) -> usize {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_window_cuts_the_runs_it_spans() {
+        let runs = [
+            SgEntry {
+                device_addr: 0x1_0f00,
+                len: 0x100,
+            },
+            SgEntry {
+                device_addr: 0x5_0000,
+                len: 0x1000,
+            },
+            SgEntry {
+                device_addr: 0x9_0000,
+                len: 0x800,
+            },
+        ];
+        let entry = |device_addr, len| SgEntry { device_addr, len };
+        assert_eq!(window(&runs, 0, 0x100), [entry(0x1_0f00, 0x100)]);
+        assert_eq!(
+            window(&runs, 0x80, 0x1100),
+            [
+                entry(0x1_0f80, 0x80),
+                entry(0x5_0000, 0x1000),
+                entry(0x9_0000, 0x80)
+            ]
+        );
+        assert_eq!(window(&runs, 0x1100, 0x10), [entry(0x9_0000, 0x10)]);
+        assert_eq!(window(&runs, 0x1900, 0x10), []);
+        assert_eq!(window(&runs, 0, 0), []);
+    }
 
     #[test]
     fn direct_prps_agree_with_the_general_builder_up_to_two_pages() {
