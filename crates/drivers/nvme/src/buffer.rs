@@ -30,45 +30,32 @@ pub trait IoBuffer: Send + std::fmt::Debug + 'static {
     fn sync_for_cpu(&self) -> Result<(), DmaError>;
 }
 
-/// The one run of device addresses of a usrdrv DMA region.
-fn region_segments<R>(region: &DmaRegion, f: impl FnOnce(&[SgEntry]) -> R) -> R {
-    f(&[SgEntry {
-        device_addr: region.device_addr(),
-        len: region.len(),
-    }])
+/// usrdrv's own DMA memory: one run of device addresses, and syncs that
+/// only order memory (they cannot fail).
+macro_rules! region_io_buffer {
+    ($($buffer:ty),*) => {$(
+        impl IoBuffer for $buffer {
+            fn with_segments<R>(&self, f: impl FnOnce(&[SgEntry]) -> R) -> R {
+                f(&[SgEntry {
+                    device_addr: self.device_addr(),
+                    len: self.len(),
+                }])
+            }
+
+            fn sync_for_device(&self) -> Result<(), DmaError> {
+                DmaRegion::sync_for_device(self);
+                Ok(())
+            }
+
+            fn sync_for_cpu(&self) -> Result<(), DmaError> {
+                DmaRegion::sync_for_cpu(self);
+                Ok(())
+            }
+        }
+    )*};
 }
 
-impl IoBuffer for DmaBuffer {
-    fn with_segments<R>(&self, f: impl FnOnce(&[SgEntry]) -> R) -> R {
-        region_segments(self, f)
-    }
-
-    fn sync_for_device(&self) -> Result<(), DmaError> {
-        DmaRegion::sync_for_device(self);
-        Ok(())
-    }
-
-    fn sync_for_cpu(&self) -> Result<(), DmaError> {
-        DmaRegion::sync_for_cpu(self);
-        Ok(())
-    }
-}
-
-impl IoBuffer for PoolBuffer {
-    fn with_segments<R>(&self, f: impl FnOnce(&[SgEntry]) -> R) -> R {
-        region_segments(self, f)
-    }
-
-    fn sync_for_device(&self) -> Result<(), DmaError> {
-        DmaRegion::sync_for_device(self);
-        Ok(())
-    }
-
-    fn sync_for_cpu(&self) -> Result<(), DmaError> {
-        DmaRegion::sync_for_cpu(self);
-        Ok(())
-    }
-}
+region_io_buffer!(DmaBuffer, PoolBuffer);
 
 impl<T: DmaTarget + Send + 'static> IoBuffer for DmaMapping<T> {
     fn with_segments<R>(&self, f: impl FnOnce(&[SgEntry]) -> R) -> R {

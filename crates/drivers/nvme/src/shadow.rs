@@ -2,9 +2,10 @@
 //! writes each I/O queue's new tail or head to a page of DMA memory the
 //! controller reads, and rings the real doorbell register only when the
 //! controller's event index (a second page, which the controller writes)
-//! says it would not otherwise look. On an emulated controller a register
-//! write is a trap into the emulator, so this saves most of them; a real
-//! controller that offers it (virtual ones mostly) works the same way.
+//! says it would not otherwise look. It pays where a register write is dear
+//! and the controller polls the shadow page while busy (virtual controllers
+//! mostly); QEMU 7.2's asks for a doorbell whenever it has caught up, so
+//! there it saves nothing (`docs/perf/nvme-doorbells.md`).
 //!
 //! The admin queue keeps to its registers, as the Linux driver does: the
 //! controller copies what they are told into its shadow slot itself.
@@ -49,15 +50,13 @@ impl ShadowDoorbells {
         if needed > BUFFER as u64 {
             return Ok(None);
         }
-        let doorbells = device.alloc_dma(BUFFER)?;
-        let event_indexes = device.alloc_dma(BUFFER)?;
-        doorbells.fill(0, BUFFER, 0)?;
-        event_indexes.fill(0, BUFFER, 0)?;
-        Ok(Some(Self {
-            doorbells,
-            event_indexes,
+        let shadow = Self {
+            doorbells: device.alloc_dma(BUFFER)?,
+            event_indexes: device.alloc_dma(BUFFER)?,
             stride,
-        }))
+        };
+        shadow.clear()?;
+        Ok(Some(shadow))
     }
 
     /// The Doorbell Buffer Config command that hands both buffers to the
@@ -69,8 +68,8 @@ impl ShadowDoorbells {
         command
     }
 
-    /// Zeroes both buffers, before handing them to a controller that was
-    /// reset (and so forgot them).
+    /// Zeroes both buffers, before handing them to a controller (again,
+    /// after a reset made it forget them).
     pub(crate) fn clear(&self) -> Result<(), NvmeError> {
         self.doorbells.fill(0, BUFFER, 0)?;
         self.event_indexes.fill(0, BUFFER, 0)?;
