@@ -70,6 +70,9 @@ struct Case {
     sequential: bool,
     /// Queues (usrdrv), rings (the tool) or jobs (fio), one thread each.
     jobs: u32,
+    /// How many times it runs, interleaved with its group's other repeated
+    /// cases; its figures are the medians.
+    rounds: u32,
 }
 
 const fn case(key: &'static str, tool: Tool, null: bool, depth: u32) -> Case {
@@ -81,8 +84,13 @@ const fn case(key: &'static str, tool: Tool, null: bool, depth: u32) -> Case {
         size: 4096,
         sequential: false,
         jobs: 1,
+        rounds: 1,
     }
 }
+
+/// How often the load generator check's cases at depth run: one run of
+/// each is within the emulator's noise of a 10% agreement.
+pub const CHECK_ROUNDS: u32 = 3;
 
 const URING: Tool = Tool::Fio {
     engine: "io_uring",
@@ -104,12 +112,18 @@ const CASES: &[Case] = &[
     case("k_file_qd1_uring", URING, false, 1),
     case("k_file_qd1_aio", AIO, false, 1),
     case("k_file_qd1_hipri", HIPRI, false, 1),
-    case("k_file_qd32_uring", URING, false, 32),
+    Case {
+        rounds: CHECK_ROUNDS,
+        ..case("k_file_qd32_uring", URING, false, 32)
+    },
     case("k_file_qd32_aio", AIO, false, 32),
     case("k_file_qd32_hipri", HIPRI, false, 32),
     case("k_null_qd1_uring", URING, true, 1),
     case("k_null_qd1_hipri", HIPRI, true, 1),
-    case("k_null_qd32_uring", URING, true, 32),
+    Case {
+        rounds: CHECK_ROUNDS,
+        ..case("k_null_qd32_uring", URING, true, 32)
+    },
     case("k_null_qd32_hipri", HIPRI, true, 32),
     Case {
         jobs: 2,
@@ -127,18 +141,24 @@ const CASES: &[Case] = &[
         1,
     ),
     case("t_file_qd1_poll", Tool::PerfKernel { poll: true }, false, 1),
-    case(
-        "t_file_qd32_uring",
-        Tool::PerfKernel { poll: false },
-        false,
-        32,
-    ),
-    case(
-        "t_null_qd32_uring",
-        Tool::PerfKernel { poll: false },
-        true,
-        32,
-    ),
+    Case {
+        rounds: CHECK_ROUNDS,
+        ..case(
+            "t_file_qd32_uring",
+            Tool::PerfKernel { poll: false },
+            false,
+            32,
+        )
+    },
+    Case {
+        rounds: CHECK_ROUNDS,
+        ..case(
+            "t_null_qd32_uring",
+            Tool::PerfKernel { poll: false },
+            true,
+            32,
+        )
+    },
     case("u_file_qd1_poll", POLL, false, 1),
     case("u_file_qd1_irq", IRQ, false, 1),
     case("u_file_qd32_poll", POLL, false, 32),
@@ -258,21 +278,25 @@ pub fn script(secs: u64) -> String {
             s.push_str("to_kernel\n");
         }
         let members = CASES.iter().filter(|c| c.group() == group);
-        for c in members.clone().filter(|c| c.is_kernel()) {
-            s.push_str(&line(c));
-        }
+        // Every case once, then again those that repeat, round by round.
+        let rounds = |side: &mut dyn FnMut(&Case) -> bool, s: &mut String| {
+            for round in 1..=CHECK_ROUNDS {
+                for c in members.clone().filter(|c| side(c) && c.rounds >= round) {
+                    s.push_str(&line(c));
+                }
+            }
+        };
+        rounds(&mut |c| c.is_kernel(), &mut s);
         s.push_str("to_vfio\n");
-        for c in members.filter(|c| !c.is_kernel()) {
-            s.push_str(&line(c));
-        }
+        rounds(&mut |c| !c.is_kernel(), &mut s);
     }
     s.push_str("exit $failed\n");
     s
 }
 
-/// How many cases the script runs.
+/// How many case runs the script has (repeated cases count each time).
 pub fn case_count() -> usize {
-    CASES.len()
+    CASES.iter().map(|c| c.rounds as usize).sum()
 }
 
 /// One case's figures, whichever tool measured them.
@@ -290,6 +314,36 @@ pub struct Figures {
     pub ios: f64,
     /// Guest CPU time (all CPUs) per I/O, µs.
     pub cpu_us: f64,
+    /// The user-space part of `cpu_us` (the load generator's own work), µs;
+    /// NaN when the line does not say.
+    pub user_us: f64,
+    /// How many runs these are the medians of.
+    pub runs: usize,
+}
+
+impl Figures {
+    /// Each figure's median over `runs` (NaN where no run has it).
+    fn median(runs: &[Figures]) -> Figures {
+        let of = |field: fn(&Figures) -> f64| {
+            let mut v: Vec<f64> = runs.iter().map(field).filter(|x| x.is_finite()).collect();
+            v.sort_by(f64::total_cmp);
+            match v.len() {
+                0 => f64::NAN,
+                n if n % 2 == 1 => v[n / 2],
+                n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+            }
+        };
+        Figures {
+            iops: of(|f| f.iops),
+            mib_s: of(|f| f.mib_s),
+            p50: of(|f| f.p50),
+            p99: of(|f| f.p99),
+            ios: of(|f| f.ios),
+            cpu_us: of(|f| f.cpu_us),
+            user_us: of(|f| f.user_us),
+            runs: runs.len(),
+        }
+    }
 }
 
 /// Reads the figures out of fio's JSON (one group-reported job).
@@ -338,9 +392,11 @@ pub struct NvmeResults {
     pub errors: BTreeMap<String, String>,
 }
 
-/// Picks the `usrdrv-nvme-bench:` lines out of the console transcript.
+/// Picks the `usrdrv-nvme-bench:` lines out of the console transcript; a
+/// case that ran several times gets the medians of its runs.
 pub fn parse(transcript: &[String]) -> NvmeResults {
     let mut out = NvmeResults::default();
+    let mut runs: BTreeMap<String, Vec<Figures>> = BTreeMap::new();
     for line in transcript {
         let Some(json) = after_marker(clean_line(line), MARKER) else {
             continue;
@@ -368,23 +424,23 @@ pub fn parse(transcript: &[String]) -> NvmeResults {
         };
         match parsed {
             Some((iops, mib_s, p50, p99, ios)) => {
-                let busy = v["busy_jiffies"].as_f64().unwrap_or(0.0);
-                let cpu_us = if ios > 0.0 {
-                    busy / USER_HZ * 1e6 / ios
-                } else {
-                    0.0
+                let per_io = |field: &str| match v[field].as_f64() {
+                    Some(jiffies) if ios > 0.0 => jiffies / USER_HZ * 1e6 / ios,
+                    Some(_) => 0.0,
+                    None => f64::NAN,
                 };
-                out.figures.insert(
-                    key,
-                    Figures {
-                        iops,
-                        mib_s,
-                        p50,
-                        p99,
-                        ios,
-                        cpu_us,
-                    },
-                );
+                let cpu_us = per_io("busy_jiffies");
+                let user_us = per_io("user_jiffies");
+                runs.entry(key).or_default().push(Figures {
+                    iops,
+                    mib_s,
+                    p50,
+                    p99,
+                    ios,
+                    cpu_us,
+                    user_us,
+                    runs: 1,
+                });
             }
             None => {
                 out.errors
@@ -392,6 +448,10 @@ pub fn parse(transcript: &[String]) -> NvmeResults {
             }
         }
     }
+    out.figures = runs
+        .into_iter()
+        .map(|(key, runs)| (key, Figures::median(&runs)))
+        .collect();
     out
 }
 
@@ -442,6 +502,7 @@ enum Metric {
     Iops,
     MibS,
     Cpu,
+    UserCpu,
 }
 
 impl Metric {
@@ -452,12 +513,13 @@ impl Metric {
             Self::Iops => f.iops,
             Self::MibS => f.mib_s,
             Self::Cpu => f.cpu_us,
+            Self::UserCpu => f.user_us,
         }
     }
 
     fn format(self, v: f64) -> String {
         match self {
-            Self::P50 | Self::P99 | Self::Cpu => format!("{v:.1} µs"),
+            Self::P50 | Self::P99 | Self::Cpu | Self::UserCpu => format!("{v:.1} µs"),
             Self::Iops => format!("{:.1}k", v / 1000.0),
             Self::MibS => format!("{v:.1} MiB/s"),
         }
@@ -530,6 +592,20 @@ const ROWS: &[RowSpec] = &[
         a: "u_null_qd32_poll",
         b: "k_null_qd32_uring",
         goal: Goal::AtLeast(18.0),
+    },
+    RowSpec {
+        name: "QD32 IOPS, file: usrdrv polled / kernel io_uring, both by usrdrv-nvme",
+        metric: Metric::Iops,
+        a: "u_file_qd32_poll",
+        b: "t_file_qd32_uring",
+        goal: Goal::Report,
+    },
+    RowSpec {
+        name: "QD32 IOPS, null-co: usrdrv polled / kernel io_uring, both by usrdrv-nvme",
+        metric: Metric::Iops,
+        a: "u_null_qd32_poll",
+        b: "t_null_qd32_uring",
+        goal: Goal::Report,
     },
     RowSpec {
         name: "QD32 IOPS, file: usrdrv interrupt / kernel io_uring",
@@ -641,6 +717,20 @@ const AGREEMENT: &[RowSpec] = &[
         b: "k_null_qd32_uring",
         goal: Goal::Report,
     },
+    RowSpec {
+        name: "kernel QD32 user-space CPU per I/O, file, io_uring: usrdrv-nvme / fio",
+        metric: Metric::UserCpu,
+        a: "t_file_qd32_uring",
+        b: "k_file_qd32_uring",
+        goal: Goal::Report,
+    },
+    RowSpec {
+        name: "kernel QD32 user-space CPU per I/O, null-co, io_uring: usrdrv-nvme / fio",
+        metric: Metric::UserCpu,
+        a: "t_null_qd32_uring",
+        b: "k_null_qd32_uring",
+        goal: Goal::Report,
+    },
 ];
 
 /// One evaluated row.
@@ -724,8 +814,8 @@ pub fn rows_table(rows: &[Row], a: &str, b: &str) -> String {
 /// Every case's own figures, with the emulator's floor.
 pub fn cases_table(r: &NvmeResults) -> String {
     let mut s = String::from(
-        "| case | driver, load generator | controller | QD × threads | I/O | IOPS | MiB/s | p50 | p99 | guest CPU per I/O |\n\
-         |---|---|---|--:|--:|--:|--:|--:|--:|--:|\n",
+        "| case | driver, load generator | controller | QD × threads | I/O | IOPS | MiB/s | p50 | p99 | guest CPU per I/O | of it user space |\n\
+         |---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|\n",
     );
     for c in CASES {
         let who = match c.tool {
@@ -763,19 +853,24 @@ pub fn cases_table(r: &NvmeResults) -> String {
                     }
                 };
                 format!(
-                    "{:.0} | {:.1} | {} | {} | {}",
+                    "{:.0} | {:.1} | {} | {} | {} | {}",
                     f.iops,
                     f.mib_s,
                     us(f.p50),
                     us(f.p99),
-                    us(f.cpu_us)
+                    us(f.cpu_us),
+                    us(f.user_us)
                 )
             }
-            (None, Some(e)) => format!("failed: {e} | | | |"),
-            (None, None) => "not run | | | |".to_string(),
+            (None, Some(e)) => format!("failed: {e} | | | | |"),
+            (None, None) => "not run | | | | |".to_string(),
+        };
+        let runs = match r.figures.get(c.key) {
+            Some(f) if f.runs > 1 => format!(" (median of {})", f.runs),
+            _ => String::new(),
         };
         s.push_str(&format!(
-            "| `{}` | {who} | {ctrl} | {} × {} | {io} | {figures} |\n",
+            "| `{}`{runs} | {who} | {ctrl} | {} × {} | {io} | {figures} |\n",
             c.key, c.depth, c.jobs
         ));
     }
@@ -827,12 +922,56 @@ mod tests {
     }
 
     #[test]
+    fn the_checks_cases_at_depth_run_in_interleaved_rounds() {
+        let s = script(8);
+        let order: Vec<&str> = s
+            .lines()
+            .filter_map(|l| l.strip_prefix("run_case "))
+            .filter_map(|l| l.split_whitespace().next())
+            .filter(|k| k.contains("file_qd32"))
+            .collect();
+        assert_eq!(
+            order,
+            [
+                "k_file_qd32_uring",
+                "k_file_qd32_aio",
+                "k_file_qd32_hipri",
+                "t_file_qd32_uring",
+                "k_file_qd32_uring",
+                "t_file_qd32_uring",
+                "k_file_qd32_uring",
+                "t_file_qd32_uring",
+                "u_file_qd32_poll",
+                "u_file_qd32_irq",
+            ]
+        );
+        assert_eq!(s.matches("run_case t_null_qd32_uring ").count(), 3);
+        assert_eq!(case_count(), CASES.len() + 4 * 2);
+    }
+
+    #[test]
+    fn repeated_runs_give_each_figures_median() {
+        let line = |iops: u32, user: u32| {
+            format!(
+                r#"usrdrv-nvme-bench: {{"case":"t_null_qd32_uring","busy_jiffies":100,"user_jiffies":{user},"result":{{"iops":{iops}.0,"mib_per_s":1.0,"ios":100000,"latency_us":{{"p50":5.0,"p99":9.0}}}}}}"#
+            )
+        };
+        let r = parse(&[line(40_000, 10), line(30_000, 30), line(50_000, 20)]);
+        let f = r.figures["t_null_qd32_uring"];
+        assert_eq!((f.iops, f.runs), (40_000.0, 3));
+        assert!((f.user_us - 2.0).abs() < 1e-9, "{f:?}");
+        assert!(cases_table(&r).contains("`t_null_qd32_uring` (median of 3)"));
+        let two = parse(&[line(40_000, 10), line(30_000, 30)]);
+        assert_eq!(two.figures["t_null_qd32_uring"].iops, 35_000.0);
+    }
+
+    #[test]
     fn lines_parse_into_figures_and_rows() {
         let fio = r#"{"jobs":[{"read":{"iops":10000.0,"bw_bytes":40960000,"total_ios":80000,"lat_ns":{"percentile":{"50.000000":100000,"99.000000":500000}}}}]}"#;
         let tool = r#"{"iops":60000.0,"mib_per_s":234.0,"ios":480000,"latency_us":{"p50":30.0,"p99":90.0}}"#;
         let lines = vec![
             format!(
-                r#"usrdrv-nvme-bench: {{"case":"k_file_qd1_uring","busy_jiffies":800,"result":{fio}}}"#
+                r#"usrdrv-nvme-bench: {{"case":"k_file_qd1_uring","busy_jiffies":800,"user_jiffies":200,"result":{fio}}}"#
             ),
             format!(
                 r#"usrdrv-nvme-bench: {{"case":"u_file_qd1_poll","busy_jiffies":800,"result":{tool}}}"#
@@ -844,6 +983,9 @@ mod tests {
         let k = r.figures["k_file_qd1_uring"];
         assert_eq!((k.p50, k.p99, k.iops), (100.0, 500.0, 10000.0));
         assert!((k.cpu_us - 100.0).abs() < 1e-9, "{k:?}");
+        assert!((k.user_us - 25.0).abs() < 1e-9, "{k:?}");
+        // A line without the user-space split shows none, not zero.
+        assert!(r.figures["u_file_qd1_poll"].user_us.is_nan());
         let rows = target_rows(&r);
         assert!((rows[0].ratio.expect("ratio") - 0.3).abs() < 1e-9);
         assert_eq!(rows[0].pass, Some(true));
@@ -856,6 +998,8 @@ mod tests {
             table.contains("| 30.0 µs | 100.0 µs | 0.300 | ≤ 0.35 | met |"),
             "{table}"
         );
-        assert!(cases_table(&r).contains("failed: exit status 1: no"));
+        let cases = cases_table(&r);
+        assert!(cases.contains("failed: exit status 1: no"));
+        assert!(cases.contains("| 100.0 µs | 25.0 µs |"), "{cases}");
     }
 }

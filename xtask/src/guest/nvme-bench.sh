@@ -1,13 +1,14 @@
 # The head of the NVMe benchmark's guest script (`cargo xtask bench`); the
 # rig appends, for each group of comparable cases, `to_kernel`, the kernel's
 # cases, `to_vfio` and usrdrv's, one `run_case KEY 'COMMAND'` line per case. Each case prints
-# one line `usrdrv-nvme-bench: {"case":KEY,"busy_jiffies":N,"result":JSON}`
+# one line `usrdrv-nvme-bench: {"case":KEY,"busy_jiffies":N,"user_jiffies":N,"result":JSON}`
 # (JSON: what the command wrote to /tmp/case.json), or {"case":KEY,"error":...}.
 
-# Busy time of every CPU (user, nice, system, irq, softirq), in USER_HZ ticks.
+# Busy time of every CPU (user, nice, system, irq, softirq), then the user
+# space part of it (user, nice), in USER_HZ ticks.
 busy() {
 	set -- $(head -n 1 /proc/stat)
-	echo $(($2 + $3 + $4 + $7 + $8))
+	echo $(($2 + $3 + $4 + $7 + $8)) $(($2 + $3))
 }
 
 # The block device of namespace 1 of the NVMe controller at $1 (by its nsid:
@@ -21,14 +22,16 @@ blockdev() {
 failed=0
 run_case() {
 	key=$1
-	shift
+	cmd=$2
 	rm -f /tmp/case.json
-	b0=$(busy)
-	sh -c "$1" 2>/tmp/case.err
+	set -- $(busy)
+	b0=$1 u0=$2
+	sh -c "$cmd" 2>/tmp/case.err
 	rc=$?
-	b1=$(busy)
+	set -- $(busy)
+	b1=$1 u1=$2
 	if [ $rc -eq 0 ] && [ -s /tmp/case.json ]; then
-		echo "usrdrv-nvme-bench: {\"case\":\"$key\",\"busy_jiffies\":$((b1 - b0)),\"result\":$(tr -d '\n\t' </tmp/case.json)}"
+		echo "usrdrv-nvme-bench: {\"case\":\"$key\",\"busy_jiffies\":$((b1 - b0)),\"user_jiffies\":$((u1 - u0)),\"result\":$(tr -d '\n\t' </tmp/case.json)}"
 	else
 		failed=1
 		why=$(tail -c 400 /tmp/case.err | tr -d '\n"\\')
