@@ -121,6 +121,8 @@ fn run_nvme(
     let mut vm = args.vm.clone();
     vm.qemu_args.extend(nvme_bench::qemu_args());
     vm.append.push(nvme_bench::POLL_QUEUES.to_string());
+    vm.append
+        .extend(nvme_bench::CLOCK.iter().map(|w| (*w).to_string()));
     let secs = args.nvme_time.max(1);
     let timeout = 180 + nvme_bench::case_count() as u64 * (secs + 8);
     let load_before = host_load();

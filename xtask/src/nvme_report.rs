@@ -76,7 +76,12 @@ pub fn report(c: &Context, r: &NvmeResults) -> String {
          drive ({null}, 1 GiB, reads return zeroes without touching a disk: the \
          driver path without the emulated disk). The kernel command line has \
          `{poll}`, so the kernel's nvme driver has a polled queue \
-         (`/sys/block/*/queue/io_poll`: file {fpoll}, null-co {npoll}). The cases run \
+         (`/sys/block/*/queue/io_poll`: file {fpoll}, null-co {npoll}), and \
+         `{clock}`: under TCG the kernel would otherwise fall back to the HPET, \
+         whose every read is an emulated device access, and the block layer \
+         stamps each request, so the kernel's side would pay per I/O for the \
+         emulator (with the HPET it measured about a quarter fewer IOPS at QD32 \
+         and half again the QD1 latency). The cases run \
          in groups (file QD1, file QD32, null-co QD1, null-co QD32, 128 KiB \
          sequential): in each, the kernel's driver is measured through \
          `/dev/nvme*n1` with fio (Debian 12's package, `{fio}`), `--direct=1`, \
@@ -102,6 +107,7 @@ pub fn report(c: &Context, r: &NvmeResults) -> String {
         file = nvme_bench::FILE_ADDR,
         null = nvme_bench::NULL_ADDR,
         poll = nvme_bench::POLL_QUEUES,
+        clock = nvme_bench::CLOCK.join(" "),
         fpoll = env["file_io_poll"],
         npoll = env["null_io_poll"],
         fio = text("fio"),
