@@ -179,6 +179,11 @@ const CASES: &[Case] = &[
         jobs: 2,
         ..case("u_null_qd32_poll_2q", POLL, true, 32)
     },
+    case("u_null_qd32_irq", IRQ, true, 32),
+    Case {
+        jobs: 2,
+        ..case("u_null_qd32_irq_2q", IRQ, true, 32)
+    },
     Case {
         size: 128 << 10,
         sequential: true,
@@ -639,10 +644,17 @@ const ROWS: &[RowSpec] = &[
         goal: Goal::AtMost(1.0 / 6.0),
     },
     RowSpec {
-        name: "QD32 IOPS, null-co, usrdrv: 2 queues on 2 threads / 1",
+        name: "QD32 IOPS, null-co, usrdrv polled: 2 queues on 2 threads / 1",
         metric: Metric::Iops,
         a: "u_null_qd32_poll_2q",
         b: "u_null_qd32_poll",
+        goal: Goal::Report,
+    },
+    RowSpec {
+        name: "QD32 IOPS, null-co, usrdrv on interrupts: 2 queues on 2 threads / 1",
+        metric: Metric::Iops,
+        a: "u_null_qd32_irq_2q",
+        b: "u_null_qd32_irq",
         goal: Goal::Report,
     },
     RowSpec {
