@@ -644,6 +644,13 @@ const ROWS: &[RowSpec] = &[
         goal: Goal::AtMost(1.0 / 6.0),
     },
     RowSpec {
+        name: "QD32 guest CPU per I/O, null-co: usrdrv interrupt / kernel io_uring",
+        metric: Metric::Cpu,
+        a: "u_null_qd32_irq",
+        b: "k_null_qd32_uring",
+        goal: Goal::Report,
+    },
+    RowSpec {
         name: "QD32 IOPS, null-co, usrdrv polled: 2 queues on 2 threads / 1",
         metric: Metric::Iops,
         a: "u_null_qd32_poll_2q",
