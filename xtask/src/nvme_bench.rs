@@ -31,14 +31,16 @@ pub const FILE_ADDR: &str = "0000:00:02.0";
 pub const NULL_ADDR: &str = "0000:00:04.0";
 /// The kernel command line word that gives the nvme driver a polled queue.
 pub const POLL_QUEUES: &str = "nvme.poll_queues=1";
-/// Kernel command line words that keep the guest on the TSC. Under TCG the
-/// kernel's clocksource watchdog otherwise drops the TSC for the HPET, and
-/// every clock read becomes an emulated MMIO access: the block layer stamps
-/// each request (iostats), so the kernel's side would pay per I/O for an
-/// emulation artefact real machines do not have (measured here: QD32
-/// 4 KiB random reads on the file backend, 22k IOPS with the HPET, 29-31k
-/// with the TSC; QD1 p50 170 µs against 110 µs). QEMU's TSC under TCG
-/// follows the host's, so it is monotonic and shared by every vCPU.
+/// Kernel command line words that keep the guest on the TSC, as a real
+/// machine would be. Under TCG the kernel's clocksource watchdog otherwise
+/// drops the TSC for the HPET, and every clock read becomes an emulated
+/// device access; the block layer stamps each request (iostats), so the
+/// kernel's side would pay per I/O for the emulator. The measured effect is
+/// smaller than the boot-to-boot noise of a whole bench run (fio's QD32
+/// 4 KiB random reads on the file backend: 22-28k IOPS over three runs with
+/// the HPET, 24-27k over three with the TSC), but the cost is one that only
+/// emulation has. QEMU's TSC under TCG follows the host's, so it is
+/// monotonic and shared by every vCPU.
 pub const CLOCK: [&str; 2] = ["tsc=reliable", "clocksource=tsc"];
 /// The guest's `USER_HZ`, the unit of `/proc/stat`.
 const USER_HZ: f64 = 100.0;

@@ -79,9 +79,9 @@ pub fn report(c: &Context, r: &NvmeResults) -> String {
          (`/sys/block/*/queue/io_poll`: file {fpoll}, null-co {npoll}), and \
          `{clock}`: under TCG the kernel would otherwise fall back to the HPET, \
          whose every read is an emulated device access, and the block layer \
-         stamps each request, so the kernel's side would pay per I/O for the \
-         emulator (with the HPET it measured about a quarter fewer IOPS at QD32 \
-         and half again the QD1 latency). The cases run \
+         stamps each request, so the kernel's side would pay per I/O for a cost \
+         only emulation has (within the noise between runs, as measured so \
+         far). The cases run \
          in groups (file QD1, file QD32, null-co QD1, null-co QD32, 128 KiB \
          sequential): in each, the kernel's driver is measured through \
          `/dev/nvme*n1` with fio (Debian 12's package, `{fio}`), `--direct=1`, \
