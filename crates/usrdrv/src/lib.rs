@@ -91,9 +91,16 @@
 //! (relaxed by default, any [`Ordering`](std::sync::atomic::Ordering) with
 //! `load`/`store`), copies move aligned 8-byte words, and plain-data types go
 //! in and out with `read_obj`/`write_obj` (`zerocopy`'s traits prove them
-//! plain). Atomic accesses cannot race with each other, so these are sound
-//! while the device, other threads and other processes use the memory. No
-//! `&[u8]` into such memory is ever handed out in safe code.
+//! plain). Atomic accesses of one width cannot race with each other, so
+//! these are sound while the device, other threads and other processes use
+//! the memory. No `&[u8]` into such memory is ever handed out in safe code.
+//! One gap is known and not yet closed: Rust's memory model also counts as
+//! undefined behaviour two threads of one process accessing overlapping
+//! bytes at the same time with atomics of different widths, one of them a
+//! write (say a `u32` store racing a `u64` load, or a word-wise copy racing
+//! a `u16` store), and safe code can do that through a shared `DmaRegion`
+//! today. Until usrdrv prevents it, keep one width per location across
+//! threads, as device protocols do anyway.
 //!
 //! **Where the caller takes responsibility.** A device address is a plain
 //! `u64` the driver has written into the device; nothing in the type system

@@ -40,6 +40,12 @@ use crate::sys::dma_memory::DmaWindow;
 /// read with [`Ordering::Acquire`], a doorbell after
 /// [`sync_for_device`](Self::sync_for_device)).
 ///
+/// Between threads of this process, keep one access width per location while
+/// the accesses can overlap in time: atomics of different widths racing on
+/// the same bytes, one of them a write, are undefined behaviour in Rust's
+/// memory model, and this type does not yet prevent it (see the crate's
+/// DMA safety model).
+///
 /// ```no_run
 /// use std::sync::atomic::Ordering;
 /// use usrdrv::Device;
