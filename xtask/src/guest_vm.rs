@@ -52,6 +52,11 @@ pub struct VmOptions {
     #[arg(long, value_name = "WORD")]
     pub append: Vec<String>,
 
+    /// Stop the guest when, once ready, it prints nothing for this many
+    /// seconds (set by `cargo xtask test`, whose tests print as they go).
+    #[arg(skip)]
+    pub silence_limit: Option<u64>,
+
     #[command(flatten)]
     pub sources: SourceArgs,
 }
@@ -198,6 +203,7 @@ pub fn boot(
         smp: opts.smp,
         append: opts.append.clone(),
         extra_args: opts.qemu_args.clone(),
+        silence_limit: opts.silence_limit.map(Duration::from_secs),
     };
     let timeout = opts.timeout.unwrap_or(default_timeout);
     eprintln!(

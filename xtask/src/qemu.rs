@@ -67,6 +67,9 @@ pub struct QemuConfig {
     pub append: Vec<String>,
     /// Extra QEMU arguments, appended last.
     pub extra_args: Vec<String>,
+    /// Stop QEMU when the guest, once ready, prints nothing for this long
+    /// ([`Ending::Silent`]); `None` waits for the timeout.
+    pub silence_limit: Option<Duration>,
 }
 
 impl QemuConfig {
@@ -193,6 +196,9 @@ pub enum Ending {
     /// A guest CPU's timer stopped firing (the kernel's words): QEMU was
     /// stopped, since whatever waits on that CPU would wait until the timeout.
     TimerStall(String),
+    /// The guest was ready, then printed nothing for this long: QEMU was
+    /// stopped (only when [`QemuConfig::silence_limit`] asks for it).
+    Silent(Duration),
 }
 
 /// The record of one VM run.
@@ -238,6 +244,12 @@ impl VmRun {
                 "a guest CPU's timer stopped firing, so QEMU was stopped (the kernel said: {why}); \
                  seen now and then under QEMU 7.2's TCG, most likely the emulator losing a timer \
                  interrupt rather than a test's doing"
+            )),
+            Ending::Silent(t) => Some(format!(
+                "the guest printed nothing for {} s, so QEMU was stopped; under QEMU 7.2's TCG a \
+                 guest whose timers stop can hang without a word, and a test that hangs does the \
+                 same, so one boot like this runs again and a second counts as a failure",
+                t.as_secs()
             )),
         }
     }
@@ -350,6 +362,8 @@ pub fn run(config: &QemuConfig, timeout: Duration) -> Result<VmRun> {
         start,
         deadline: start + timeout,
         timeout,
+        silence_limit: config.silence_limit,
+        last_output: start,
         console: LineBuffer::default(),
         errors: LineBuffer::default(),
         run: VmRun {
@@ -376,6 +390,9 @@ struct Supervisor {
     start: Instant,
     deadline: Instant,
     timeout: Duration,
+    silence_limit: Option<Duration>,
+    /// When the guest's console last printed anything.
+    last_output: Instant,
     console: LineBuffer,
     errors: LineBuffer,
     run: VmRun,
@@ -419,6 +436,14 @@ impl Supervisor {
                 kill(child);
                 return Ending::TimerStall(why);
             }
+            if let Some(limit) = self.silence_limit
+                && self.ready_at.is_some()
+                && self.exit.is_none()
+                && now >= self.last_output + limit
+            {
+                kill(child);
+                return Ending::Silent(limit);
+            }
             if !stdout_open {
                 // QEMU closes its stdout when it exits; reap it.
                 return match wait_briefly(child) {
@@ -432,6 +457,7 @@ impl Supervisor {
             let wait = (self.deadline - now).min(Duration::from_millis(100));
             match rx.recv_timeout(wait) {
                 Ok(Msg::Stdout(bytes)) => {
+                    self.last_output = Instant::now();
                     let lines = self.console.push(&bytes);
                     self.console_lines(lines);
                 }
@@ -592,7 +618,50 @@ mod tests {
             smp: 2,
             append: vec!["foo=1".to_string()],
             extra_args: vec!["-s".to_string()],
+            silence_limit: None,
         }
+    }
+
+    /// A stand-in for QEMU: a script that prints `console` and then sleeps.
+    fn quiet_guest(dir: &std::path::Path, console: &str) -> QemuConfig {
+        use std::os::unix::fs::PermissionsExt;
+        let script = dir.join("qemu");
+        std::fs::write(
+            &script,
+            format!("#!/bin/sh\nprintf '{console}'\nexec sleep 30\n"),
+        )
+        .expect("write the script");
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755))
+            .expect("make it executable");
+        QemuConfig {
+            qemu: script,
+            silence_limit: Some(Duration::from_millis(500)),
+            ..config(false)
+        }
+    }
+
+    #[test]
+    fn a_ready_guest_that_goes_quiet_is_stopped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = quiet_guest(dir.path(), "usrdrv-guest-ready: up\\ntest a ... ");
+        let start = Instant::now();
+        let run = run(&config, Duration::from_secs(20)).expect("the script starts");
+        assert_eq!(run.ending, Ending::Silent(Duration::from_millis(500)));
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            start.elapsed()
+        );
+        let problem = run.problem().expect("a problem");
+        assert!(problem.contains("printed nothing for 0 s"), "{problem}");
+        // Not ready yet: only the timeout stops it.
+        let config = quiet_guest(dir.path(), "booting\\n");
+        let run = run_timeout(&config, Duration::from_secs(2));
+        assert_eq!(run.ending, Ending::TimedOut(Duration::from_secs(2)));
+    }
+
+    fn run_timeout(config: &QemuConfig, timeout: Duration) -> VmRun {
+        run(config, timeout).expect("the script starts")
     }
 
     fn args(c: &QemuConfig) -> Vec<String> {

@@ -28,6 +28,11 @@ pub const DEFAULT_TIMEOUT: u64 = 900;
 /// Boots of one plan a lost guest timer interrupt may cost before its tests
 /// count as failed ([`crate::qemu::Ending::TimerStall`]).
 const TIMER_STALL_ATTEMPTS: u32 = 2;
+/// A test boot whose guest prints nothing for this long is stopped
+/// ([`crate::qemu::Ending::Silent`]) and, like a timer stall, runs again:
+/// the slowest guest test prints within a minute or two, and a guest whose
+/// timers stopped can hang without a word until the whole boot's timeout.
+const SILENCE_LIMIT_SECS: u64 = 300;
 
 /// Arguments of `cargo xtask test`.
 #[derive(Debug, clap::Args)]
@@ -328,6 +333,7 @@ fn run_guest(args: &TestArgs) -> Result<GuestResults> {
             let expected: Vec<ExpectedBinary> = boot.binaries.into_iter().map(|(_, e)| e).collect();
             let opts = VmOptions {
                 no_iommu: boot.no_iommu,
+                silence_limit: Some(SILENCE_LIMIT_SECS),
                 ..args.vm.clone()
             };
             let label = |text: String| format!("{name}: {text}");
@@ -341,8 +347,10 @@ fn run_guest(args: &TestArgs) -> Result<GuestResults> {
                     // the tests' doing, and the boot would only have hung.
                     // The whole boot runs once more, and the report says so.
                     Ok(run)
-                        if matches!(run.ending, crate::qemu::Ending::TimerStall(_))
-                            && attempt < TIMER_STALL_ATTEMPTS =>
+                        if matches!(
+                            run.ending,
+                            crate::qemu::Ending::TimerStall(_) | crate::qemu::Ending::Silent(_)
+                        ) && attempt < TIMER_STALL_ATTEMPTS =>
                     {
                         let problem = run.problem().unwrap_or_default();
                         eprintln!("xtask: {name}: {problem}; running the boot again");
