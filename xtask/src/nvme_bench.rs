@@ -295,17 +295,18 @@ pub fn script(secs: u64) -> String {
             s.push_str("to_kernel\n");
         }
         let members = CASES.iter().filter(|c| c.group() == group);
-        // Every case once, then again those that repeat, round by round.
-        let rounds = |side: &mut dyn FnMut(&Case) -> bool, s: &mut String| {
+        for kernel in [true, false] {
+            if !kernel {
+                s.push_str("to_vfio\n");
+            }
+            // Every case once, then again those that repeat, round by round.
             for round in 1..=CHECK_ROUNDS {
-                for c in members.clone().filter(|c| side(c) && c.rounds >= round) {
+                let due = |c: &&Case| c.is_kernel() == kernel && c.rounds >= round;
+                for c in members.clone().filter(due) {
                     s.push_str(&line(c));
                 }
             }
-        };
-        rounds(&mut |c| c.is_kernel(), &mut s);
-        s.push_str("to_vfio\n");
-        rounds(&mut |c| !c.is_kernel(), &mut s);
+        }
     }
     s.push_str("exit $failed\n");
     s

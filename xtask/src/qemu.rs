@@ -656,12 +656,8 @@ mod tests {
         assert!(problem.contains("printed nothing for 0 s"), "{problem}");
         // Not ready yet: only the timeout stops it.
         let config = quiet_guest(dir.path(), "booting\\n");
-        let run = run_timeout(&config, Duration::from_secs(2));
-        assert_eq!(run.ending, Ending::TimedOut(Duration::from_secs(2)));
-    }
-
-    fn run_timeout(config: &QemuConfig, timeout: Duration) -> VmRun {
-        run(config, timeout).expect("the script starts")
+        let booting = super::run(&config, Duration::from_secs(2)).expect("the script starts");
+        assert_eq!(booting.ending, Ending::TimedOut(Duration::from_secs(2)));
     }
 
     fn args(c: &QemuConfig) -> Vec<String> {
