@@ -87,20 +87,29 @@
 //! **Memory the device shares.** [`DmaBuffer`](dma::DmaBuffer)s,
 //! [`PoolBuffer`](dma::PoolBuffer)s and
 //! [`PersistentBuffer`](dma::PersistentBuffer)s dereference to
-//! [`DmaRegion`](dma::DmaRegion): every access is bounds-checked and atomic
-//! (relaxed by default, any [`Ordering`](std::sync::atomic::Ordering) with
-//! `load`/`store`), copies move aligned 8-byte words, and plain-data types go
-//! in and out with `read_obj`/`write_obj` (`zerocopy`'s traits prove them
-//! plain). Atomic accesses of one width cannot race with each other, so
-//! these are sound while the device, other threads and other processes use
-//! the memory. No `&[u8]` into such memory is ever handed out in safe code.
-//! One gap is known and not yet closed: Rust's memory model also counts as
-//! undefined behaviour two threads of one process accessing overlapping
-//! bytes at the same time with atomics of different widths, one of them a
-//! write (say a `u32` store racing a `u64` load, or a word-wise copy racing
-//! a `u16` store), and safe code can do that through a shared `DmaRegion`
-//! today. Until usrdrv prevents it, keep one width per location across
-//! threads, as device protocols do anyway.
+//! [`DmaRegion`](dma::DmaRegion): every access is bounds-checked and
+//! single-copy atomic (relaxed by default, any
+//! [`Ordering`](std::sync::atomic::Ordering) with `load`/`store`), copies move
+//! aligned 8-byte words, and plain-data types go in and out with
+//! `read_obj`/`write_obj` (`zerocopy`'s traits prove them plain). No `&[u8]`
+//! into such memory is ever handed out in safe code.
+//!
+//! Device structures are reached at whatever width each field has, so
+//! accesses of different widths to the same bytes can race: a `u16` phase
+//! tag stored while another thread copies the whole entry in 8-byte words,
+//! or the in-process emulated device writing an entry the driver polls.
+//! Between Rust atomics such a race is undefined behaviour (Rust's memory
+//! model, like C++'s, has no mixed-size atomics). So on x86-64 usrdrv does
+//! not use Rust atomics for this memory: each access is one `mov` (an
+//! `xchg` for a sequentially consistent store) in inline assembly, which the
+//! compiler treats as an opaque operation and the processor's memory model
+//! (x86-TSO) defines for any mix of aligned sizes, as the device's own
+//! accesses are. Races of any widths, between threads, processes and the
+//! device, are then sound: a reader sees each access whole, old or new. On
+//! other architectures the accesses are Rust atomics, and a mixed-width race
+//! between this process's threads is the one thing the caller must still
+//! avoid (keep one width per location across threads, as device protocols
+//! do anyway).
 //!
 //! **Where the caller takes responsibility.** A device address is a plain
 //! `u64` the driver has written into the device; nothing in the type system

@@ -19,7 +19,8 @@ use crate::sys::dma_memory::DmaWindow;
 ///
 /// The device, other threads and (for shared buffers) other processes may be
 /// accessing this memory at any moment, so no `&[u8]` into it is ever handed
-/// out. Every access is bounds-checked and atomic:
+/// out. Every access is bounds-checked and single-copy atomic (a reader sees
+/// each access whole, old or new):
 ///
 /// - [`read`](Self::read) / [`write`](Self::write): one naturally aligned
 ///   little-endian `u8`..`u64`, relaxed;
@@ -40,11 +41,11 @@ use crate::sys::dma_memory::DmaWindow;
 /// read with [`Ordering::Acquire`], a doorbell after
 /// [`sync_for_device`](Self::sync_for_device)).
 ///
-/// Between threads of this process, keep one access width per location while
-/// the accesses can overlap in time: atomics of different widths racing on
-/// the same bytes, one of them a write, are undefined behaviour in Rust's
-/// memory model, and this type does not yet prevent it (see the crate's
-/// DMA safety model).
+/// Accesses of different widths may race on the same bytes, from threads of
+/// this process as from the device: on x86-64 each access is a machine
+/// instruction outside Rust's memory model (which has no mixed-size atomics),
+/// so such a race is defined. On other architectures keep one width per
+/// location across threads (see the crate's DMA safety model).
 ///
 /// ```no_run
 /// use std::sync::atomic::Ordering;
@@ -135,14 +136,14 @@ impl DmaRegion {
     }
 
     /// Reads one naturally aligned little-endian value at `offset`: one relaxed
-    /// atomic load.
+    /// single-copy atomic load.
     #[inline]
     pub fn read<T: MmioValue>(&self, offset: usize) -> Result<T, DmaError> {
         self.load(offset, Ordering::Relaxed)
     }
 
     /// Writes one naturally aligned little-endian value at `offset`: one relaxed
-    /// atomic store.
+    /// single-copy atomic store.
     #[inline]
     pub fn write<T: MmioValue>(&self, offset: usize, value: T) -> Result<(), DmaError> {
         self.store(offset, value, Ordering::Relaxed)
@@ -150,6 +151,8 @@ impl DmaRegion {
 
     /// Loads one naturally aligned little-endian value at `offset` with
     /// `order` (`Acquire` to read a completion flag before its payload).
+    /// `Release` and `AcqRel`, which mean nothing for a load, load as
+    /// `Acquire`.
     #[inline]
     pub fn load<T: MmioValue>(&self, offset: usize, order: Ordering) -> Result<T, DmaError> {
         self.window
@@ -159,6 +162,8 @@ impl DmaRegion {
 
     /// Stores one naturally aligned little-endian value at `offset` with
     /// `order` (`Release` to publish a descriptor written before it).
+    /// `Acquire` and `AcqRel`, which mean nothing for a store, store as
+    /// `SeqCst`.
     #[inline]
     pub fn store<T: MmioValue>(
         &self,

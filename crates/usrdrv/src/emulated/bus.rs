@@ -45,9 +45,10 @@ impl Bus {
 
     /// Reads `out.len()` bytes of memory at device address `addr`.
     ///
-    /// Like every access of the bus, it is atomic in Rust's sense, as the
-    /// driver's own accesses to DMA memory are: an aligned 2-, 4- or 8-byte
-    /// access is one atomic access of that size (a descriptor's flag word, a
+    /// Like every access of the bus, it is made as the driver's own accesses
+    /// to DMA memory are (so the two may race at any mix of widths): an
+    /// aligned 2-, 4- or 8-byte access is one single-copy atomic access of
+    /// that size (a descriptor's flag word, a
     /// completion's phase tag); anything longer moves aligned 8-byte words.
     pub fn read(&self, addr: u64, out: &mut [u8]) -> Result<(), DmaFault> {
         self.session.dma(addr, out.len(), false, |memory| {

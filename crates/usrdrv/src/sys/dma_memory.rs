@@ -9,6 +9,7 @@ use std::sync::atomic::Ordering;
 
 use super::word::MmioValue;
 use super::word::sealed::Word;
+use super::word_access;
 
 /// 2 MiB, the x86 huge page size used for DMA memory.
 pub(crate) const HUGE_PAGE_SIZE: usize = 2 << 20;
@@ -16,7 +17,7 @@ pub(crate) const HUGE_PAGE_SIZE: usize = 2 << 20;
 /// Anonymous memory that a device may be given access to.
 ///
 /// While a device may access it, reach it only through a [`DmaWindow`]
-/// (atomic accesses); the slice accessors are `unsafe`, for when the caller
+/// (single-copy atomic accesses); the slice accessors are `unsafe`, for when the caller
 /// can prove nothing else touches it (see `dma::DmaBuffer`'s typestate).
 #[derive(Debug)]
 pub(crate) struct DmaMemory {
@@ -157,8 +158,8 @@ impl DmaMemory {
     ///
     /// For as long as the slice lives, nothing writes the memory: no device
     /// (no DMA to it in flight or started, by any device address that reaches
-    /// it), no other process (memory shared with one), and no atomic access
-    /// through a [`DmaWindow`] of it.
+    /// it), no other process (memory shared with one), and no access through
+    /// a [`DmaWindow`] of it.
     pub(crate) unsafe fn as_slice(&self) -> &[u8] {
         // SAFETY: the mapping is live, readable and `len` bytes long for as long
         // as `self` is borrowed (type invariant), and the caller guarantees
@@ -192,28 +193,31 @@ impl Drop for DmaMemory {
 }
 
 /// A window of DMA memory (all of a [`DmaMemory`] or part of it), reached only
-/// by atomic accesses: the memory a device, other threads and other processes
-/// may all be touching.
+/// by single-copy atomic accesses (`sys::word_access`): the memory a device,
+/// other threads and other processes may all be touching.
 ///
 /// Every accessor is bounds-checked and safe from any thread: single values are
-/// one atomic load or store (relaxed unless asked otherwise), and bulk copies are
-/// sequences of relaxed atomic loads or stores of aligned 8-byte words (bytes at
-/// an unaligned head and tail). On x86 these are the plain `mov`s a C driver
-/// would issue; in the Rust memory model they cannot race with each other.
+/// one load or store (relaxed unless asked otherwise), and bulk copies are
+/// sequences of relaxed loads or stores of aligned 8-byte words (bytes at an
+/// unaligned head and tail). On x86-64 these are the plain `mov`s a C driver
+/// would issue, as inline assembly, so accesses of any mix of widths may race.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct DmaWindow {
     // INVARIANT: `[ptr, ptr + len)` lies inside a live `DmaMemory` mapping
     // (readable and writable) for as long as this value is reachable: holders
     // keep the memory alive (see `DmaMemory::window`), and nothing in this
-    // process accesses it other than atomically while a window exists (slices
+    // process accesses it other than through `Word::load`/`Word::store` while
+    // a window exists (slices
     // come only from the `unsafe` accessors whose contracts exclude that).
     ptr: NonNull<u8>,
     len: usize,
 }
 
-// SAFETY: every access through a window is atomic; the memory is process-wide.
+// SAFETY: every access through a window is a single-copy atomic `Word` access;
+// the memory is process-wide.
 unsafe impl Send for DmaWindow {}
-// SAFETY: as above: shared use from several threads is atomic accesses only.
+// SAFETY: as above: shared use from several threads is `Word` accesses only,
+// defined for any mix of widths (`sys::word_access`).
 unsafe impl Sync for DmaWindow {}
 
 /// The width of the words bulk copies move.
@@ -226,8 +230,9 @@ impl DmaWindow {
     /// # Safety
     ///
     /// `[addr, addr + len)` is readable and writable memory of this process
-    /// that stays allocated, and that this process accesses only atomically
-    /// or not at all, for as long as the window is reachable.
+    /// that stays allocated, and that this process accesses only through
+    /// `Word::load`/`Word::store` or not at all, for as long as the window is
+    /// reachable.
     pub(crate) unsafe fn from_raw(addr: usize, len: usize) -> Option<DmaWindow> {
         // INVARIANT: the caller's guarantee is the type's.
         NonNull::new(addr as *mut u8).map(|ptr| DmaWindow { ptr, len })
@@ -270,17 +275,17 @@ impl DmaWindow {
         Some(unsafe { self.ptr.as_ptr().add(offset) }.cast::<T>())
     }
 
-    /// Loads the little-endian `T` at `offset` (naturally aligned) atomically.
+    /// Loads the little-endian `T` at `offset` (naturally aligned) in one access.
     #[inline]
     pub(crate) fn load<T: MmioValue>(&self, offset: usize, order: Ordering) -> Option<T> {
         let ptr = self.word_ptr::<T>(offset)?;
         // SAFETY: `ptr` is in bounds and aligned (`word_ptr`); the memory is
-        // only accessed atomically in this process while the window exists
+        // only accessed through `Word` in this process while the window exists
         // (type invariant).
         Some(T::from_le(unsafe { T::load(ptr, order) }))
     }
 
-    /// Stores `value` little-endian at `offset` (naturally aligned) atomically.
+    /// Stores `value` little-endian at `offset` (naturally aligned) in one access.
     #[inline]
     pub(crate) fn store<T: MmioValue>(
         &self,
@@ -294,7 +299,7 @@ impl DmaWindow {
         Some(())
     }
 
-    /// Copies `out.len()` bytes from `offset` into `out`: relaxed atomic loads
+    /// Copies `out.len()` bytes from `offset` into `out`: relaxed loads
     /// of aligned words, bytes at the edges.
     pub(crate) fn copy_out(&self, offset: usize, out: &mut [u8]) -> Option<()> {
         if !self.in_bounds(offset, out.len()) {
@@ -304,25 +309,25 @@ impl DmaWindow {
         let start = unsafe { self.ptr.as_ptr().add(offset) };
         let head = start.align_offset(WORD).min(out.len());
         let (head_out, rest) = out.split_at_mut(head);
-        let mut words = rest.chunks_exact_mut(WORD);
+        let words = rest.len() / WORD;
+        let (body_out, tail_out) = rest.split_at_mut(words * WORD);
         let mut at = start;
         for byte in head_out {
             // SAFETY: `at` stays within `[start, start + out.len())`, in bounds
             // (checked above); bytes need no alignment; accesses to the window
-            // are atomic only (type invariant).
+            // go through `Word` only (type invariant).
             *byte = unsafe { u8::load(at, Ordering::Relaxed) };
             // SAFETY: at most one past the checked range.
             at = unsafe { at.add(1) };
         }
-        for word in &mut words {
-            // SAFETY: in bounds as above, and aligned to 8 after the head.
-            let raw = unsafe { u64::load(at.cast::<u64>(), Ordering::Relaxed) };
-            // The bytes in memory order.
-            word.copy_from_slice(&raw.to_ne_bytes());
-            // SAFETY: at most one past the checked range.
-            at = unsafe { at.add(WORD) };
-        }
-        for byte in words.into_remainder() {
+        // SAFETY: `at` is aligned to 8 after the head and `words` words from it
+        // lie in the checked range; `body_out` is this call's own buffer of as
+        // many bytes; the window is reached through `Word` and the word copies
+        // only (type invariant).
+        unsafe { word_access::copy_words_out(at.cast::<u64>(), body_out.as_mut_ptr(), words) };
+        // SAFETY: at most one past the checked range.
+        at = unsafe { at.add(words * WORD) };
+        for byte in tail_out {
             // SAFETY: in bounds as above.
             *byte = unsafe { u8::load(at, Ordering::Relaxed) };
             // SAFETY: at most one past the checked range.
@@ -331,7 +336,7 @@ impl DmaWindow {
         Some(())
     }
 
-    /// Copies `data` to `offset`: relaxed atomic stores of aligned words, bytes
+    /// Copies `data` to `offset`: relaxed stores of aligned words, bytes
     /// at the edges.
     pub(crate) fn copy_in(&self, offset: usize, data: &[u8]) -> Option<()> {
         if !self.in_bounds(offset, data.len()) {
@@ -341,30 +346,23 @@ impl DmaWindow {
         let start = unsafe { self.ptr.as_ptr().add(offset) };
         let head = start.align_offset(WORD).min(data.len());
         let (head_data, rest) = data.split_at(head);
-        let words = rest.chunks_exact(WORD);
-        let tail = words.remainder();
+        let words = rest.len() / WORD;
+        let (body, tail) = rest.split_at(words * WORD);
         let mut at = start;
         for byte in head_data {
             // SAFETY: `at` stays within `[start, start + data.len())`, in bounds
-            // and writable; accesses to the window are atomic only.
+            // and writable; accesses to the window go through `Word` only.
             unsafe { u8::store(at, *byte, Ordering::Relaxed) };
             // SAFETY: at most one past the checked range.
             at = unsafe { at.add(1) };
         }
-        for word in words {
-            let mut bytes = [0u8; WORD];
-            bytes.copy_from_slice(word);
-            // SAFETY: in bounds as above, and aligned to 8 after the head.
-            unsafe {
-                u64::store(
-                    at.cast::<u64>(),
-                    u64::from_ne_bytes(bytes),
-                    Ordering::Relaxed,
-                )
-            };
-            // SAFETY: at most one past the checked range.
-            at = unsafe { at.add(WORD) };
-        }
+        // SAFETY: `at` is aligned to 8 after the head and `words` words from it
+        // lie in the checked, writable range; `body` is the caller's own bytes,
+        // as many; the window is reached through `Word` and the word copies
+        // only (type invariant).
+        unsafe { word_access::copy_words_in(body.as_ptr(), at.cast::<u64>(), words) };
+        // SAFETY: at most one past the checked range.
+        at = unsafe { at.add(words * WORD) };
         for byte in tail {
             // SAFETY: in bounds as above.
             unsafe { u8::store(at, *byte, Ordering::Relaxed) };

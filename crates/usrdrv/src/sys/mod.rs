@@ -13,3 +13,4 @@ pub(crate) mod mmap;
 pub(crate) mod usrdma_ioctl;
 pub(crate) mod vfio_ioctl;
 pub(crate) mod word;
+pub(crate) mod word_access;

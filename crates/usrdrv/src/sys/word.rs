@@ -5,7 +5,9 @@
 //! (`sys::dma_memory`) use it, and `mmio` re-exports [`MmioValue`].
 
 use std::fmt;
-use std::sync::atomic::{AtomicU8, AtomicU16, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
+
+use super::word_access::Access;
 
 /// A value that can be read from or written to device memory or DMA memory in
 /// one access: `u8`, `u16`, `u32` or `u64`. Device registers and DMA
@@ -31,15 +33,17 @@ pub(crate) mod sealed {
         fn to_u64(self) -> u64;
         /// The low bits of `value` (a device model's answer of this width).
         fn from_u64_truncating(value: u64) -> Self;
-        /// An atomic load of the raw value at `ptr`.
+        /// One naturally aligned load of the raw value at `ptr`, as
+        /// `sys::word_access` issues it.
         ///
         /// # Safety
         ///
         /// `ptr` is valid for reads of `Self`, aligned to `size_of::<Self>()`,
-        /// and every access to it from this process while the load runs is
-        /// atomic (the device's accesses are outside the Rust memory model).
+        /// and while the load runs nothing in this process accesses the bytes
+        /// other than through these two methods (the device's accesses are
+        /// outside the Rust memory model).
         unsafe fn load(ptr: *mut Self, order: Ordering) -> Self;
-        /// An atomic store of the raw `value` at `ptr`.
+        /// One naturally aligned store of the raw `value` at `ptr`.
         ///
         /// # Safety
         ///
@@ -49,7 +53,7 @@ pub(crate) mod sealed {
 }
 
 macro_rules! word {
-    ($($t:ty => $atomic:ty),*) => {$(
+    ($($t:ty),*) => {$(
         impl sealed::Word for $t {
             #[inline(always)]
             fn from_le(raw: Self) -> Self {
@@ -78,24 +82,16 @@ macro_rules! word {
             }
             #[inline(always)]
             unsafe fn load(ptr: *mut Self, order: Ordering) -> Self {
-                // SAFETY: the caller guarantees `ptr` is valid, aligned to the
-                // integer's size (which is the atomic type's alignment on the
-                // targets usrdrv supports, checked below) and only accessed
-                // atomically meanwhile: `from_ptr`'s contract.
-                unsafe { <$atomic>::from_ptr(ptr) }.load(order)
+                // SAFETY: the caller's guarantee is `Access::load`'s contract.
+                unsafe { <$t as Access>::load(ptr, order) }
             }
             #[inline(always)]
             unsafe fn store(ptr: *mut Self, value: Self, order: Ordering) {
-                // SAFETY: as in `load`, and the caller guarantees `ptr` is
-                // valid for writes.
-                unsafe { <$atomic>::from_ptr(ptr) }.store(value, order);
+                // SAFETY: the caller's guarantee is `Access::store`'s contract.
+                unsafe { <$t as Access>::store(ptr, value, order) }
             }
         }
         impl MmioValue for $t {}
-        const _: () = assert!(
-            std::mem::align_of::<$atomic>() == std::mem::size_of::<$t>(),
-            "naturally aligned integers must be valid atomics"
-        );
     )*};
 }
-word!(u8 => AtomicU8, u16 => AtomicU16, u32 => AtomicU32, u64 => AtomicU64);
+word!(u8, u16, u32, u64);
