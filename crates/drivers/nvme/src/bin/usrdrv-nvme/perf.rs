@@ -355,8 +355,19 @@ fn drive(
         if queue.in_flight() == 0 {
             break;
         }
-        // The first completion waited for, then every one already posted.
-        let mut next = Some(queue.wait()?);
+        // The first completion (waited for if none is posted yet), then
+        // every one already posted. The wait is time the controller, not
+        // this loop, took (with the one reap that ends it): two stamps per
+        // wait, not per command.
+        let mut next = match queue.reap()? {
+            Some(done) => Some(done),
+            None => {
+                let waited = report::now();
+                let first = queue.wait()?;
+                tally.waiting_ticks += report::now().wrapping_sub(waited);
+                Some(first)
+            }
+        };
         while let Some(done) = next {
             let end = report::now();
             if let Some(at) = submitted.get(done.tag as usize) {

@@ -63,6 +63,10 @@ pub struct Tally {
     pub latencies: Vec<u64>,
     /// Doorbell registers the queue wrote (this crate's driver only).
     pub doorbell_writes: u64,
+    /// Ticks of [`now`] the thread spent waiting for a completion with
+    /// nothing else to do (this crate's driver only): polled, spinning;
+    /// on interrupts, mostly asleep.
+    pub waiting_ticks: u64,
 }
 
 /// The report (schema `usrdrv-nvme.perf/1`), the same for both sides.
@@ -92,6 +96,14 @@ pub struct Report {
     shadow_doorbells: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     doorbell_writes_per_io: Option<f64>,
+    /// This crate's driver only: the time its queues' threads spent waiting
+    /// for the controller with nothing else to do, as a share of their time
+    /// and per completed command (polled, that is spinning: CPU time the
+    /// driver's own work did not need).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    waiting_share: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    waiting_us_per_io: Option<f64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -148,6 +160,7 @@ impl Report {
             total.ios += tally.ios;
             total.bytes += tally.bytes;
             total.doorbell_writes += tally.doorbell_writes;
+            total.waiting_ticks += tally.waiting_ticks;
             total.latencies.extend(tally.latencies);
         }
         total.latencies.sort_unstable();
@@ -161,6 +174,10 @@ impl Report {
             us(total.latencies[i.min(n - 1)])
         };
         let args = shape.args;
+        // Waiting is measured for this crate's driver only (it has the
+        // shadow-doorbell field too).
+        let ours = shape.shadow_doorbells.is_some();
+        let waiting_s = us(total.waiting_ticks) / 1e6;
         Self {
             schema: "usrdrv-nvme.perf/1",
             address: shape.address.clone(),
@@ -190,6 +207,9 @@ impl Report {
             doorbell_writes_per_io: shape
                 .shadow_doorbells
                 .map(|_| total.doorbell_writes as f64 / total.ios.max(1) as f64),
+            waiting_share: ours
+                .then(|| (waiting_s / (elapsed * f64::from(args.queues.max(1)))).min(1.0)),
+            waiting_us_per_io: ours.then(|| waiting_s * 1e6 / total.ios.max(1) as f64),
         }
     }
 
@@ -225,6 +245,12 @@ impl Report {
                 "doorbell registers only"
             };
             println!("  doorbell register writes per I/O: {writes:.3} ({how})");
+        }
+        if let (Some(share), Some(per_io)) = (self.waiting_share, self.waiting_us_per_io) {
+            println!(
+                "  waiting for the controller: {:.1}% of the queues' time, {per_io:.2} us per I/O",
+                share * 100.0
+            );
         }
     }
 }
