@@ -2,7 +2,7 @@
 //! through usrdrv's emulated backend: data integrity over every PRP shape,
 //! queue wrap-around, several queues on several threads, named statuses,
 //! injected I/O errors, revocation mid-I/O and at every step of a workload,
-//! and the leak check after each test (every queue deleted, every buffer
+//! shadow doorbells (across a controller reset too), and the leak check after each test (every queue deleted, every buffer
 //! freed).
 
 use std::time::{Duration, Instant};
@@ -11,7 +11,7 @@ use usrdrv::Device;
 use usrdrv::dma::{DmaBuffer, DmaMask};
 use usrdrv::emulated::{EmulatedDevice, LeakReport};
 use usrdrv_nvme::model::{NvmeModel, NvmeModelConfig};
-use usrdrv_nvme::{Controller, Namespace, NvmeError, Op};
+use usrdrv_nvme::{Controller, ControllerOptions, Namespace, NvmeError, Op};
 
 fn open(emulated: &EmulatedDevice) -> Result<Controller, NvmeError> {
     Controller::from_device(Device::emulated(emulated, DmaMask::BITS_64)?)
@@ -532,5 +532,162 @@ fn the_callers_own_mapped_memory_carries_queued_commands_and_comes_back() {
         .unwrap();
     drop(queue);
     drop(nvme);
+    finish(emulated);
+}
+
+/// Writes `count` 4 KiB patterns through a queue of depth 8 (wrapping it
+/// many times), reads them back through the same queue, and returns the
+/// doorbell registers the queue wrote.
+fn wrap_with_data(
+    nvme: &Controller,
+    ns: &Namespace,
+    model: &NvmeModel,
+    queue: &mut usrdrv_nvme::IoQueue,
+    count: u64,
+    seed: u64,
+) -> u64 {
+    let before = queue.doorbell_writes();
+    let mut free: Vec<DmaBuffer> = (0..7)
+        .map(|_| nvme.device().alloc_dma(4096).expect("a DMA buffer"))
+        .collect();
+    for (op, round) in [(Op::Write, 0), (Op::Read, 1)] {
+        for n in 0..count {
+            let buffer = match free.pop() {
+                Some(buffer) => buffer,
+                None => {
+                    let done = queue.wait().expect("a completion");
+                    done.result.as_ref().expect("the command succeeds");
+                    check_read(&done, round, seed);
+                    done.buffer
+                }
+            };
+            if matches!(op, Op::Write) {
+                buffer
+                    .write_bytes(0, &pattern(4096, seed + n))
+                    .expect("the buffer takes the pattern");
+            }
+            queue
+                .submit(op, ns, n * 8, 8, buffer, round << 32 | n)
+                .map_err(|r| r.error)
+                .expect("the queue takes the command");
+        }
+        while queue.in_flight() > 0 {
+            let done = queue.wait().expect("a completion");
+            done.result.as_ref().expect("the command succeeds");
+            check_read(&done, round, seed);
+            free.push(done.buffer);
+        }
+    }
+    for n in [0, count / 2, count - 1] {
+        assert_eq!(
+            model.disk(n as usize * 4096, 4096),
+            pattern(4096, seed + n),
+            "write {n}"
+        );
+    }
+    queue.doorbell_writes() - before
+}
+
+/// A completed read (tag round 1) holds what write `n` wrote.
+fn check_read(done: &usrdrv_nvme::Completed<DmaBuffer>, round: u64, seed: u64) {
+    if round == 1 && done.tag >> 32 == 1 {
+        let n = done.tag & 0xffff_ffff;
+        let mut got = vec![0u8; 4096];
+        done.buffer
+            .read_bytes(0, &mut got)
+            .expect("the buffer reads back");
+        assert_eq!(got, pattern(4096, seed + n), "read {n}");
+    }
+}
+
+#[test]
+fn shadow_doorbells_carry_every_command_and_spare_head_doorbells() {
+    let run = |shadow_doorbells: bool| {
+        let model = NvmeModel::new();
+        let emulated = EmulatedDevice::new(model.clone());
+        let device = Device::emulated(&emulated, DmaMask::BITS_64).unwrap();
+        let mut nvme =
+            Controller::from_device_with_options(device, ControllerOptions { shadow_doorbells })
+                .unwrap();
+        assert_eq!(nvme.shadow_doorbells(), shadow_doorbells);
+        let ns = nvme.namespaces().unwrap()[0];
+        let mut queue = nvme.io_queue(8).unwrap();
+        assert_eq!(queue.has_shadow_doorbells(), shadow_doorbells);
+        let writes = wrap_with_data(&nvme, &ns, &model, &mut queue, 100, 7);
+        drop((queue, nvme));
+        finish(emulated);
+        writes
+    };
+    let (registers, shadow) = (run(false), run(true));
+    // The model asks for every tail it has caught up with, as QEMU 7.2
+    // does, but never for a head: the head register is rung once per wrap.
+    assert!(
+        shadow < registers,
+        "{shadow} doorbell writes with shadow doorbells, {registers} without"
+    );
+    assert!(shadow > 0, "the tail doorbells are still rung");
+}
+
+#[test]
+fn shadow_doorbells_are_handed_over_again_after_a_reset() {
+    let model = NvmeModel::with_config(NvmeModelConfig {
+        abort: false,
+        ..NvmeModelConfig::default()
+    });
+    let emulated = EmulatedDevice::new(model.clone());
+    let device = Device::emulated(&emulated, DmaMask::BITS_64).unwrap();
+    let mut nvme = Controller::from_device_with_options(
+        device,
+        ControllerOptions {
+            shadow_doorbells: true,
+        },
+    )
+    .unwrap();
+    nvme.set_command_timeout(Duration::from_millis(100));
+    let ns = nvme.namespaces().unwrap()[0];
+    let mut queue = nvme.io_queue(8).unwrap();
+    assert!(model.has_doorbell_buffers());
+    wrap_with_data(&nvme, &ns, &model, &mut queue, 20, 1);
+    // A command the controller never completes (and will not abort) ends in
+    // a reset, which makes the controller forget the shadow buffers.
+    model.hold_next_io(1);
+    let data = nvme.device().alloc_dma(4096).unwrap();
+    let what = timeout_text(&queue.read(&ns, 0, 8, &data));
+    assert!(what.contains("reset"), "{what}");
+    assert_eq!(model.resets(), 1);
+    assert!(
+        model.has_doorbell_buffers(),
+        "the driver handed them over again"
+    );
+    // Were it not so, the queue's tails would sit in the shadow buffer
+    // unrung (its event index is zero) and these commands would time out.
+    let writes = wrap_with_data(&nvme, &ns, &model, &mut queue, 40, 2);
+    assert!(writes > 0);
+    drop((queue, data, nvme));
+    finish(emulated);
+}
+
+#[test]
+fn a_controller_without_doorbell_buffer_config_keeps_to_its_registers() {
+    let model = NvmeModel::with_config(NvmeModelConfig {
+        doorbell_buffer: false,
+        ..NvmeModelConfig::default()
+    });
+    let emulated = EmulatedDevice::new(model.clone());
+    let device = Device::emulated(&emulated, DmaMask::BITS_64).unwrap();
+    let mut nvme = Controller::from_device_with_options(
+        device,
+        ControllerOptions {
+            shadow_doorbells: true,
+        },
+    )
+    .unwrap();
+    assert!(!nvme.info().has_shadow_doorbells());
+    assert!(!nvme.shadow_doorbells());
+    let ns = nvme.namespaces().unwrap()[0];
+    let mut queue = nvme.io_queue(8).unwrap();
+    assert!(!queue.has_shadow_doorbells());
+    wrap_with_data(&nvme, &ns, &model, &mut queue, 20, 3);
+    drop((queue, nvme));
     finish(emulated);
 }

@@ -141,9 +141,9 @@ impl State {
                 if vector.is_some_and(|v| u32::from(v) >= self.config.msix_vectors) {
                     return status(sc::INVALID_VECTOR);
                 }
-                self.queues
-                    .cqs
-                    .insert(qid, Cq::new(c.prp1, qsize as u16, vector));
+                let mut cq = Cq::new(c.prp1, qsize as u16, vector);
+                cq.shadow = self.shadow_slot(qid, true);
+                self.queues.cqs.insert(qid, cq);
                 status(sc::SUCCESS)
             }
             admin::CREATE_SQ => {
@@ -162,6 +162,7 @@ impl State {
                         head: 0,
                         tail: 0,
                         cqid,
+                        shadow: self.shadow_slot(qid, false),
                     },
                 );
                 status(sc::SUCCESS)
@@ -201,6 +202,32 @@ impl State {
                     }
                     _ => Done(sc::SUCCESS, 1),
                 }
+            }
+            admin::DOORBELL_BUFFER_CONFIG if self.config.doorbell_buffer => {
+                let page_aligned = |a: u64| a != 0 && a.is_multiple_of(PAGE);
+                if !page_aligned(c.prp1) || !page_aligned(c.prp2) {
+                    return status(sc::INVALID_FIELD);
+                }
+                self.doorbell_buffers = Some((c.prp1, c.prp2));
+                // Queues that exist already take their slots now.
+                let slots: Vec<(u16, bool)> = self
+                    .queues
+                    .sqs
+                    .keys()
+                    .map(|&q| (q, false))
+                    .chain(self.queues.cqs.keys().map(|&q| (q, true)))
+                    .collect();
+                for (qid, cq) in slots {
+                    let slot = self.shadow_slot(qid, cq);
+                    if cq {
+                        if let Some(queue) = self.queues.cqs.get_mut(&qid) {
+                            queue.shadow = slot;
+                        }
+                    } else if let Some(queue) = self.queues.sqs.get_mut(&qid) {
+                        queue.shadow = slot;
+                    }
+                }
+                status(sc::SUCCESS)
             }
             _ => status(sc::INVALID_OPCODE),
         }
@@ -379,6 +406,10 @@ impl State {
         put(64, &text(&self.config.firmware, 8));
         put(77, &[self.config.mdts]);
         put(80, &super::VERSION.to_le_bytes());
+        // OACS: Doorbell Buffer Config, where offered.
+        if self.config.doorbell_buffer {
+            put(256, &(1u16 << 8).to_le_bytes());
+        }
         // Abort Command Limit (0's based): four at a time.
         put(258, &[3]);
         // SQES, CQES: 64- and 16-byte entries.

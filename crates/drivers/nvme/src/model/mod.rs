@@ -7,7 +7,9 @@
 //! registers and doorbells, the admin queue, Identify (controller,
 //! namespace, active namespace list), Set Features (Number of Queues), I/O
 //! queue creation and deletion with an MSI-X vector per completion queue,
-//! Abort, and Read, Write (PRP entries and chained PRP lists), Flush, Write
+//! Abort, Doorbell Buffer Config (shadow doorbells for the I/O queues, with
+//! QEMU 7.2's event indexes: a submission queue asks for a doorbell at the
+//! tail it has caught up with, a completion queue never asks), and Read, Write (PRP entries and chained PRP lists), Flush, Write
 //! Zeroes and Dataset Management (deallocate). Commands run when their
 //! doorbell is rung, in the driver's thread; a completion's status word
 //! (with the phase tag) is written after the rest of it.
@@ -72,6 +74,8 @@ pub struct NvmeModelConfig {
     pub msix_vectors: u32,
     /// Whether Abort aborts a command the model holds.
     pub abort: bool,
+    /// Whether the controller offers Doorbell Buffer Config (OACS bit 8).
+    pub doorbell_buffer: bool,
     /// Identify Controller's serial number.
     pub serial: String,
     /// Identify Controller's model number.
@@ -82,7 +86,8 @@ pub struct NvmeModelConfig {
 
 impl Default for NvmeModelConfig {
     /// 8 MiB of 512-byte blocks, QEMU 7.2's limits (MDTS 7, 64 I/O queue
-    /// pairs, 2048 entries, 65 MSI-X vectors), Abort supported.
+    /// pairs, 2048 entries, 65 MSI-X vectors), Abort and Doorbell Buffer
+    /// Config supported.
     fn default() -> Self {
         Self {
             blocks: 16 * 1024,
@@ -92,6 +97,7 @@ impl Default for NvmeModelConfig {
             max_queue_entries: 2048,
             msix_vectors: 65,
             abort: true,
+            doorbell_buffer: true,
             serial: "usrdrv-model-0".into(),
             model: "usrdrv NVMe model".into(),
             firmware: "1.0".into(),
@@ -111,6 +117,8 @@ struct State {
     queues: Queues,
     /// I/O queue pairs granted by Set Features.
     granted: Option<u16>,
+    /// The shadow doorbell and event index buffers, once configured.
+    doorbell_buffers: Option<(u64, u64)>,
     storage: Vec<u8>,
     /// Commands in flight that the model will not complete: (queue, id).
     held: Vec<(u16, u16)>,
@@ -156,6 +164,7 @@ impl NvmeModel {
                 acq: 0,
                 queues: Queues::default(),
                 granted: None,
+                doorbell_buffers: None,
                 storage: vec![0; bytes],
                 held: Vec::new(),
                 hold_io: 0,
@@ -198,6 +207,12 @@ impl NvmeModel {
         self.lock().resets
     }
 
+    /// Whether the driver has handed the controller shadow doorbell buffers
+    /// (Doorbell Buffer Config) since its last reset.
+    pub fn has_doorbell_buffers(&self) -> bool {
+        self.lock().doorbell_buffers.is_some()
+    }
+
     /// `len` bytes of the namespace from byte `offset`, as the disk holds them.
     pub fn disk(&self, offset: usize, len: usize) -> Vec<u8> {
         self.lock().storage[offset..offset + len].to_vec()
@@ -205,6 +220,18 @@ impl NvmeModel {
 }
 
 impl State {
+    /// Queue `qid`'s slots in the shadow buffers (`cq`: its head's), if the
+    /// driver configured them; the admin queue keeps to its registers.
+    fn shadow_slot(&self, qid: u16, cq: bool) -> Option<queues::ShadowSlot> {
+        let (doorbells, event_indexes) = self.doorbell_buffers?;
+        // CAP.DSTRD is 0: 4-byte slots in the registers' order.
+        let at = (2 * u64::from(qid) + u64::from(cq)) * 4;
+        (qid != 0).then_some(queues::ShadowSlot {
+            doorbell: doorbells + at,
+            event_index: event_indexes + at,
+        })
+    }
+
     fn cap(&self) -> u64 {
         u64::from(self.config.max_queue_entries - 1)
             | 1 << 16 // contiguous queues required
@@ -221,6 +248,7 @@ impl State {
         self.queues = Queues::default();
         self.held.clear();
         self.granted = None;
+        self.doorbell_buffers = None;
         self.csts &= !regs::CSTS_READY;
     }
 
@@ -251,6 +279,7 @@ impl State {
                         head: 0,
                         tail: 0,
                         cqid: 0,
+                        shadow: None,
                     },
                 );
                 self.csts = regs::CSTS_READY;
@@ -274,7 +303,10 @@ impl State {
             return;
         }
         match self.queues.sqs.get_mut(&qid) {
-            Some(sq) if value < u32::from(sq.size) => sq.tail = value as u16,
+            Some(sq) if value < u32::from(sq.size) => {
+                sq.tail = value as u16;
+                sq.refresh(bus);
+            }
             _ => return,
         }
         while let Some((command, _)) = self.queues.fetch(bus, qid) {

@@ -8,6 +8,32 @@ use zerocopy::IntoBytes;
 
 use crate::command::{Command, Completion};
 
+/// A queue's two slots in the shadow doorbell buffers (Doorbell Buffer
+/// Config): where the driver writes its tail or head, and where the
+/// controller writes the index it wants a doorbell at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct ShadowSlot {
+    /// In the shadow doorbell buffer (the driver writes it).
+    pub(super) doorbell: u64,
+    /// In the event index buffer (the controller writes it).
+    pub(super) event_index: u64,
+}
+
+impl ShadowSlot {
+    /// The value the driver last wrote, if it is an index of a queue of
+    /// `size` entries (anything else is ignored, as a register write
+    /// would be).
+    fn read(&self, bus: &Bus, size: u16) -> Option<u16> {
+        let value: u32 = bus.read_obj(self.doorbell).ok()?;
+        u16::try_from(value).ok().filter(|v| *v < size)
+    }
+
+    /// Tells the driver which index to ring the real doorbell at.
+    fn ask_at(&self, bus: &Bus, index: u16) {
+        let _ = bus.write(self.event_index, &u32::from(index).to_le_bytes());
+    }
+}
+
 /// A submission queue.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Sq {
@@ -16,6 +42,24 @@ pub(super) struct Sq {
     pub(super) head: u16,
     pub(super) tail: u16,
     pub(super) cqid: u16,
+    /// Its shadow tail, when the driver configured shadow doorbells.
+    pub(super) shadow: Option<ShadowSlot>,
+}
+
+impl Sq {
+    /// Catches up with the shadow tail, as QEMU's controller does while it
+    /// processes a queue: first it asks for a doorbell at the tail it has
+    /// seen, then it reads the shadow again, so a tail the driver moved in
+    /// between is either read here or rung for. Whether there is more to run.
+    pub(super) fn refresh(&mut self, bus: &Bus) -> bool {
+        if let Some(shadow) = self.shadow {
+            shadow.ask_at(bus, self.tail);
+            if let Some(tail) = shadow.read(bus, self.size) {
+                self.tail = tail;
+            }
+        }
+        self.head != self.tail
+    }
 }
 
 /// A completion queue.
@@ -32,6 +76,10 @@ pub(super) struct Cq {
     pub(super) vector: Option<u16>,
     /// Completions waiting for room.
     waiting: VecDeque<Completion>,
+    /// Its shadow head, when the driver configured shadow doorbells. As in
+    /// QEMU 7.2 the model reads it for room and never writes the event
+    /// index, so the driver rings the head register once per wrap.
+    pub(super) shadow: Option<ShadowSlot>,
 }
 
 impl Cq {
@@ -44,6 +92,7 @@ impl Cq {
             phase: true,
             vector,
             waiting: VecDeque::new(),
+            shadow: None,
         }
     }
 
@@ -68,6 +117,9 @@ impl Cq {
     /// Writes what fits: each entry's body first, then its status word with
     /// the phase tag, so the driver never sees a half-written entry.
     fn flush(&mut self, bus: &Bus) {
+        if let Some(head) = self.shadow.and_then(|s| s.read(bus, self.size)) {
+            self.head = head;
+        }
         let mut posted = false;
         while !self.is_full() {
             let Some(mut completion) = self.waiting.pop_front() else {
@@ -104,7 +156,7 @@ impl Queues {
     /// The next command of submission queue `qid`, if the driver rang for one.
     pub(super) fn fetch(&mut self, bus: &Bus, qid: u16) -> Option<(Command, Sq)> {
         let sq = self.sqs.get_mut(&qid)?;
-        if sq.head == sq.tail {
+        if sq.head == sq.tail && !sq.refresh(bus) {
             return None;
         }
         let at = sq.base + u64::from(sq.head) * 64;
