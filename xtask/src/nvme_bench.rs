@@ -347,6 +347,11 @@ pub struct Figures {
     /// the controller with nothing else to do, µs per I/O (polled, spinning);
     /// NaN for the kernel's side.
     pub waiting_us: f64,
+    /// usrdrv's driver only: µs per I/O spent writing submission doorbell
+    /// registers, and µs one such write took; NaN for the kernel's side.
+    pub tail_doorbell_us: f64,
+    /// See `tail_doorbell_us`.
+    pub tail_doorbell_each_us: f64,
     /// How many runs these are the medians of.
     pub runs: usize,
 }
@@ -372,6 +377,8 @@ impl Figures {
             cpu_us: of(|f| f.cpu_us),
             user_us: of(|f| f.user_us),
             waiting_us: of(|f| f.waiting_us),
+            tail_doorbell_us: of(|f| f.tail_doorbell_us),
+            tail_doorbell_each_us: of(|f| f.tail_doorbell_each_us),
             runs: runs.len(),
         }
     }
@@ -462,9 +469,7 @@ pub fn parse(transcript: &[String]) -> NvmeResults {
                 };
                 let cpu_us = per_io("busy_jiffies");
                 let user_us = per_io("user_jiffies");
-                let waiting_us = v["result"]["waiting_us_per_io"]
-                    .as_f64()
-                    .unwrap_or(f64::NAN);
+                let tool = |field: &str| v["result"][field].as_f64().unwrap_or(f64::NAN);
                 runs.entry(key).or_default().push(Figures {
                     iops,
                     mib_s,
@@ -473,7 +478,9 @@ pub fn parse(transcript: &[String]) -> NvmeResults {
                     ios,
                     cpu_us,
                     user_us,
-                    waiting_us,
+                    waiting_us: tool("waiting_us_per_io"),
+                    tail_doorbell_us: tool("tail_doorbell_us_per_io"),
+                    tail_doorbell_each_us: tool("tail_doorbell_us_each"),
                     runs: 1,
                 });
             }

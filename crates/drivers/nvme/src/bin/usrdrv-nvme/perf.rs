@@ -346,12 +346,12 @@ fn drive(
             free.pop();
             unrung += 1;
             if unrung == ring_every {
-                queue.ring()?;
+                ring_timed(&mut queue, &mut tally)?;
                 unrung = 0;
             }
         }
         unrung = 0;
-        queue.ring()?;
+        ring_timed(&mut queue, &mut tally)?;
         if queue.in_flight() == 0 {
             break;
         }
@@ -387,6 +387,16 @@ fn drive(
     }
     tally.doorbell_writes = queue.doorbell_writes();
     Ok(tally)
+}
+
+/// Rings the queue's submission doorbell, timing it: under emulation a
+/// register write can wait for the emulator's own lock.
+fn ring_timed(queue: &mut IoQueue<PoolBuffer>, tally: &mut Tally) -> Result<(), ToolError> {
+    let (writes, rung) = (queue.doorbell_writes(), report::now());
+    queue.ring()?;
+    tally.ring_ticks += report::now().wrapping_sub(rung);
+    tally.ring_writes += queue.doorbell_writes() - writes;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -67,6 +67,12 @@ pub struct Tally {
     /// nothing else to do (this crate's driver only): polled, spinning;
     /// on interrupts, mostly asleep.
     pub waiting_ticks: u64,
+    /// Ticks of [`now`] spent ringing submission doorbells (this crate's
+    /// driver only): under emulation a register write can wait for the
+    /// emulator's own lock.
+    pub ring_ticks: u64,
+    /// The doorbell registers those rings wrote.
+    pub ring_writes: u64,
 }
 
 /// The report (schema `usrdrv-nvme.perf/1`), the same for both sides.
@@ -104,6 +110,14 @@ pub struct Report {
     waiting_share: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     waiting_us_per_io: Option<f64>,
+    /// This crate's driver only: the time spent ringing submission queue
+    /// doorbells (register writes), per completed command.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tail_doorbell_us_per_io: Option<f64>,
+    /// This crate's driver only: the time one submission doorbell write took
+    /// on average.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tail_doorbell_us_each: Option<f64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -161,6 +175,8 @@ impl Report {
             total.bytes += tally.bytes;
             total.doorbell_writes += tally.doorbell_writes;
             total.waiting_ticks += tally.waiting_ticks;
+            total.ring_ticks += tally.ring_ticks;
+            total.ring_writes += tally.ring_writes;
             total.latencies.extend(tally.latencies);
         }
         total.latencies.sort_unstable();
@@ -210,6 +226,9 @@ impl Report {
             waiting_share: ours
                 .then(|| (waiting_s / (elapsed * f64::from(args.queues.max(1)))).min(1.0)),
             waiting_us_per_io: ours.then(|| waiting_s * 1e6 / total.ios.max(1) as f64),
+            tail_doorbell_us_per_io: ours.then(|| us(total.ring_ticks) / total.ios.max(1) as f64),
+            tail_doorbell_us_each: (ours && total.ring_writes > 0)
+                .then(|| us(total.ring_ticks) / total.ring_writes as f64),
         }
     }
 
@@ -251,6 +270,12 @@ impl Report {
                 "  waiting for the controller: {:.1}% of the queues' time, {per_io:.2} us per I/O",
                 share * 100.0
             );
+        }
+        if let Some(per_io) = self.tail_doorbell_us_per_io {
+            let each = self
+                .tail_doorbell_us_each
+                .map_or(String::new(), |each| format!(" ({each:.1} us a write)"));
+            println!("  ringing submission doorbells: {per_io:.2} us per I/O{each}");
         }
     }
 }
