@@ -213,7 +213,8 @@ fn waiting(r: &NvmeResults) -> Option<String> {
                 String::new()
             };
             format!(
-                "{what}, {:.1} of its {:.1} µs of guest CPU per I/O ({:.0}%) waiting{doorbells}",
+                "{what}, {:.1} of its {:.1} µs per I/O ({:.0}%) waiting for the controller \
+                 with nothing to reap{doorbells}",
                 f.waiting_us,
                 f.cpu_us,
                 100.0 * f.waiting_us / f.cpu_us
@@ -229,8 +230,7 @@ fn waiting(r: &NvmeResults) -> Option<String> {
     .collect();
     (!parts.is_empty()).then(|| {
         format!(
-            "usrdrv polled at QD32 spent, waiting for the controller with every \
-             command submitted and nothing to reap: {}. The waiting is the \
+            "Where a polled usrdrv queue's guest CPU time goes at QD32: {}. The waiting is the \
              emulated controller's time, not the driver's; the rows \"less the \
              poll loop's waiting\" compare the rest with the kernel's CPU per \
              I/O. That rest still holds the doorbells: under TCG a write to the \
@@ -384,7 +384,10 @@ mod tests {
             .insert("u_file_qd32_poll".into(), figures(50_000.0, 0.0));
         let text = waiting(&r).expect("null-co measured");
         assert!(
-            text.contains(": on null-co, 4.0 of its 10.0 µs of guest CPU per I/O (40%) waiting."),
+            text.contains(
+                ": on null-co, 4.0 of its 10.0 µs per I/O (40%) waiting for the controller with \
+                 nothing to reap."
+            ),
             "{text}"
         );
         r.figures.insert(
@@ -399,7 +402,7 @@ mod tests {
         let text = waiting(&r).expect("null-co measured");
         assert!(
             text.contains(
-                "(40%) waiting, and 2.5 µs (25%) writing submission doorbells, 40 µs a write."
+                "nothing to reap, and 2.5 µs (25%) writing submission doorbells, 40 µs a write."
             ),
             "{text}"
         );
