@@ -176,8 +176,9 @@ access!(u8 => AtomicU8, u16 => AtomicU16, u32 => AtomicU32, u64 => AtomicU64);
 
 /// How many words a bulk copy moves per `asm!` block: enough that the
 /// compiler barrier each block is costs little, few enough to stay in
-/// registers.
-const BLOCK: usize = 8;
+/// caller-saved registers (eight made a 64-byte entry's copy save and
+/// restore six registers, which emulated CPUs pay for).
+const BLOCK: usize = 4;
 
 /// Copies `words` 8-byte words out of shared memory at `shared` into private
 /// memory at `private`, in address order, each word one 8-byte load: the bulk
@@ -194,9 +195,9 @@ pub(crate) unsafe fn copy_words_out(shared: *const u64, private: *mut u8, words:
     let mut done = 0;
     #[cfg(target_arch = "x86_64")]
     while words - done >= BLOCK {
-        let (w0, w1, w2, w3, w4, w5, w6, w7): (u64, u64, u64, u64, u64, u64, u64, u64);
+        let (w0, w1, w2, w3): (u64, u64, u64, u64);
         let at = shared.wrapping_add(done);
-        // SAFETY: words `done..done + 8` of the shared run: aligned, in bounds
+        // SAFETY: words `done..done + 4` of the shared run: aligned, in bounds
         // (caller, and the loop condition), so each `mov` is one single-copy
         // atomic load that cannot fault. The outputs are `out`, not
         // `lateout`, so none shares a register with the address that later
@@ -209,17 +210,12 @@ pub(crate) unsafe fn copy_words_out(shared: *const u64, private: *mut u8, words:
                 "mov {1}, qword ptr [{p} + 8]",
                 "mov {2}, qword ptr [{p} + 16]",
                 "mov {3}, qword ptr [{p} + 24]",
-                "mov {4}, qword ptr [{p} + 32]",
-                "mov {5}, qword ptr [{p} + 40]",
-                "mov {6}, qword ptr [{p} + 48]",
-                "mov {7}, qword ptr [{p} + 56]",
                 out(reg) w0, out(reg) w1, out(reg) w2, out(reg) w3,
-                out(reg) w4, out(reg) w5, out(reg) w6, out(reg) w7,
                 p = in(reg) at,
                 options(nostack, preserves_flags, readonly),
             );
         }
-        for (k, value) in [w0, w1, w2, w3, w4, w5, w6, w7].into_iter().enumerate() {
+        for (k, value) in [w0, w1, w2, w3].into_iter().enumerate() {
             // SAFETY: in bounds of the private run (caller), any alignment;
             // the private memory is ordinary memory this call may write.
             unsafe {
@@ -269,7 +265,7 @@ pub(crate) unsafe fn copy_words_in(private: *const u8, shared: *mut u64, words: 
             };
         }
         let at = shared.wrapping_add(done);
-        // SAFETY: words `done..done + 8` of the shared run: aligned, in bounds
+        // SAFETY: words `done..done + 4` of the shared run: aligned, in bounds
         // and writable (caller, and the loop condition), so each `mov` is one
         // single-copy atomic store, in address order. The block is a compiler
         // barrier; it uses no stack and keeps the flags.
@@ -279,12 +275,7 @@ pub(crate) unsafe fn copy_words_in(private: *const u8, shared: *mut u64, words: 
                 "mov qword ptr [{p} + 8], {1}",
                 "mov qword ptr [{p} + 16], {2}",
                 "mov qword ptr [{p} + 24], {3}",
-                "mov qword ptr [{p} + 32], {4}",
-                "mov qword ptr [{p} + 40], {5}",
-                "mov qword ptr [{p} + 48], {6}",
-                "mov qword ptr [{p} + 56], {7}",
                 in(reg) w[0], in(reg) w[1], in(reg) w[2], in(reg) w[3],
-                in(reg) w[4], in(reg) w[5], in(reg) w[6], in(reg) w[7],
                 p = in(reg) at,
                 options(nostack, preserves_flags),
             );

@@ -85,7 +85,9 @@ pub fn copies(device: &Device, clock: &Clock, plan: Plan) -> Result<[Row; 3]> {
             raw_in,
         )
         .ratio_at_most(1.5)
-        .note("DmaRegion::write_bytes (relaxed atomic 8-byte stores) vs memcpy into plain pages")
+        .note(
+            "DmaRegion::write_bytes (single-copy atomic 8-byte stores) vs memcpy into plain pages",
+        )
         .extra(rounds.clone()),
         Row::compared(
             "copy_out_4k",
@@ -95,7 +97,7 @@ pub fn copies(device: &Device, clock: &Clock, plan: Plan) -> Result<[Row; 3]> {
             raw_out,
         )
         .ratio_at_most(1.5)
-        .note("DmaRegion::read_bytes (relaxed atomic 8-byte loads) vs memcpy from plain pages")
+        .note("DmaRegion::read_bytes (single-copy atomic 8-byte loads) vs memcpy from plain pages")
         .extra(rounds.clone()),
         Row::compared(
             "write_obj_64",
