@@ -204,11 +204,16 @@ impl Controller {
         // Disabling stops whatever a previous owner left running, before bus
         // mastering goes on.
         device.quiesce(|| disable(&bar, cap, address))?;
+        // CAP.MQES + 1 may be 65536, which a u16 cannot hold.
+        let admin_depth =
+            u16::try_from(cap.max_queue_entries()).map_or(ADMIN_DEPTH, |max| ADMIN_DEPTH.min(max));
+        // The admin queue's two rings are as long as each other (AQA): its
+        // head doorbell is rung after every completion.
         let admin = QueuePair::new(
             &device,
             0,
-            // CAP.MQES + 1 may be 65536, which a u16 cannot hold.
-            u16::try_from(cap.max_queue_entries()).map_or(ADMIN_DEPTH, |max| ADMIN_DEPTH.min(max)),
+            admin_depth,
+            admin_depth,
             cap.doorbell_stride(),
             None,
         )?;
@@ -387,7 +392,12 @@ impl Controller {
         } else {
             None
         };
-        let depth = depth.clamp(2, self.shared.cap.max_queue_entries().min(65535) as u16);
+        let most = self.shared.cap.max_queue_entries().min(65535);
+        let depth = depth.clamp(2, most as u16);
+        // A completion queue twice as long, where the controller allows it,
+        // so its head doorbell is rung about once per `depth` completions
+        // (see `QueuePair::ring_head`).
+        let cq_depth = (2 * u32::from(depth)).min(most) as u16;
         let mut admin = self.shared.lock_admin();
         let Some(qid) = (1..=self.io_queues).find(|q| !admin.qids.contains(q)) else {
             return Err(NvmeError::NoFreeQueue {
@@ -398,6 +408,7 @@ impl Controller {
             &self.shared.device,
             qid,
             depth,
+            cq_depth,
             self.shared.cap.doorbell_stride(),
             admin.shadow.clone(),
         )?;

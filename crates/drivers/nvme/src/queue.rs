@@ -22,7 +22,11 @@ const CQE: usize = 16;
 #[derive(Debug)]
 pub(crate) struct QueuePair {
     qid: u16,
+    /// Entries of the submission queue.
     depth: u16,
+    /// Entries of the completion queue: `depth` or more. Beyond `depth`
+    /// they are slack that lets the head doorbell wait (see `ring_head`).
+    cq_depth: u16,
     sq: DmaBuffer,
     cq: DmaBuffer,
     sq_tail: u16,
@@ -48,17 +52,20 @@ pub(crate) struct QueuePair {
 }
 
 impl QueuePair {
-    /// Allocates queue `qid` with `depth` entries (2 to 65536) on `device`,
+    /// Allocates queue `qid` with `depth` submission entries (2 to 65535)
+    /// and `cq_depth` completion entries (at least `depth`) on `device`,
     /// rung through `shadow` doorbells if given.
     pub(crate) fn new(
         device: &Device,
         qid: u16,
         depth: u16,
+        cq_depth: u16,
         stride: u64,
         shadow: Option<Arc<ShadowDoorbells>>,
     ) -> Result<Self, NvmeError> {
+        let cq_depth = cq_depth.max(depth);
         let sq = device.alloc_dma(usize::from(depth) * SQE)?;
-        let cq = device.alloc_dma(usize::from(depth) * CQE)?;
+        let cq = device.alloc_dma(usize::from(cq_depth) * CQE)?;
         let shadow = match shadow {
             Some(shadow) => {
                 shadow.reset(qid)?;
@@ -70,6 +77,7 @@ impl QueuePair {
         Ok(Self {
             qid,
             depth,
+            cq_depth,
             sq,
             cq,
             sq_tail: 0,
@@ -90,9 +98,14 @@ impl QueuePair {
         self.qid
     }
 
-    /// The number of entries.
+    /// The number of submission queue entries.
     pub(crate) fn depth(&self) -> u16 {
         self.depth
+    }
+
+    /// The number of completion queue entries.
+    pub(crate) fn cq_depth(&self) -> u16 {
+        self.cq_depth
     }
 
     /// The device address of the submission queue.
@@ -221,7 +234,7 @@ impl QueuePair {
         self.cq.sync_for_cpu();
         let completion: Completion = self.cq.read_obj(at)?;
         self.cq_head += 1;
-        if self.cq_head == self.depth {
+        if self.cq_head == self.cq_depth {
             self.cq_head = 0;
             self.phase = !self.phase;
         }
@@ -229,17 +242,36 @@ impl QueuePair {
         Ok(Some(completion))
     }
 
-    /// Tells the controller how far completions were consumed.
+    /// Tells the controller how far completions were consumed, when it
+    /// must know: with a completion queue `slack` entries longer than the
+    /// submission queue, the controller has room for every command that can
+    /// be in flight as long as at most `slack` consumed entries go untold,
+    /// so the register is written once per `slack` or so completions, not
+    /// once per reap (each write can cost a virtual controller more than
+    /// many commands). Shadow doorbells are updated every time.
     pub(crate) fn ring_head(&mut self, bar: &Bar) -> Result<(), NvmeError> {
         let ring = match &self.shadow {
             Some((shadow, _, slot)) => shadow.update(*slot, self.rung_head, self.cq_head)?,
-            None => true,
+            None => self.untold_heads() > self.cq_depth - self.depth,
         };
         if ring {
             bar.write32(self.cq_doorbell, u32::from(self.cq_head))?;
             self.doorbell_writes += 1;
         }
-        self.rung_head = self.cq_head;
+        if ring || self.shadow.is_some() {
+            self.rung_head = self.cq_head;
+        }
         Ok(())
+    }
+
+    /// Completions consumed that the controller was not told of.
+    fn untold_heads(&self) -> u16 {
+        let (head, told, size) = (
+            u32::from(self.cq_head),
+            u32::from(self.rung_head),
+            u32::from(self.cq_depth),
+        );
+        // Below `cq_depth`, so it fits.
+        ((head + size - told) % size) as u16
     }
 }

@@ -57,10 +57,9 @@ impl Shared {
         vector: Option<u16>,
     ) -> Result<(), NvmeError> {
         let qid = queue.qid();
-        let size = u32::from(queue.depth() - 1) << 16 | u32::from(qid);
         let mut cq = Command::new(admin::CREATE_CQ, 0);
         cq.prp1 = queue.cq_addr();
-        cq.cdw10[0] = size;
+        cq.cdw10[0] = u32::from(queue.cq_depth() - 1) << 16 | u32::from(qid);
         // Physically contiguous, and the interrupt vector if any.
         cq.cdw10[1] = match vector {
             Some(v) => u32::from(v) << 16 | 0b11,
@@ -69,7 +68,7 @@ impl Shared {
         self.admin_command(admin, "Create I/O Completion Queue", cq)?;
         let mut sq = Command::new(admin::CREATE_SQ, 0);
         sq.prp1 = queue.sq_addr();
-        sq.cdw10[0] = size;
+        sq.cdw10[0] = u32::from(queue.depth() - 1) << 16 | u32::from(qid);
         sq.cdw10[1] = u32::from(qid) << 16 | 1;
         if let Err(e) = self.admin_command(admin, "Create I/O Submission Queue", sq) {
             let mut delete = Command::new(admin::DELETE_CQ, 0);
