@@ -699,11 +699,14 @@ fn shadow_doorbells_carry_every_command_and_the_kernel_reads_what_they_wrote() {
         "{commands} commands in {batches} batches: {with_registers} doorbell writes with \
          registers only, {with_shadow} with shadow doorbells"
     );
-    // Registers only: a tail doorbell per batch, and at least one head
-    // doorbell for each. (With shadow doorbells QEMU 7.2, idle between
-    // batches, asks for about as many: the figures are printed, not compared.)
+    // Registers only: a tail doorbell per batch, and a head doorbell only
+    // once per completion queue slack (the completion queue is twice as
+    // long: about once per DEPTH completions). (With shadow doorbells QEMU
+    // 7.2, idle between batches, asks for a tail and a head each: the
+    // figures are printed, not compared.)
+    let heads = commands / u64::from(DEPTH) + 1;
     assert!(
-        with_registers >= 2 * batches,
+        (batches..=batches + heads).contains(&with_registers),
         "{with_registers} doorbell writes"
     );
     assert!(with_shadow > 0, "the first batch rings at least once");
