@@ -471,7 +471,8 @@ impl<B: IoBuffer> IoQueue<B> {
         if self.queue.has_unrung() {
             self.ring()?;
         }
-        // Every completion posted so far, then one head doorbell for all.
+        // Every completion posted so far, then the head told once for all
+        // (if the completion queue's slack needs it: see `QueuePair::ring_head`).
         let mut taken = false;
         while let Some(done) = self.queue.take()? {
             taken = true;

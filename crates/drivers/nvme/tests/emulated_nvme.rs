@@ -707,7 +707,11 @@ fn the_head_doorbell_waits_for_the_completion_queues_slack() {
         buffer.write_bytes(0, &pattern(4096, n)).unwrap();
         queue.write(&ns, n * 8, 8, &buffer).unwrap();
     }
-    assert_eq!(queue.doorbell_writes(), 90 + 90 / 9, "90 tails and 10 heads");
+    assert_eq!(
+        queue.doorbell_writes(),
+        90 + 90 / 9,
+        "90 tails and 10 heads"
+    );
     // The queue ran through its completion queue several times and every
     // write landed.
     for n in [0u64, 45, 89] {
