@@ -9,8 +9,9 @@
 //! queue creation and deletion with an MSI-X vector per completion queue,
 //! Abort, Doorbell Buffer Config (shadow doorbells for the I/O queues, with
 //! QEMU 7.2's event indexes: a submission queue asks for a doorbell at the
-//! tail it has caught up with, a completion queue never asks), and Read, Write (PRP entries and chained PRP lists), Flush, Write
-//! Zeroes and Dataset Management (deallocate). Commands run when their
+//! tail it has caught up with, a completion queue never asks), and Read,
+//! Write (PRP entries and chained PRP lists), Flush, Write Zeroes and
+//! Dataset Management (deallocate). Commands run when their
 //! doorbell is rung, in the driver's thread; a completion's status word
 //! (with the phase tag) is written after the rest of it.
 //!
