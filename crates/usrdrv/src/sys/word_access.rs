@@ -53,7 +53,6 @@ pub(crate) trait Access: Copy {
 
 /// Whether a store with `order` must also be a full barrier.
 #[inline(always)]
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 fn store_is_seq_cst(order: Ordering) -> bool {
     !matches!(order, Ordering::Relaxed | Ordering::Release)
 }
@@ -178,6 +177,7 @@ access!(u8 => AtomicU8, u16 => AtomicU16, u32 => AtomicU32, u64 => AtomicU64);
 /// compiler barrier each block is costs little, few enough to stay in
 /// caller-saved registers (eight made a 64-byte entry's copy save and
 /// restore six registers, which emulated CPUs pay for).
+#[cfg(target_arch = "x86_64")]
 const BLOCK: usize = 4;
 
 /// Copies `words` 8-byte words out of shared memory at `shared` into private
@@ -192,6 +192,8 @@ const BLOCK: usize = 4;
 /// alignment) and does not overlap it.
 #[inline(always)]
 pub(crate) unsafe fn copy_words_out(shared: *const u64, private: *mut u8, words: usize) {
+    // Other architectures copy word by word.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
     let mut done = 0;
     #[cfg(target_arch = "x86_64")]
     while words - done >= BLOCK {
@@ -251,6 +253,8 @@ pub(crate) unsafe fn copy_words_out(shared: *const u64, private: *mut u8, words:
 /// for reads.
 #[inline(always)]
 pub(crate) unsafe fn copy_words_in(private: *const u8, shared: *mut u64, words: usize) {
+    // Other architectures copy word by word.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
     let mut done = 0;
     #[cfg(target_arch = "x86_64")]
     while words - done >= BLOCK {
