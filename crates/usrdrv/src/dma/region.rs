@@ -177,6 +177,7 @@ impl DmaRegion {
     }
 
     /// Copies `out.len()` bytes from `offset` into `out`.
+    #[inline]
     pub fn read_bytes(&self, offset: usize, out: &mut [u8]) -> Result<(), DmaError> {
         self.window
             .copy_out(offset, out)
@@ -184,6 +185,7 @@ impl DmaRegion {
     }
 
     /// Copies `data` into the region at `offset`.
+    #[inline]
     pub fn write_bytes(&self, offset: usize, data: &[u8]) -> Result<(), DmaError> {
         self.window
             .copy_in(offset, data)
@@ -191,6 +193,7 @@ impl DmaRegion {
     }
 
     /// Reads a plain-data `T` (any offset; its bytes as they lie in memory).
+    #[inline]
     pub fn read_obj<T: FromBytes + IntoBytes>(&self, offset: usize) -> Result<T, DmaError> {
         let mut value = T::new_zeroed();
         self.read_bytes(offset, value.as_mut_bytes())?;
@@ -198,6 +201,7 @@ impl DmaRegion {
     }
 
     /// Writes a plain-data `T` at `offset` (its bytes as they lie in memory).
+    #[inline]
     pub fn write_obj<T: IntoBytes + Immutable>(
         &self,
         offset: usize,

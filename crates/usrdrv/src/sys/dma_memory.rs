@@ -301,6 +301,7 @@ impl DmaWindow {
 
     /// Copies `out.len()` bytes from `offset` into `out`: relaxed loads
     /// of aligned words, bytes at the edges.
+    #[inline]
     pub(crate) fn copy_out(&self, offset: usize, out: &mut [u8]) -> Option<()> {
         if !self.in_bounds(offset, out.len()) {
             return None;
@@ -338,6 +339,7 @@ impl DmaWindow {
 
     /// Copies `data` to `offset`: relaxed stores of aligned words, bytes
     /// at the edges.
+    #[inline]
     pub(crate) fn copy_in(&self, offset: usize, data: &[u8]) -> Option<()> {
         if !self.in_bounds(offset, data.len()) {
             return None;
